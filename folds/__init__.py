@@ -1,0 +1,1 @@
+"""Folds stage: the contract table plus a `fold` column, written to <run_dir>/folds.csv."""

@@ -1,0 +1,1 @@
+"""maskfold core: config, data contract, datasets, models, losses, training loop and CLI."""

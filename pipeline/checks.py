@@ -1,0 +1,77 @@
+"""`check-data`: the whole data set scanned, summarised, and every problem named with its file and fix."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from joblib import Parallel, delayed
+
+from pipeline.config import Config
+from pipeline.contract import NUM_CLASSES, DataError, Report, image_file, read_eval, read_train
+from pipeline.images import inspect_image
+
+
+def _inspect_many(files: list[str]) -> list[tuple[str | None, str | None]]:
+    return [inspect_image(f) for f in files]
+
+
+def scan_images(files: list[Path], report: Report, n_jobs: int = 2) -> None:
+    """Decode every photo once; broken ones become problems, converted modes are counted."""
+    files = [str(f) for f in files]
+    chunks = [files[i : i + 256] for i in range(0, len(files), 256)]
+    results = Parallel(n_jobs=n_jobs)(delayed(_inspect_many)(c) for c in chunks) if chunks else []
+    modes = Counter()
+    for chunk, res in zip(chunks, results):
+        for f, (problem, mode) in zip(chunk, res):
+            if problem:
+                report.problem(f, problem)
+            if mode:
+                modes[mode] += 1
+    report.converted = dict(modes)
+
+
+def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None, Report]:
+    """Contract tables for train and eval plus the report; scan=True decodes every photo as well."""
+    report = Report()
+    train, report = read_train(cfg.data_dir, cfg.data, report)
+    evals, report = read_eval(cfg.data_dir, report)
+    if scan:
+        files = [image_file(cfg.data_dir, p) for p in train["path"]]
+        if evals is not None:
+            files += [image_file(cfg.data_dir, p) for p in evals["path"] if image_file(cfg.data_dir, p).exists()]
+        scan_images(files, report)
+    return train, evals, report
+
+
+def require_clean(cfg: Config, scan: bool = False):
+    """What training calls: the same checks as check-data, raising DataError on any problem."""
+    try:
+        train, evals, report = load_data(cfg, scan=scan)
+    except DataError:
+        raise
+    if report.problems:
+        raise DataError(report.problems)
+    return train, evals, report
+
+
+def summary(train: pd.DataFrame, evals: pd.DataFrame | None, report: Report) -> str:
+    lines = [
+        f"persons: {train['person_id'].nunique()}   photos: {len(train)}   "
+        f"eval photos: {'none (train-only data)' if evals is None else len(evals)}",
+        f"junk files skipped: {len(report.junk)}",
+    ]
+    counts = train["label"].value_counts().reindex(range(NUM_CLASSES), fill_value=0)
+    lines.append("photos per class: " + " ".join(f"{c}:{n}" for c, n in counts.items()))
+    if report.converted:
+        lines.append("converted to RGB: " + ", ".join(f"{m} {n}" for m, n in sorted(report.converted.items())))
+    lines.append(f"label fixes applied: {len(report.fixes)}")
+    lines += [f"  {f}" for f in report.fixes]
+    lines += [f"note: {n}" for n in report.notes if "not in this data" not in n]
+    unused = sum("not in this data" in n for n in report.notes)
+    if unused:
+        lines.append(f"note: {unused} label fix(es) name persons not in this data (left unused)")
+    lines += [f"warning: {w}" for w in report.warnings]
+    lines.append(f"problems: {len(report.problems)}")
+    lines += [f"  {p}" for p in report.problems]
+    return "\n".join(lines)

@@ -1,0 +1,308 @@
+"""The data contract: the competition layout read into one table, one row per photo.
+
+Columns: image_id, path (relative to data_dir, or absolute for external photos), person_id, gender, race, age,
+age_band, mask, photo, label, source. Every problem found is collected with the file it concerns and the fix, so
+`check-data` and training refuse bad data with the same words.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import DataConfig
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+PHOTOS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
+MASKS = ("wear", "incorrect", "normal")
+GENDERS = ("male", "female")
+TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
+CONTRACT_COLUMNS = [
+    "image_id", "path", "person_id", "gender", "race", "age", "age_band", "mask", "photo", "label", "source",
+]
+NUM_CLASSES = 18
+MAX_AGE = 120
+
+
+def photo_mask(photo: str) -> str:
+    return "wear" if photo.startswith("mask") else ("incorrect" if photo == "incorrect_mask" else "normal")
+
+
+def age_band(age, cuts=(30, 60)):
+    """0: below the first cut, 1: between, 2: at or above the second. Works on scalars and arrays."""
+    return np.searchsorted(np.asarray(cuts), np.asarray(age), side="right")
+
+
+def encode_label(mask, gender, band):
+    """mask*6 + gender*3 + age band, from names or integer codes."""
+    m = MASKS.index(mask) if isinstance(mask, str) else mask
+    g = GENDERS.index(gender) if isinstance(gender, str) else gender
+    return m * 6 + g * 3 + band
+
+
+def decode_label(label):
+    """(mask, gender, age band) integer codes of one or many labels."""
+    label = np.asarray(label)
+    return label // 6, (label // 3) % 2, label % 3
+
+
+@dataclass
+class Problem:
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    junk: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+    converted: dict = field(default_factory=dict)  # image mode -> count (grayscale, CMYK, RGBA: converted)
+    notes: list[str] = field(default_factory=list)
+
+    def problem(self, file, message):
+        self.problems.append(Problem(str(file), message))
+
+
+class DataError(RuntimeError):
+    """Raised by training when the data fails the checks that `maskfold check-data` prints."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(
+            f"{len(problems)} data problem(s); run `maskfold check-data` for the full report:\n{shown}{more}"
+        )
+
+
+# ---------------------------------------------------------------- train layout
+
+
+def _parse_gender(value, file, report) -> str | None:
+    g = str(value).strip().lower()
+    if g in ("male", "m", "0"):
+        return "male"
+    if g in ("female", "f", "1"):
+        return "female"
+    report.problem(file, f"unknown gender {value!r}; write male or female")
+    return None
+
+
+def _parse_age(value, file, report) -> int | None:
+    s = str(value).strip()
+    if not re.fullmatch(r"\d+(\.0+)?", s):
+        report.problem(file, f"age {value!r} is not a whole number; write the age in years")
+        return None
+    age = int(float(s))
+    if not 0 < age < MAX_AGE:
+        report.problem(file, f"age {age} is out of range (1-{MAX_AGE - 1}); correct the row")
+        return None
+    return age
+
+
+def _person_photos(folder: Path, person: str, report: Report) -> dict[str, str]:
+    """Map each of the 7 photo names to its file name; junk is counted, gaps and extras are problems."""
+    found: dict[str, str] = {}
+    for f in sorted(folder.iterdir()):
+        name = f.name
+        if name.startswith(".") or f.is_dir() or f.suffix.lower() not in IMAGE_EXTS:
+            report.junk.append(str(f))
+            continue
+        stem = f.stem
+        if stem not in PHOTOS:
+            report.problem(f, f"extra photo in person {person}: expected only {', '.join(PHOTOS)}; remove or rename it")
+        elif stem in found:
+            report.problem(f, f"two files for photo '{stem}' ({found[stem]} and {name}); keep one")
+        else:
+            found[stem] = name
+    missing = [p for p in PHOTOS if p not in found]
+    if missing:
+        report.problem(folder, f"person {person} is missing photo(s) {', '.join(missing)}; restore them or drop the row")
+    return found
+
+
+def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None = None) -> tuple[pd.DataFrame, Report]:
+    """Read train/train.csv and the photo folders into the contract table."""
+    data_dir = Path(data_dir)
+    report = report or Report()
+    csv = data_dir / "train" / "train.csv"
+    if not csv.is_file():
+        report.problem(csv, "train.csv not found; data_dir must hold train/train.csv and train/images/")
+        return pd.DataFrame(columns=CONTRACT_COLUMNS), report
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    absent = [c for c in TRAIN_COLUMNS if c not in table.columns]
+    if absent:
+        report.problem(csv, f"missing column(s) {', '.join(absent)}; the header must be {','.join(TRAIN_COLUMNS)}")
+        return pd.DataFrame(columns=CONTRACT_COLUMNS), report
+
+    dup_path = table["path"][table["path"].duplicated()].unique()
+    for p in dup_path:
+        report.problem(csv, f"path '{p}' appears in more than one row; each person folder must be listed once")
+    dup_id = table["id"][table["id"].duplicated()].unique()
+    for i in dup_id:
+        report.warnings.append(f"{csv}: id '{i}' is repeated; persons are keyed by their folder name (path)")
+
+    images = data_dir / "train" / "images"
+    people = []
+    for line, row in enumerate(table.itertuples(index=False), start=2):
+        where = f"{csv} line {line}"
+        gender = _parse_gender(row.gender, where, report)
+        age = _parse_age(row.age, where, report)
+        if row.path in dup_path:
+            continue
+        folder = images / row.path
+        if not row.path or not folder.is_dir():
+            report.problem(folder, f"person folder for '{row.id}' not found; restore it or drop line {line} of train.csv")
+            continue
+        photos = _person_photos(folder, row.path, report)
+        if gender is None or age is None:
+            continue
+        people.append((row.id, row.path, gender, row.race, age, photos))
+
+    df = _person_rows(people, data_cfg, report)
+    return df, report
+
+
+def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
+    fixes = load_label_fixes(data_cfg.label_fixes) if data_cfg.label_fixes else pd.DataFrame()
+    by_key = {}
+    for i, p in enumerate(people):
+        by_key.setdefault(p[1], []).append(i)
+        by_key.setdefault(p[0], []).append(i)
+    people = [list(p) for p in people]
+    swaps = set()
+    for fix in fixes.itertuples(index=False):
+        targets = sorted(set(by_key.get(fix.person_id, [])))
+        if not targets:
+            report.notes.append(f"label fix for {fix.person_id} ({fix.field}) not used: person not in this data")
+            continue
+        for t in targets:
+            person = people[t]
+            if fix.field == "gender":
+                if person[2] == fix.new:
+                    report.notes.append(f"label fix for {person[1]}: gender is already {fix.new}")
+                elif person[2] != fix.old:
+                    report.warnings.append(f"label fix for {person[1]} not applied: gender is {person[2]}, fix expects {fix.old}")
+                else:
+                    person[2] = fix.new
+                    report.fixes.append(f"{person[1]}: gender {fix.old} -> {fix.new} ({fix.note})")
+            elif fix.field == "age":
+                if str(person[4]) != fix.old:
+                    report.warnings.append(f"label fix for {person[1]} not applied: age is {person[4]}, fix expects {fix.old}")
+                else:
+                    person[4] = int(fix.new)
+                    report.fixes.append(f"{person[1]}: age {fix.old} -> {fix.new} ({fix.note})")
+            else:  # swap two photos' mask labels
+                swaps.add((person[1], fix.old, fix.new))
+                report.fixes.append(f"{person[1]}: photos {fix.old} and {fix.new} swapped ({fix.note})")
+
+    rows = []
+    for pid, path, gender, race, age, photos in people:
+        band = int(age_band(age, data_cfg.age_cuts))
+        relabel = {}
+        for folder, a, b in swaps:
+            if folder == path:
+                relabel[a], relabel[b] = photo_mask(b), photo_mask(a)
+        for photo in PHOTOS:
+            if photo not in photos:
+                continue
+            mask = relabel.get(photo, photo_mask(photo))
+            rows.append({
+                "image_id": f"{path}/{photo}",
+                "path": f"train/images/{path}/{photos[photo]}",
+                "person_id": path,
+                "gender": gender,
+                "race": race,
+                "age": age,
+                "age_band": band,
+                "mask": mask,
+                "photo": photo,
+                "label": encode_label(mask, gender, band),
+                "source": "train",
+            })
+    df = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
+    return df.astype({"age": int, "age_band": int, "label": int})
+
+
+FIX_FIELDS = ("gender", "age", "swap")
+
+
+def load_label_fixes(path: str | Path) -> pd.DataFrame:
+    """Read the label-fix file. Rows: person_id, field (gender | age | swap), old, new, note."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError([Problem(str(path), "label-fix file not found; fix data.label_fixes or set it to null")])
+    fixes = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
+    need = ["person_id", "field", "old", "new", "note"]
+    absent = [c for c in need if c not in fixes.columns]
+    if absent:
+        raise DataError([Problem(str(path), f"missing column(s) {', '.join(absent)}; header: {','.join(need)}")])
+    bad = []
+    for line, fix in enumerate(fixes.itertuples(index=False), start=2):
+        if fix.field not in FIX_FIELDS:
+            bad.append(Problem(f"{path} line {line}", f"field {fix.field!r}; use one of {', '.join(FIX_FIELDS)}"))
+        elif fix.field == "swap" and not {fix.old, fix.new} <= set(PHOTOS):
+            bad.append(Problem(f"{path} line {line}", f"swap needs two photo names from {', '.join(PHOTOS)}"))
+        elif fix.field == "gender" and not {fix.old, fix.new} <= set(GENDERS):
+            bad.append(Problem(f"{path} line {line}", "gender fix needs old and new of male/female"))
+    if bad:
+        raise DataError(bad)
+    return fixes
+
+
+def training_rows(df: pd.DataFrame, data_cfg: DataConfig) -> np.ndarray:
+    """Boolean mask of rows that may be trained on: drop ages just below a cut (never from validation)."""
+    keep = np.ones(len(df), dtype=bool)
+    if data_cfg.drop_near_cut > 0:
+        age = df["age"].to_numpy()
+        for cut in data_cfg.age_cuts:
+            keep &= ~((age >= cut - data_cfg.drop_near_cut) & (age < cut))
+    return keep
+
+
+# ---------------------------------------------------------------- eval layout
+
+
+def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.DataFrame | None, Report]:
+    """eval/info.csv in submission order, or None for a train-only data set."""
+    data_dir = Path(data_dir)
+    report = report or Report()
+    eval_dir = data_dir / "eval"
+    info = eval_dir / "info.csv"
+    if not eval_dir.exists():
+        report.notes.append(f"{eval_dir} absent: train-only data, there will be nothing to submit")
+        return None, report
+    if not info.is_file():
+        report.problem(info, "eval/ exists but info.csv is missing; restore it or remove eval/")
+        return None, report
+    table = pd.read_csv(info, dtype=str, keep_default_na=False)
+    if "ImageID" not in table.columns:
+        report.problem(info, "missing column ImageID; the header must be ImageID,ans")
+        return None, report
+    for i in table["ImageID"][table["ImageID"].duplicated()].unique():
+        report.problem(info, f"ImageID '{i}' is listed twice; each eval photo must appear once")
+    images = eval_dir / "images"
+    on_disk = {f.name for f in images.iterdir()} if images.is_dir() else set()
+    for name in sorted(on_disk):
+        if name.startswith("."):
+            report.junk.append(str(images / name))
+        elif name not in set(table["ImageID"]):
+            report.problem(images / name, "eval photo not listed in info.csv; remove it or add a row")
+    missing = [i for i in table["ImageID"] if i not in on_disk]
+    for i in missing:
+        report.problem(images / i, "eval photo listed in info.csv is missing; restore it")
+    df = pd.DataFrame({"image_id": table["ImageID"], "path": "eval/images/" + table["ImageID"]})
+    return df, report
+
+
+def image_file(data_dir: str | Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path(data_dir) / p

@@ -1,0 +1,84 @@
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_config, save_config
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_extends_merges_and_lists_replace(tmp_path):
+    write(tmp_path / "base.yaml", {"seed": 1, "train": {"epochs": 5, "lr": 0.1}, "tta": ["orig", "hflip"]})
+    child = write(tmp_path / "exp.yaml", {"extends": "base.yaml", "train": {"epochs": 2}, "tta": ["orig"]})
+    cfg = load_config(child)
+    assert (cfg.seed, cfg.train.epochs, cfg.train.lr, cfg.tta) == (1, 2, 0.1, ["orig"])
+    assert cfg.run_dir == "runs/exp"  # default run dir from the file stem
+
+
+def test_set_overrides_with_types_and_list_index(tmp_path):
+    child = write(tmp_path / "c.yaml", {"backbones": [{"name": "a"}, {"name": "b"}]})
+    cfg = load_config(child, ["train.epochs=3", "backbones.1.lr=0.5", "folds.n_splits=4", "data.use_external=true"])
+    assert cfg.train.epochs == 3 and cfg.backbones[1].lr == 0.5 and cfg.folds.n_splits == 4
+    assert cfg.data.use_external is True and cfg.backbones[0].lr is None
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    write(tmp_path / "base.yaml", {"train": {"epochs": 5}})
+    child = write(tmp_path / "exp.yaml", {"extends": "base.yaml", "train": {"epoch": 2}})
+    with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key 'train\.epoch'"):
+        load_config(child)
+
+
+def test_unknown_key_in_base_names_the_base(tmp_path):
+    write(tmp_path / "base.yaml", {"foldz": {"n_splits": 5}})
+    child = write(tmp_path / "exp.yaml", {"extends": "base.yaml"})
+    with pytest.raises(ConfigError, match=r"base\.yaml: unknown key 'foldz'"):
+        load_config(child)
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [({"seed": "x"}, "seed"), ({"train": {"epochs": 2.5}}, "train.epochs"), ({"train": {"channels_last": "yes"}}, "train.channels_last"),
+     ({"folds": 3}, "folds"), ({"backbones": [{"name": 3}]}, "backbones.0.name")],
+)
+def test_wrong_type_names_key_and_file(tmp_path, data, key):
+    path = write(tmp_path / "bad.yaml", data)
+    with pytest.raises(ConfigError, match=rf"bad\.yaml: '{key}' must be"):
+        load_config(path)
+
+
+def test_set_errors(tmp_path):
+    path = write(tmp_path / "c.yaml", {})
+    with pytest.raises(ConfigError, match="--set train.epohcs=1: unknown key 'train.epohcs'"):
+        load_config(path, ["train.epohcs=1"])
+    with pytest.raises(ConfigError, match="'train.epochs' must be an integer"):
+        load_config(path, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config(path, ["train.epochs"])
+
+
+def test_bad_choice_and_missing_file(tmp_path):
+    path = write(tmp_path / "c.yaml", {"train": {"optimizer": "adamax"}})
+    with pytest.raises(ConfigError, match="'train.optimizer' is 'adamax'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    from pipeline.config import config_from_dict
+
+    cfg = load_config("configs/demo.yaml")
+    save_config(cfg, tmp_path / "config.yaml")
+    again = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == cfg
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    for path in Path("configs").glob("*.yaml"):
+        cfg = load_config(path)
+        assert cfg.backbones and cfg.folds.n_splits >= 2
