@@ -21,7 +21,7 @@ help: ## Show this help
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,faces]'
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install maskfold with its test tools
@@ -29,7 +29,10 @@ setup: $(VENV)/.installed ## Create .venv and install maskfold with its test too
 demo: setup ## Whole pipeline on generated data: demo-data, check, folds, train-all, ensemble
 	@test -f $(DEMO_DATA)/train/train.csv || $(MASKFOLD) demo-data --out $(DEMO_DATA)
 	$(MASKFOLD) check-data --config $(CONFIG) $(SETS)
+	$(MASKFOLD) external --config $(CONFIG) $(SETS)
 	$(MASKFOLD) folds --config $(CONFIG) $(SETS)
+	$(MASKFOLD) train-all --config $(CONFIG) $(SETS) --jobs $(JOBS)
+	$(MASKFOLD) ensemble --config $(CONFIG) $(SETS)
 
 demo-data: setup ## (Re)generate the demo data set under runs/demo-data
 	$(MASKFOLD) demo-data --out $(DEMO_DATA)
@@ -42,6 +45,15 @@ check: setup ## Check the data set named by CONFIG (exit 1 on problems)
 
 folds: setup ## Write <run_dir>/folds.csv
 	$(MASKFOLD) folds --config $(CONFIG) $(SETS)
+
+external: setup ## Masked pseudo-persons from outside faces -> <run_dir>/external/
+	$(MASKFOLD) external --config $(CONFIG) $(SETS)
+
+train-all: setup ## Train every (backbone, fold) pair of CONFIG (JOBS=N in parallel)
+	$(MASKFOLD) train-all --config $(CONFIG) $(SETS) --jobs $(JOBS)
+
+ensemble: setup ## Blend predictions; write <run_dir>/submission.csv and ensemble/report.md
+	$(MASKFOLD) ensemble --config $(CONFIG) $(SETS)
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf runs .pytest_cache

@@ -122,16 +122,15 @@ class EnsembleConfig:
 
 @dataclass
 class ExternalConfig:
-    source: str = "utkface"  # utkface | fairface | csv | demo
+    source: str = "utkface"  # utkface | fairface | csv
     path: str | None = None  # folder (utkface), or table (fairface, csv)
     images_dir: str | None = None  # where a table's file paths point; default: the table's folder
     min_age: int = 60
     max_age: int | None = None
     balance_gender: bool = True
     max_persons: int = 0  # 0: all
-    landmarks: str = "dlib"  # dlib | demo
+    landmarks: str = "dlib"  # dlib | file (landmarks.json beside the table, as the demo pool ships)
     templates: str | None = None  # MaskTheFace folder holding masks/masks.cfg; none: procedural masks only
-    seed_offset: int = 0
 
 
 @dataclass
@@ -349,8 +348,8 @@ def _validate(cfg: Config, source: str) -> None:
         "train.mix.kind": (cfg.train.mix.kind, ("none", "cutmix", "vertical", "elder_half", "mixup")),
         "ensemble.method": (cfg.ensemble.method, ("soft", "hard")),
         "data.crop": (cfg.data.crop, ("none", "face")),
-        "external.source": (cfg.external.source, ("utkface", "fairface", "csv", "demo")),
-        "external.landmarks": (cfg.external.landmarks, ("dlib", "demo")),
+        "external.source": (cfg.external.source, ("utkface", "fairface", "csv")),
+        "external.landmarks": (cfg.external.landmarks, ("dlib", "file")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

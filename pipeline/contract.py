@@ -86,14 +86,17 @@ class DataError(RuntimeError):
 # ---------------------------------------------------------------- train layout
 
 
-def _parse_gender(value, file, report) -> str | None:
+def parse_gender(value) -> str | None:
+    """male/female from the spellings seen in face data sets (male, M, 0 / female, F, 1), else None."""
     g = str(value).strip().lower()
-    if g in ("male", "m", "0"):
-        return "male"
-    if g in ("female", "f", "1"):
-        return "female"
-    report.problem(file, f"unknown gender {value!r}; write male or female")
-    return None
+    return "male" if g in ("male", "m", "0") else ("female" if g in ("female", "f", "1") else None)
+
+
+def _parse_gender(value, file, report) -> str | None:
+    g = parse_gender(value)
+    if g is None:
+        report.problem(file, f"unknown gender {value!r}; write male or female")
+    return g
 
 
 def _parse_age(value, file, report) -> int | None:

@@ -7,6 +7,7 @@ own 68 landmarks, worn, under the nose or on the chin. Pose, scale, lighting, cl
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import cv2
@@ -40,7 +41,7 @@ def sample_person(rng: np.random.Generator, index: int, band: int | None = None)
         "band": band,
         "skin": SKIN[rng.integers(len(SKIN))],
         "hair": HAIR[rng.integers(len(HAIR))],
-        "grey": [0.0, rng.uniform(0.0, 0.35), rng.uniform(0.7, 1.0)][band],
+        "grey": [0.0, rng.uniform(0.25, 0.45), rng.uniform(0.7, 1.0)][band],
         "bald": gender == "male" and band == 2 and rng.random() < 0.3,
         "clothes": tuple(int(v) for v in rng.integers(20, 235, 3)),
         "bg": (tuple(int(v) for v in rng.integers(60, 250, 3)), tuple(int(v) for v in rng.integers(30, 220, 3))),
@@ -60,9 +61,9 @@ def _ellipse_pts(cx, cy, rx, ry, a0, a1, n):
 
 def render_portrait(person: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One photo of a person: (RGB uint8 H x W x 3, 68 landmarks in pixels)."""
-    s = rng.uniform(0.85, 1.15)
-    cx, cy = W / 2 + rng.normal(0, 14), 215 + rng.normal(0, 12)
-    rx, ry = 74 * s, 98 * s
+    s = rng.uniform(0.88, 1.12)
+    cx, cy = W / 2 + rng.normal(0, 12), 225 + rng.normal(0, 10)
+    rx, ry = 94 * s, 124 * s
     yaw = rng.normal(0, 0.08)  # shifts features sideways, as a turned head does
     grad = np.linspace(0, 1, H)[:, None, None]
     bg0, bg1 = np.array(person["bg"][0]), np.array(person["bg"][1])
@@ -122,7 +123,7 @@ def render_portrait(person: dict, rng: np.random.Generator) -> tuple[np.ndarray,
     d.polygon([tuple(p) for p in lm[48:60]], fill=lips)
     d.line([tuple(p) for p in lm[60:68]], fill=(90, 30, 35), width=2)
     # wrinkles deepen with age
-    n_lines = [0, 1 if person["age"] > 45 else 0, 3][person["band"]]
+    n_lines = [0, 2 if person["age"] > 45 else 1, 3][person["band"]]
     wr = _mix(skin, (0, 0, 0), 0.35 + 0.1 * person["band"])
     for k in range(n_lines):
         y = cy - ry * (0.45 + 0.1 * k)
@@ -183,8 +184,31 @@ def _write_eval(person: dict, photo: str, path: Path) -> None:
     _save(render_person(person, [photo])[photo], path)
 
 
-def make_demo_data(out: str | Path, persons: int = 240, eval_images: int = 420, seed: int = 0, n_jobs: int = 2) -> Path:
-    """Write the competition layout under `out`; returns the folder."""
+def _write_pool_face(person: dict, path: Path) -> list:
+    rng = np.random.default_rng(person["seed"])
+    arr, lm = render_portrait(person, rng)
+    _save(_finish(arr, rng), path)
+    return lm.round(2).tolist()
+
+
+def make_elder_pool(out: Path, faces: int, rng: np.random.Generator, n_jobs: int = 2) -> None:
+    """Unmasked 60+ faces with their landmarks: the demo's stand-in for an outside face set such as UTKFace.
+
+    Written as a plain table (faces.csv: file, age, gender, race) with landmarks.json beside it, so the
+    external stage reads it with its csv importer and file landmarks.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    people = [sample_person(rng, 800000 + i, band=2) for i in range(faces)]
+    names = [f"elder_{i:04d}.jpg" for i in range(faces)]
+    lms = Parallel(n_jobs=n_jobs, batch_size=8)(delayed(_write_pool_face)(p, out / n) for p, n in zip(people, names))
+    pd.DataFrame({"file": names, "age": [p["age"] for p in people], "gender": [p["gender"] for p in people],
+                  "race": [p["race"] for p in people]}).to_csv(out / "faces.csv", index=False)
+    (out / "landmarks.json").write_text(json.dumps(dict(zip(names, lms))))
+
+
+def make_demo_data(out: str | Path, persons: int = 240, eval_images: int = 420, seed: int = 0, n_jobs: int = 2,
+                   elder_pool: int = 40) -> Path:
+    """Write the competition layout under `out` (plus an elder_pool/ of outside faces); returns the folder."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     # Ids from 100001 up: they never meet the real ids that configs/label_fixes.csv names.
@@ -217,4 +241,6 @@ def make_demo_data(out: str | Path, persons: int = 240, eval_images: int = 420, 
     truth = pd.DataFrame(truth)
     truth.assign(ans=0).to_csv(out / "eval" / "info.csv", index=False)
     truth.to_csv(out / "eval" / "labels.csv", index=False)
+    if elder_pool:
+        make_elder_pool(out / "elder_pool", elder_pool, rng, n_jobs)
     return out

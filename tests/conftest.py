@@ -13,7 +13,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def demo_source(tmp_path_factory) -> Path:
     """A small generated data set, made once; tests copy it before changing anything."""
-    return make_demo_data(tmp_path_factory.mktemp("demo") / "data", persons=30, eval_images=12, seed=1)
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "data", persons=30, eval_images=12, seed=1, elder_pool=8)
 
 
 @pytest.fixture
@@ -23,10 +23,21 @@ def data_dir(demo_source, tmp_path) -> Path:
     return dst
 
 
+def base_sets(tmp_path: Path, data_dir: Path) -> list[str]:
+    """--set overrides that point the demo config at a test data set and a run folder under tmp_path."""
+    return [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}",
+            f"data.label_fixes={ROOT / 'configs' / 'label_fixes.csv'}", "data.use_external=false",
+            f"external.path={data_dir / 'elder_pool' / 'faces.csv'}"]
+
+
 def make_config(tmp_path: Path, data_dir: Path, *overrides: str):
     """The demo config pointed at a test data set and a run folder under tmp_path."""
-    return load_config(
-        ROOT / "configs" / "demo.yaml",
-        [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", f"data.label_fixes={ROOT / 'configs' / 'label_fixes.csv'}",
-         *overrides],
-    )
+    return load_config(ROOT / "configs" / "demo.yaml", [*base_sets(tmp_path, data_dir), *overrides])
+
+
+def cli_args(command: str, tmp_path: Path, data_dir: Path, *overrides: str) -> list[str]:
+    """Arguments for `maskfold <command>` with the demo config pointed at test data."""
+    args = [command, "--config", str(ROOT / "configs" / "demo.yaml")]
+    for s in (*base_sets(tmp_path, data_dir), *overrides):
+        args += ["--set", s]
+    return args

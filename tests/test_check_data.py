@@ -7,13 +7,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
-from tests.conftest import ROOT
+from tests.conftest import cli_args
 
 
 def run_check(data_dir, tmp_path):
-    args = ["check-data", "--config", str(ROOT / "configs/demo.yaml"), "--set", f"data_dir={data_dir}",
-            "--set", f"run_dir={tmp_path / 'run'}", "--set", f"data.label_fixes={ROOT / 'configs/label_fixes.csv'}"]
-    return CliRunner().invoke(main, args)
+    return CliRunner().invoke(main, cli_args("check-data", tmp_path, data_dir))
 
 
 def first_person(data_dir):

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from folds.make import assign_folds, check_folds
 from pipeline.checks import load_data
 from pipeline.cli import main
-from tests.conftest import ROOT, make_config
+from tests.conftest import cli_args, make_config
 
 
 def synthetic_table(persons=600, seed=0):
@@ -59,8 +59,7 @@ def test_external_rows_get_fold_minus_one():
 
 
 def test_folds_command_writes_byte_identical_csv(data_dir, tmp_path):
-    args = ["folds", "--config", str(ROOT / "configs/demo.yaml"), "--set", f"data_dir={data_dir}",
-            "--set", f"run_dir={tmp_path / 'run'}", "--set", f"data.label_fixes={ROOT / 'configs/label_fixes.csv'}"]
+    args = cli_args("folds", tmp_path, data_dir)
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     first = (tmp_path / "run" / "folds.csv").read_bytes()

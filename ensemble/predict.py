@@ -1,0 +1,99 @@
+"""`maskfold predict`: any folder of photos through a finished run's ensemble (same TTA, weights and offsets).
+
+The one part of the ensemble stage that loads models: every fold's best.pt, each rebuilt from the config stored
+beside its weights, so inference cannot drift from training.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ensemble import blend
+from pipeline import models
+from pipeline.config import config_from_dict
+from pipeline.contract import IMAGE_EXTS, MASKS, decode_label
+from pipeline.images import read_rgb
+from pipeline.io import atomic_write_csv
+from pipeline.predict import predict_logits
+from pipeline.train import crop_function, pair_dir, resolve_device
+from pipeline.transforms import build_transform
+
+AGES = ("<30", "30-59", "60+")
+
+
+def find_photos(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not p.name.startswith("."))
+
+
+def decode_all(files, size, crop_fn) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
+    """Decode like the training cache did; unreadable files are returned, not raised."""
+    ok, arrays, bad = [], [], []
+    for f in files:
+        try:
+            img = read_rgb(f) if crop_fn else read_rgb(f, size)
+            arrays.append(crop_fn(img, size) if crop_fn else img)
+            ok.append(f)
+        except Exception as e:  # noqa: BLE001 - listed in the output
+            bad.append((str(f), f"{type(e).__name__}: {e}"))
+    w, h = size
+    return (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)), ok, bad
+
+
+class ArrayPhotos(Dataset):
+    def __init__(self, arr, transform):
+        self.arr, self.transform = arr, transform
+
+    def __len__(self):
+        return len(self.arr)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.ascontiguousarray(self.transform(image=self.arr[i])["image"])), -1
+
+
+def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
+    run = Path(run_dir)
+    fitted_path = run / "ensemble" / "weights.json"
+    if not fitted_path.is_file():
+        raise FileNotFoundError(f"{fitted_path} not found; run `maskfold ensemble` for this run first")
+    fitted = json.loads(fitted_path.read_text())
+    files = find_photos(Path(images))
+    if not files:
+        raise FileNotFoundError(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)")
+    dev = resolve_device(device or "auto")
+    probs, arr, ok, bad = [], None, None, None
+    for b in fitted["backbones"]:
+        fold_probs = []
+        for k in range(fitted["n_splits"]):
+            ckpt = models.load_checkpoint(pair_dir(run, b, k) / "best.pt")
+            cfg = config_from_dict(ckpt["config"])
+            if arr is None:  # decoding depends on data settings shared by every model of the run
+                arr, ok, bad = decode_all(files, tuple(cfg.data.cache_size), crop_function(cfg))
+            model = models.model_from_checkpoint(ckpt).to(dev)
+            tf = build_transform(cfg.augment.val, tuple(cfg.data.cache_size), tuple(ckpt["img_size"]))
+            loader = DataLoader(ArrayPhotos(arr, tf), batch_size=64)
+            logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], fitted["tta"],
+                                    cfg.train.channels_last, cfg.train.amp if dev.type == "cuda" else "none")
+            fold_probs.append(blend.softmax(logits))
+        probs.append(np.mean(fold_probs, axis=0))
+    scores = blend.combine(probs, fitted["method"], fitted["weights"])
+    pred = blend.predict_with(scores, np.asarray(fitted["offsets"]))
+    final = scores / scores.sum(1, keepdims=True)
+    m, g, a = decode_label(pred)
+    df = pd.DataFrame({"path": [str(f) for f in ok]})
+    for c in range(18):
+        df[f"p{c}"] = final[:, c].round(5)
+    df["class"] = pred
+    df["mask"] = [MASKS[i] for i in m]
+    df["gender"] = np.where(g == 1, "female", "male")
+    df["age_band"] = [AGES[i] for i in a]
+    atomic_write_csv(df, out)
+    for f, why in bad:
+        log(f"unreadable, skipped: {f} ({why})")
+    log(f"wrote {out}: {len(df)} photos predicted, {len(bad)} unreadable")
+    return df

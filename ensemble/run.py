@@ -1,0 +1,146 @@
+"""`maskfold ensemble`: reads models/*/fold*/{oof,test}.npz and folds.csv, writes the blend, submission and report.
+
+Never loads a model: what it needs from training is on disk as predictions.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ensemble import blend
+from ensemble.submission import validate_submission
+from pipeline.config import Config
+from pipeline.contract import DataError, Problem, read_eval
+from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text
+from pipeline.metrics import scores
+from pipeline.train import finished
+
+
+@dataclass
+class Predictions:
+    image_ids: np.ndarray  # OOF ids, in folds.csv order of the competition photos
+    labels: np.ndarray
+    persons: np.ndarray
+    oof: dict[str, np.ndarray]  # backbone -> (N, 18) probabilities
+    per_fold: list[dict]  # backbone, fold, f1, acc on its own fold
+    test: dict[str, np.ndarray] | None  # backbone -> (M, 18) probabilities averaged over folds
+    test_ids: np.ndarray | None
+
+
+def load_predictions(cfg: Config, log=print) -> Predictions:
+    run = Path(cfg.run_dir)
+    folds_csv = run / "folds.csv"
+    if not folds_csv.is_file():
+        raise DataError([Problem(str(folds_csv), "folds.csv not found; run `maskfold folds` and `train-all` first")])
+    folds = pd.read_csv(folds_csv, dtype={"person_id": str})
+    folds = folds[folds["source"] != "external"]
+    ids = folds["image_id"].to_numpy().astype(str)
+    index = pd.Series(np.arange(len(ids)), index=ids)
+    evals, _ = read_eval(cfg.data_dir)
+    missing, oof, test, per_fold = [], {}, {}, []
+    for b in cfg.backbone_names():
+        probs = np.full((len(ids), blend.NUM_CLASSES), np.nan)
+        test_sum, test_n, test_ids = None, 0, None
+        for k in range(cfg.folds.n_splits):
+            d = run / "models" / b / f"fold{k}"
+            if (d / "oof.npz").is_file() and not finished(cfg, b, k):
+                missing.append(f"{b} fold {k} (predictions not from a finished run of this config; run train-all)")
+                continue
+            if not (d / "oof.npz").is_file():
+                missing.append(f"{b} fold {k} (no {d / 'oof.npz'})")
+                continue
+            z = np.load(d / "oof.npz")
+            rows = index.reindex(z["image_id"].astype(str))
+            if rows.isna().any():
+                missing.append(f"{b} fold {k}: oof.npz names photos not in folds.csv; retrain this pair")
+                continue
+            rows = rows.to_numpy().astype(int)
+            if not np.isnan(probs[rows]).all():
+                missing.append(f"{b} fold {k}: oof.npz repeats photos already predicted by another fold")
+            probs[rows] = blend.softmax(z["logits"])
+            s = scores(z["labels"], z["logits"].argmax(1))
+            per_fold.append({"backbone": b, "fold": k, "f1": s["f1"], "acc": s["acc"], "photos": len(rows)})
+            if evals is not None:
+                t = d / "test.npz"
+                if not t.is_file():
+                    missing.append(f"{b} fold {k} (no {t}: test predictions)")
+                    continue
+                zt = np.load(t)
+                if test_ids is None:
+                    test_ids = zt["image_id"].astype(str)
+                elif not np.array_equal(test_ids, zt["image_id"].astype(str)):
+                    missing.append(f"{b} fold {k}: test.npz photos differ from the other folds'; retrain this pair")
+                    continue
+                p = blend.softmax(zt["logits"])
+                test_sum = p if test_sum is None else test_sum + p
+                test_n += 1
+        uncovered = np.isnan(probs).any(1)
+        if uncovered.any() and not any(m.startswith(f"{b} ") for m in missing):
+            missing.append(f"{b}: {uncovered.sum()} training photos have no OOF prediction (e.g. {ids[uncovered][0]})")
+        oof[b] = probs
+        if test_n:
+            test[b] = test_sum / test_n
+            if test_ids is not None and evals is not None and list(test_ids) != list(evals["image_id"]):
+                missing.append(f"{b}: test.npz photos are not eval/info.csv's; retrain or rerun folds")
+    if missing:
+        raise DataError([Problem(str(run / "models"), "missing or inconsistent predictions: " + m) for m in missing])
+    return Predictions(ids, folds["label"].to_numpy(), folds["person_id"].to_numpy().astype(str), oof, per_fold,
+                       test if evals is not None else None,
+                       evals["image_id"].to_numpy().astype(str) if evals is not None else None)
+
+
+def run_ensemble(cfg: Config, log=print) -> dict:
+    e = cfg.ensemble
+    preds = load_predictions(cfg, log)
+    names = list(preds.oof)
+    oof = [preds.oof[b] for b in names]
+    y = preds.labels
+    out = Path(cfg.run_dir) / "ensemble"
+
+    base = blend.combine(oof, e.method)
+    w, off = blend.fit(oof, y, e.method, e.search_weights, e.tune_offsets)
+    weighted = blend.combine(oof, e.method, w)
+    rows = {f"backbone {b}": scores(y, p.argmax(1)) for b, p in zip(names, oof)}
+    rows[f"ensemble ({e.method} vote, equal weights)"] = scores(y, base.argmax(1))
+    rows["ensemble + weights (in-sample)"] = scores(y, weighted.argmax(1))
+    final_pred = blend.predict_with(weighted, off)
+    rows["ensemble + weights + offsets (in-sample)"] = scores(y, final_pred)
+    if e.method == "soft" and (e.search_weights or e.tune_offsets):
+        nested = blend.nested_predictions(oof, y, preds.persons, e.nested_splits, e.method, e.search_weights,
+                                          e.tune_offsets, seed=cfg.seed)
+        rows[f"ensemble + weights + offsets (nested, {e.nested_splits} person splits)"] = scores(y, nested)
+
+    atomic_save_npz(out / "oof.npz", image_id=preds.image_ids, probs=weighted.astype(np.float32), labels=y,
+                    pred=final_pred)
+    fitted = {"method": e.method, "backbones": names, "weights": [float(v) for v in w],
+              "offsets": [float(v) for v in off], "tta": cfg.tta, "n_splits": cfg.folds.n_splits}
+    atomic_write_text(out / "weights.json", json.dumps(fitted, indent=1))
+
+    submission = None
+    test_pred = None
+    if preds.test is not None:
+        test_scores = blend.combine([preds.test[b] for b in names], e.method, w)
+        test_pred = blend.predict_with(test_scores, off)
+        submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
+        evals, _ = read_eval(cfg.data_dir)
+        validate_submission(submission, evals["image_id"].tolist())
+        atomic_write_csv(submission, Path(cfg.run_dir) / "submission.csv")
+    else:
+        log("no eval/ folder: nothing to submit; OOF blend and report written")
+
+    from ensemble.report import write_report
+
+    headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels)
+    for line in headline:
+        log(line)
+    if submission is not None:
+        log(f"submission: {Path(cfg.run_dir) / 'submission.csv'} ({len(submission)} rows, validated)")
+        truth = Path(cfg.data_dir) / "eval" / "labels.csv"
+        if truth.is_file():  # the generated demo set ships its truth so the demo can score itself
+            t = pd.read_csv(truth).set_index("ImageID").loc[submission["ImageID"], "ans"].to_numpy()
+            log(f"eval macro F1 against {truth}: {scores(t, submission['ans'].to_numpy())['f1']:.4f}")
+    return {"rows": rows, "weights": fitted}

@@ -1,0 +1,119 @@
+"""`maskfold external`: import older faces, find landmarks, put masks on, write pseudo-persons.
+
+Output (<run_dir>/external/): train/train.csv and train/images/<person>/ in the competition layout, a contact
+sheet PNG and summary.json. The folds stage adds these persons to every training fold (fold -1) when
+data.use_external is on.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from PIL import Image
+
+from external_data.importers import import_csv, import_fairface, import_utkface, select
+from external_data.persons import make_person
+from pipeline.config import Config
+from pipeline.contract import PHOTOS
+from pipeline.images import read_rgb
+from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
+from pipeline.masks import load_maskthe_face
+
+IMPORTERS = {"utkface": lambda e: import_utkface(e.path),
+             "fairface": lambda e: import_fairface(e.path, e.images_dir),
+             "csv": lambda e: import_csv(e.path, e.images_dir)}
+
+
+def landmark_source(name: str, table_path: str | None):
+    """A function file -> (68, 2) landmarks or None. 'file' reads landmarks.json beside the table."""
+    if name == "dlib":
+        from pipeline import faces
+
+        faces._models()  # fail now, with the install hint, not in a worker
+        return lambda f, img: faces.landmarks68(img)
+    path = Path(table_path).parent / "landmarks.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: external.landmarks is 'file' but there is no landmarks.json beside the table")
+    table = {str((path.parent / k).resolve()): np.asarray(v, np.float32) for k, v in json.loads(path.read_text()).items()}
+    return lambda f, img: table.get(str(Path(f).resolve()))
+
+
+def _person_job(rows, out_dir: str, landmarks, templates, seed: int):
+    done = []
+    for pid, r in rows:
+        img = read_rgb(r["file"])
+        lm = landmarks(r["file"], img)
+        if lm is None:
+            done.append((pid, None))
+            continue
+        folder = f"{pid}_{r['gender']}_{r['race']}_{r['age']}"
+        dest = Path(out_dir) / folder
+        dest.mkdir(parents=True, exist_ok=True)
+        photos = make_person(img, lm, templates, np.random.default_rng([seed, int(pid[3:])]))
+        for name, arr in photos.items():
+            Image.fromarray(arr).save(dest / f"{name}.jpg", quality=92)
+        done.append((pid, folder))
+    return done
+
+
+def contact_sheet(root: Path, folders: list[str], out: Path, n: int = 12, cell=(96, 128)) -> None:
+    folders = folders[:n]
+    sheet = Image.new("RGB", (cell[0] * len(PHOTOS), cell[1] * max(1, len(folders))), "white")
+    for r, folder in enumerate(folders):
+        for c, photo in enumerate(PHOTOS):
+            im = Image.open(root / folder / f"{photo}.jpg").convert("RGB").resize(cell)
+            sheet.paste(im, (c * cell[0], r * cell[1]))
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
+
+
+def run_external(cfg: Config, n_jobs: int = 2, log=print) -> dict:
+    e = cfg.external
+    if not e.path:
+        raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
+    start = time.time()
+    faces, malformed = IMPORTERS[e.source](e)
+    for f, why in malformed:
+        log(f"skipped malformed entry: {f}: {why}")
+    chosen = select(faces, e.min_age, e.max_age, e.balance_gender, e.max_persons, seed=cfg.seed)
+    log(f"imported {len(faces)} faces ({len(malformed)} malformed, skipped); selected {len(chosen)} aged "
+        f"{e.min_age}+{'' if e.max_age is None else f' to {e.max_age}'}")
+    templates = load_maskthe_face(e.templates) if e.templates else None
+    landmarks = landmark_source(e.landmarks, e.path)
+
+    root = Path(cfg.run_dir) / "external"
+    images = root / "train" / "images"
+    if (root / "train").exists():
+        shutil.rmtree(root / "train")  # generated output: a rerun replaces it whole
+    images.mkdir(parents=True)
+    # "ext" ids never meet the competition's numeric ids
+    jobs = [(f"ext{i + 1:06d}", r) for i, r in enumerate(chosen.to_dict("records"))]
+    chunks = [jobs[i :: n_jobs * 4] for i in range(n_jobs * 4)]
+    t0 = time.time()
+    results = Parallel(n_jobs=n_jobs)(delayed(_person_job)(c, str(images), landmarks, templates, cfg.seed)
+                                      for c in chunks if c)
+    overlay_s = time.time() - t0
+    made = dict(pid_folder for r in results for pid_folder in r)
+    by_id = dict(jobs)
+    rows = [{"id": pid, "gender": by_id[pid]["gender"], "race": by_id[pid]["race"], "age": by_id[pid]["age"],
+             "path": folder, "source_file": by_id[pid]["file"]} for pid, folder in sorted(made.items()) if folder]
+    no_face = sum(1 for v in made.values() if v is None)
+    table = pd.DataFrame(rows, columns=["id", "gender", "race", "age", "path", "source_file"])
+    atomic_write_csv(table, root / "train" / "train.csv")
+    if len(table):
+        contact_sheet(images, table["path"].tolist(), root / "contact_sheet.png")
+    summary = {"imported": len(faces), "malformed": len(malformed), "selected": len(chosen), "no_face": no_face,
+               "persons": len(table), "photos": len(table) * len(PHOTOS), "overlay_seconds": round(overlay_s, 2),
+               "faces_per_second": round(len(chosen) / overlay_s, 2) if overlay_s else None,
+               "seconds": round(time.time() - start, 2)}
+    atomic_write_text(root / "summary.json", json.dumps(summary, indent=1))
+    log(f"no face found in {no_face} of {len(chosen)} photos (skipped); wrote {len(table)} pseudo-persons "
+        f"({summary['photos']} photos) to {root / 'train'}")
+    log(f"overlay throughput: {summary['faces_per_second']} faces/s ({n_jobs} processes); "
+        f"contact sheet: {root / 'contact_sheet.png'}")
+    return summary

@@ -1,0 +1,59 @@
+"""Model factory: any timm model with 18 outputs, its own normalisation, and rebuilding from a checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+
+from pipeline.config import BackboneConfig, ConfigError
+from pipeline.contract import NUM_CLASSES
+
+
+def create(backbone: BackboneConfig, allow_pretrained: bool = True) -> torch.nn.Module:
+    """Build the model. pretrained loads hub weights; `weights` loads a local file (classifier re-initialised)."""
+    kw = {"num_classes": NUM_CLASSES, "drop_rate": backbone.drop_rate}
+    if backbone.drop_path_rate:
+        kw["drop_path_rate"] = backbone.drop_path_rate
+    pretrained = allow_pretrained and (backbone.pretrained or backbone.weights is not None)
+    if pretrained and backbone.weights:
+        if not Path(backbone.weights).is_file():
+            raise ConfigError(f"backbone {backbone.name}: weights file {backbone.weights} not found")
+        kw["pretrained_cfg_overlay"] = {"file": str(Path(backbone.weights).resolve())}
+    try:
+        return timm.create_model(backbone.name, pretrained=pretrained, **kw)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ConfigError(f"backbone {backbone.name!r} is not a timm model (see timm.list_models())") from None
+        raise
+    except OSError as e:  # no network for hub weights
+        raise ConfigError(
+            f"backbone {backbone.name}: pretrained weights could not be fetched ({e}); download them once and set "
+            f"`weights: /path/to/file` for this backbone, or set `pretrained: false`"
+        ) from None
+
+
+def norm_stats(model: torch.nn.Module) -> tuple[list[float], list[float]]:
+    """Per-backbone mean and std (timm's data config), so an ensemble never shares the wrong normalisation."""
+    cfg = timm.data.resolve_model_data_config(model)
+    return list(cfg["mean"]), list(cfg["std"])
+
+
+def set_backbone_trainable(model: torch.nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the classifier head."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        if id(p) not in head:
+            p.requires_grad_(trainable)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+    """Rebuild a trained model from best.pt: the architecture comes from the config stored beside the weights."""
+    bb = BackboneConfig(**ckpt["backbone"])
+    model = create(bb, allow_pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    return model.eval()

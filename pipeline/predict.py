@@ -1,0 +1,59 @@
+"""Inference with test-time augmentation, on the device.
+
+A batch arrives as uint8 (B, H, W, 3). Permuting it to (B, 3, H, W) gives channels_last strides for free, and the
+float conversion and per-backbone normalisation happen on the device, where they are cheap.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_model_input(batch: torch.Tensor, device, mean: torch.Tensor, std: torch.Tensor,
+                   channels_last: bool = True) -> torch.Tensor:
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def norm_tensors(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+
+def tta_view(x: torch.Tensor, name: str) -> torch.Tensor:
+    """One test-time view: orig, hflip, or cropNN (centre NN% crop scaled back to the input size)."""
+    if name == "orig":
+        return x
+    if name == "hflip":
+        return x.flip(3)
+    frac = int(name[4:]) / 100
+    h, w = x.shape[-2:]
+    ch, cw = max(1, round(h * frac)), max(1, round(w * frac))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    crop = x[:, :, y0 : y0 + ch, x0 : x0 + cw]
+    return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def autocast_for(device: torch.device, amp: str):
+    if device.type != "cuda" or amp == "none":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def predict_logits(model, loader, device, mean, std, tta=("orig",), channels_last=True, amp="none",
+                   progress=None) -> np.ndarray:
+    """Logits averaged over the TTA views, (N, C) float32 in loader order."""
+    model.eval()
+    device = torch.device(device)
+    m, s = norm_tensors(mean, std, device)
+    out = []
+    for xb, _ in (progress(loader) if progress else loader):
+        x = to_model_input(xb, device, m, s, channels_last)
+        with autocast_for(device, amp):
+            logits = sum(model(tta_view(x, v)).float() for v in tta) / len(tta)
+        out.append(logits.cpu())
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 18), np.float32)

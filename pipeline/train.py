@@ -1,0 +1,399 @@
+"""Training one (backbone, fold) pair: epochs of train + validate, checkpoints, resume, OOF and test predictions.
+
+Layout: <run_dir>/models/<backbone>/fold<k>/{best.pt, last.pt, metrics.csv, oof.npz, test.npz, done.json}.
+last.pt holds everything a rerun needs to continue after a kill; every write is atomic, so a kill at any moment
+leaves either the previous file or the new one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from pipeline import models
+from pipeline.cache import build_cache
+from pipeline.checks import require_clean
+from pipeline.config import Config
+from pipeline.contract import NUM_CLASSES, DataError, Problem, image_file, training_rows
+from pipeline.datasets import CachedPhotos
+from pipeline.io import atomic_save_npz, atomic_torch_save, atomic_write_csv, atomic_write_text
+from pipeline.losses import build_loss, class_weights
+from pipeline.metrics import macro_f1, scores
+from pipeline.mixing import mix_batch
+from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.predict import autocast_for, norm_tensors, predict_logits, to_model_input
+from pipeline.samplers import build_sampler
+from pipeline.transforms import build_transform
+
+EXTERNAL_FOLD = -1
+
+
+def pair_dir(run_dir, backbone: str, fold: int) -> Path:
+    return Path(run_dir) / "models" / backbone / f"fold{fold}"
+
+
+def finished(cfg: Config, backbone: str, fold: int) -> dict | None:
+    """The done.json of a pair finished under the same config hash, else None."""
+    done = pair_dir(cfg.run_dir, backbone, fold) / "done.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if info.get("hash") == cfg.pair_hash(backbone):
+            return info
+    return None
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class RunData:
+    folds: pd.DataFrame  # folds.csv rows, in cache order
+    evals: pd.DataFrame | None
+    train_cache: Path
+    eval_cache: Path | None
+
+
+def crop_function(cfg: Config):
+    if cfg.data.crop == "none":
+        return None
+    from pipeline.facecrop import FaceCropper
+
+    return FaceCropper(cfg.data.crop_margin)
+
+
+def load_run_data(cfg: Config, log=print) -> RunData:
+    """folds.csv checked against the data (the same checks as check-data), plus the photo caches."""
+    contract, evals, _ = require_clean(cfg)
+    path = Path(cfg.run_dir) / "folds.csv"
+    if not path.is_file():
+        raise DataError([Problem(str(path), "folds.csv not found; run `maskfold folds` first")])
+    folds = pd.read_csv(path, dtype={"person_id": str, "race": str})
+    real = folds[folds["fold"] != EXTERNAL_FOLD]
+    a = contract.set_index("image_id")[["path", "label"]].sort_index()
+    b = real.set_index("image_id")[["path", "label"]].sort_index()
+    if not a.index.equals(b.index) or not (a.values == b.values).all():
+        raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed); "
+                                            "rerun `maskfold folds`")])
+    ext = folds["source"] == "external"
+    if (folds.loc[ext, "fold"] != EXTERNAL_FOLD).any() or (folds.loc[~ext, "fold"] == EXTERNAL_FOLD).any():
+        raise DataError([Problem(str(path), "external photos must have fold -1 and only they; rerun `maskfold folds`")])
+    size = tuple(cfg.data.cache_size)
+    crop = crop_function(cfg)
+    cache_dir = Path(cfg.run_dir) / "cache"
+    files = [image_file(cfg.data_dir, p) for p in folds["path"]]
+    train_cache = build_cache(files, size, cache_dir, cfg.data.crop, crop, log=log)
+    eval_cache = None
+    if evals is not None and len(evals):
+        eval_cache = build_cache([image_file(cfg.data_dir, p) for p in evals["path"]], size, cache_dir,
+                                 cfg.data.crop, crop, log=log)
+    return RunData(folds, evals, train_cache, eval_cache)
+
+
+# ---------------------------------------------------------------- state
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- one pair
+
+
+class Trainer:
+    def __init__(self, cfg: Config, backbone: str, fold: int, data: RunData, device=None, progress=True, log=print):
+        self.cfg, self.fold, self.log, self.progress = cfg, fold, log, progress
+        self.bb = cfg.backbone(backbone)
+        self.settings = cfg.resolved(self.bb)
+        self.hash = cfg.pair_hash(backbone)
+        self.dir = pair_dir(cfg.run_dir, backbone, fold)
+        self.data = data
+        self.device = resolve_device(device or cfg.train.device)
+        t = cfg.train
+        self.amp = t.amp if self.device.type == "cuda" else "none"
+        seed_everything(cfg.seed * 1000 + fold)
+
+        folds = data.folds
+        in_val = (folds["fold"] == fold).to_numpy()
+        if not in_val.any():
+            raise ValueError(f"fold {fold} is empty; folds.n_splits is {cfg.folds.n_splits}")
+        self.train_rows = np.flatnonzero(~in_val & training_rows(folds, cfg.data))
+        self.val_rows = np.flatnonzero(in_val)
+        labels = folds["label"].to_numpy()
+        self.train_labels, self.val_labels = labels[self.train_rows], labels[self.val_rows]
+
+        self.model = models.create(self.bb).to(self.device)
+        self.mean, self.std = models.norm_stats(self.model)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if t.compile else self.model
+        size = tuple(self.settings["img_size"])
+        cache = tuple(cfg.data.cache_size)
+        self.train_tf = build_transform(cfg.augment.train, cache, size, "augment.train")
+        self.val_tf = build_transform(cfg.augment.val, cache, size, "augment.val")
+        counts = np.bincount(self.train_labels, minlength=NUM_CLASSES)
+        self.criterion = build_loss(t.loss, NUM_CLASSES, class_weights(counts, t.class_weight_power)).to(self.device)
+        self.val_criterion = build_loss([dataclasses.replace(t.loss[0], name="ce", label_smoothing=0.0, weight=1.0)])
+        self.opt = build_optimizer(self.model.parameters(), t, self.settings["lr"])
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.sched = build_scheduler(self.opt, t, self.settings["epochs"], self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
+        self.ema = None
+        if t.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=t.ema)
+        self.norm = norm_tensors(self.mean, self.std, self.device)
+        self.epoch, self.best_f1, self.best_epoch, self.history = 0, -1.0, -1, []
+
+    # -- loaders
+
+    def _loader(self, rows, labels, transform, train: bool, epoch: int = 0, cache=None):
+        t = self.cfg.train
+        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform)
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.fold * 1009 + epoch)
+        sampler = build_sampler(labels, t.sampler_power, gen) if train else None
+        workers = t.num_workers
+        return DataLoader(
+            ds, batch_size=self.settings["batch_size"], shuffle=train and sampler is None, sampler=sampler,
+            generator=gen if train else None, num_workers=workers, pin_memory=self.device.type == "cuda",
+            drop_last=train and len(rows) > self.settings["batch_size"], persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def _steps_per_epoch(self) -> int:
+        bs = self.settings["batch_size"]
+        n = len(self.train_rows) // bs if len(self.train_rows) > bs else 1
+        cap = self.cfg.train.max_steps_per_epoch
+        steps = min(n, cap) if cap else n
+        return max(1, steps // self.cfg.train.accum_steps)
+
+    # -- checkpoints
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "ema": self.ema.module.state_dict() if self.ema else None,
+            "epoch": self.epoch, "best_f1": self.best_f1, "best_epoch": self.best_epoch, "history": self.history,
+            "rng": _rng_state(), "config": self.cfg.to_dict(), "hash": self.hash,
+        }
+
+    def _best_state(self) -> dict:
+        weights = self.ema.module if self.ema else self.model
+        return {
+            "model": weights.state_dict(), "backbone": dataclasses.asdict(self.bb), "config": self.cfg.to_dict(),
+            "mean": self.mean, "std": self.std, "img_size": self.settings["img_size"], "epoch": self.epoch,
+            "f1": self.best_f1, "hash": self.hash, "fold": self.fold,
+        }
+
+    def try_resume(self) -> bool:
+        last = self.dir / "last.pt"
+        if not last.is_file():
+            return False
+        state = models.load_checkpoint(last)
+        if state.get("hash") != self.hash:
+            self.log(f"{last}: written under another config; starting this pair over")
+            for name in ("best.pt", "oof.npz", "test.npz", "done.json", "metrics.csv"):
+                (self.dir / name).unlink(missing_ok=True)  # never let a stale prediction reach the ensemble
+            return False
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state["ema"]:
+            self.ema.module.load_state_dict(state["ema"])
+        self.epoch, self.best_f1, self.best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
+        self.history = state["history"]
+        _set_rng_state(state["rng"])
+        self.log(f"resumed {self.bb.name} fold {self.fold} after epoch {self.epoch} (best F1 {self.best_f1:.4f})")
+        return True
+
+    # -- epochs
+
+    def train_epoch(self) -> dict:
+        t, e = self.cfg.train, self.epoch
+        models.set_backbone_trainable(self.model, e >= self.bb.freeze_epochs)
+        self.model.train()
+        loader = self._loader(self.train_rows, self.train_labels, self.train_tf, True, epoch=e)
+        mix_on = t.mix.kind != "none" and (t.mix.stop_epoch is None or e < t.mix.stop_epoch)
+        gen = np.random.default_rng([self.cfg.seed, self.fold, e])
+        limit = self.steps_per_epoch * t.accum_steps
+        total, n = 0.0, 0
+        preds, truth = [], []
+        bar = tqdm(loader, total=min(len(loader), limit), desc=f"{self.bb.name} f{self.fold} e{e + 1}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        self.opt.zero_grad(set_to_none=True)
+        for step, (xb, yb) in enumerate(bar):
+            if step >= limit:
+                break
+            x = to_model_input(xb, self.device, *self.norm, t.channels_last)
+            y = yb.to(self.device, non_blocking=True)
+            target = y
+            if mix_on and gen.random() < t.mix.prob:
+                x, target, _ = mix_batch(x, y, t.mix.kind, t.mix.alpha, gen)
+            with autocast_for(self.device, self.amp):
+                logits = self.forward(x)
+                loss = self.criterion(logits, target) / t.accum_steps
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            if (step + 1) % t.accum_steps == 0:
+                self._optimizer_step()
+            total += loss.item() * t.accum_steps * len(y)
+            n += len(y)
+            preds.append(logits.detach().argmax(1).cpu())
+            truth.append(yb)
+            if step % 10 == 0 and self.progress:
+                bar.set_postfix(loss=f"{total / n:.3f}", f1=f"{macro_f1(torch.cat(truth), torch.cat(preds)):.3f}")
+        return {"train_loss": total / max(n, 1), "train_f1": macro_f1(torch.cat(truth), torch.cat(preds)) if n else 0.0}
+
+    def _optimizer_step(self):
+        t = self.cfg.train
+        if t.clip_grad:
+            if self.scaler:
+                self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if t.scheduler != "plateau":
+            self.sched.step()
+        if self.ema:
+            self.ema.update(self.model)
+
+    def validate(self, tta=("orig",)) -> tuple[dict, np.ndarray]:
+        model = self.ema.module if self.ema else self.forward
+        loader = self._loader(self.val_rows, self.val_labels, self.val_tf, False)
+        logits = predict_logits(model, loader, self.device, self.mean, self.std, tta, self.cfg.train.channels_last, self.amp)
+        loss = float(self.val_criterion(torch.from_numpy(logits), torch.from_numpy(self.val_labels)))
+        return {"val_loss": loss, **{f"val_{k}": v for k, v in scores(self.val_labels, logits.argmax(1)).items()}}, logits
+
+    def fit(self) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale_tmp in self.dir.glob(".*.tmp"):  # left by a kill in the middle of an atomic write
+            stale_tmp.unlink()
+        self.try_resume()
+        t = self.cfg.train
+        epochs = self.settings["epochs"]
+        stale = self.epoch - 1 - self.best_epoch if self.best_epoch >= 0 else 0
+        while self.epoch < epochs and not (t.patience and stale >= t.patience):
+            start = time.time()
+            row = {"epoch": self.epoch + 1, "lr": self.opt.param_groups[0]["lr"], **self.train_epoch()}
+            val, _ = self.validate()
+            row.update(val)
+            row["seconds"] = round(time.time() - start, 2)
+            if t.scheduler == "plateau":
+                self.sched.step(val["val_f1"])
+            improved = val["val_f1"] > self.best_f1
+            if improved:
+                self.best_f1, self.best_epoch = val["val_f1"], self.epoch
+            self.epoch += 1
+            self.history.append(row)
+            if improved:
+                atomic_torch_save(self._best_state(), self.dir / "best.pt")
+            atomic_torch_save(self._state(), self.dir / "last.pt")
+            atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv")
+            self._tensorboard(row)
+            stale = 0 if improved else stale + 1
+            self.log(f"{self.bb.name} fold {self.fold} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} "
+                     f"val F1 {val['val_f1']:.4f} acc {val['val_acc']:.4f}{' *' if improved else ''} ({row['seconds']}s)")
+        return self.finish()
+
+    def _tensorboard(self, row: dict) -> None:
+        if not self.cfg.train.tensorboard:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RuntimeError("train.tensorboard is on but tensorboard is not installed: pip install tensorboard") from None
+        with SummaryWriter(str(Path(self.cfg.run_dir) / "tensorboard" / self.bb.name / f"fold{self.fold}")) as w:
+            for k, v in row.items():
+                if k != "epoch":
+                    w.add_scalar(k, v, row["epoch"])
+
+    def finish(self) -> dict:
+        """best.pt predicts the fold's validation photos (OOF) and the eval photos, with the config's TTA."""
+        best = models.load_checkpoint(self.dir / "best.pt")
+        model = models.model_from_checkpoint(best).to(self.device)
+        if self.cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        tta = self.cfg.tta
+        kw = dict(device=self.device, mean=self.mean, std=self.std, tta=tta,
+                  channels_last=self.cfg.train.channels_last, amp=self.amp)
+        loader = self._loader(self.val_rows, self.val_labels, self.val_tf, False)
+        oof = predict_logits(model, loader, **kw)
+        ids = self.data.folds["image_id"].to_numpy()
+        atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), logits=oof,
+                        labels=self.val_labels)
+        if self.data.evals is not None and self.data.eval_cache is not None:
+            n = len(self.data.evals)
+            loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
+            test = predict_logits(model, loader, **kw)
+            atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
+                            logits=test)
+        oof_scores = scores(self.val_labels, oof.argmax(1))
+        info = {"hash": self.hash, "backbone": self.bb.name, "fold": self.fold, "best_epoch": self.best_epoch + 1,
+                "val_f1": best["f1"], "oof_f1_tta": oof_scores["f1"], "epochs_run": self.epoch,
+                "host": socket.gethostname(), "device": str(self.device)}
+        atomic_write_text(self.dir / "done.json", json.dumps(info, indent=1))
+        return info
+
+
+def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = None, device=None, progress=True,
+               log=print, force: bool = False) -> dict:
+    if not force:
+        done = finished(cfg, backbone, fold)
+        if done:
+            log(f"{backbone} fold {fold}: already finished under this config (val F1 {done['val_f1']:.4f}); skipped")
+            return {**done, "status": "skipped"}
+    if force:
+        for name in ("last.pt", "done.json"):
+            (pair_dir(cfg.run_dir, backbone, fold) / name).unlink(missing_ok=True)
+    if fold < 0 or fold >= cfg.folds.n_splits:
+        raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
+    data = data or load_run_data(cfg, log=log)
+    start = time.time()
+    info = Trainer(cfg, backbone, fold, data, device=device, progress=progress, log=log).fit()
+    return {**info, "status": "done", "seconds": round(time.time() - start, 1)}

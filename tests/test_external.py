@@ -1,0 +1,177 @@
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from external_data.importers import import_csv, import_fairface, import_utkface, select
+from external_data.persons import frame_like_competition, make_person, mask_pool
+from external_data.run import run_external
+from pipeline.demo_data import render_portrait, sample_person
+from pipeline.masks import load_maskthe_face, place_mask, procedural_mask
+from tests.conftest import SHARED_DATA, make_config
+
+UTK = SHARED_DATA / "utkface"
+MTF = SHARED_DATA / "maskthe-face"
+needs_utk = pytest.mark.skipif(not UTK.is_dir(), reason="../shared/data/utkface is absent (outside this workplace)")
+needs_mtf = pytest.mark.skipif(not MTF.is_dir(), reason="../shared/data/maskthe-face is absent")
+
+
+def faces_available():
+    from pipeline import faces
+
+    return faces.available()
+
+
+@needs_utk
+def test_utkface_importer_on_the_real_set():
+    faces, bad = import_utkface(UTK)
+    assert len(faces) + len(bad) == len(list(UTK.iterdir()))
+    assert sorted(p.split("/")[-1] for p, _ in bad) == ["61_1_20170109142408075.jpg.chip.jpg",
+                                                         "61_3_20170109150557335.jpg.chip.jpg"]
+    old = select(faces, min_age=60)
+    assert len(old) == 1451
+    assert (old["gender"].value_counts().to_dict()) == {"female": 795, "male": 656}
+    balanced = select(faces, min_age=60, balance_gender=True, max_persons=100, seed=3)
+    assert len(balanced) == 100 and abs((balanced["gender"] == "male").sum() - 50) <= 10
+
+
+@needs_utk
+@pytest.mark.skipif(not faces_available(), reason="the `faces` extra (dlib-bin, face_recognition_models) is missing")
+def test_landmarks_found_on_95_percent_of_older_utkface_faces():
+    from joblib import Parallel, delayed
+
+    faces, _ = import_utkface(UTK)
+    files = select(faces, min_age=60)["file"].tolist()
+
+    def count(chunk):
+        from pipeline import faces as f
+        from pipeline.images import read_rgb
+
+        return sum(f.landmarks68(read_rgb(p)) is not None for p in chunk)
+
+    found = sum(Parallel(n_jobs=2)(delayed(count)(files[i::8]) for i in range(8)))
+    assert found / len(files) >= 0.95, f"{found} of {len(files)}"
+
+
+def test_utkface_edge_cases(tmp_path):
+    from PIL import Image
+
+    for name in ["70_0_1_20170101.jpg", "65_1_4_20170102.jpg.chip.jpg", "61_1_20170109142408075.jpg.chip.jpg",
+                 "61_3_0_20170109.jpg.chip.jpg", "66_0_7_2017.jpg", "notes_about_faces.jpg"]:
+        Image.new("RGB", (20, 20)).save(tmp_path / name, format="JPEG")
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    faces, bad = import_utkface(tmp_path)
+    assert sorted(faces["age"]) == [65, 70] and set(faces["race"]) == {"Black", "Others"}
+    reasons = dict((p.split("/")[-1], why) for p, why in bad)
+    assert "not {age}_{gender}_{race}" in reasons["61_1_20170109142408075.jpg.chip.jpg"]
+    assert "gender field 3" in reasons["61_3_0_20170109.jpg.chip.jpg"]
+    assert "race field 7" in reasons["66_0_7_2017.jpg"]
+    assert "notes_about_faces.jpg" in reasons and len(bad) == 4
+
+
+def test_fairface_and_csv_edge_cases(tmp_path):
+    from PIL import Image
+
+    for n in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        Image.new("RGB", (20, 20)).save(tmp_path / n, format="JPEG")
+    pd.DataFrame({"file": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "gone.jpg"],
+                  "age": ["60-69", "more than 70", "old", "20-29", "60-69"],
+                  "gender": ["Male", "Female", "Male", "X", "Male"], "race": ["East Asian"] * 5}
+                 ).to_csv(tmp_path / "ff.csv", index=False)
+    faces, bad = import_fairface(tmp_path / "ff.csv")
+    assert list(faces["age"]) == [60, 70] and list(faces["gender"]) == ["male", "female"]
+    assert [why.split()[0] for _, why in bad] == ["age", "gender", "photo"] and "line 4" in bad[0][0]
+    pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "age": ["64", "7x", "81"], "gender": ["f", "m", "1"]}
+                 ).to_csv(tmp_path / "plain.csv", index=False)
+    faces, bad = import_csv(tmp_path / "plain.csv")
+    assert list(faces["age"]) == [64, 81] and list(faces["gender"]) == ["female", "female"] and len(bad) == 1
+    pd.DataFrame({"path": ["a.jpg"], "years": [60]}).to_csv(tmp_path / "nocol.csv", index=False)
+    with pytest.raises(ValueError, match="missing column"):
+        import_csv(tmp_path / "nocol.csv")
+
+
+def _face():
+    person = sample_person(np.random.default_rng(4), 1, band=2)
+    return render_portrait(person, np.random.default_rng(5))
+
+
+def _alpha_at(alpha, pt):
+    x, y = np.round(pt).astype(int)
+    return alpha[y, x]
+
+
+def _templates():
+    out = [procedural_mask(k, np.random.default_rng(0)) for k in ("surgical", "kn95", "cloth")]
+    if MTF.is_dir():
+        t = load_maskthe_face(MTF)
+        out += [t[n] for n in ("surgical", "KN95", "N95", "cloth", "surgical_blue")]
+    return out
+
+
+@pytest.mark.parametrize("idx", range(8))
+def test_placement_geometry(idx):
+    templates = _templates()
+    if idx >= len(templates):
+        pytest.skip("MaskTheFace templates absent")
+    img, lm = _face()
+    framed, flm = frame_like_competition(img, lm)
+    t = templates[idx]
+    mouth = flm[[62, 66]].mean(0)
+    _, worn = place_mask(framed, flm, t, "worn")
+    assert _alpha_at(worn, flm[30]) > 0.9 and _alpha_at(worn, mouth) > 0.9 and _alpha_at(worn, flm[8] - [0, 5]) > 0.5
+    assert _alpha_at(worn, flm[37]) < 0.1  # eyes stay visible
+    _, under = place_mask(framed, flm, t, "under_nose")
+    assert _alpha_at(under, flm[30]) < 0.1 and _alpha_at(under, mouth) > 0.9
+    _, chin = place_mask(framed, flm, t, "chin")
+    assert _alpha_at(chin, mouth) < 0.1 and _alpha_at(chin, flm[51]) < 0.1 and _alpha_at(chin, flm[30]) < 0.1
+    assert _alpha_at(chin, flm[8]) > 0.5
+
+
+@needs_mtf
+def test_maskthe_face_templates_load_and_pick_variants():
+    t = load_maskthe_face(MTF)
+    assert {"surgical", "surgical_left", "surgical_right", "KN95", "N95", "cloth"} <= set(t)
+    assert t["surgical"].rgba.shape[2] == 4 and t["surgical"].anchors.shape == (6, 2)
+    pool = mask_pool(t)
+    assert "template:gas" not in pool and "template:surgical_left" not in pool and len(pool) >= 8
+    img, lm = _face()
+    photos = make_person(img, lm, t, np.random.default_rng(0))
+    assert set(photos) == {"normal", "mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask"}
+    assert all(p.shape == (512, 384, 3) for p in photos.values())
+    assert not np.array_equal(photos["mask1"], photos["normal"])
+
+
+def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.train import load_run_data
+    from tests.conftest import cli_args
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_source, data)
+    sets = ["external.max_persons=6", "data.external_cap=5", "data.use_external=true"]
+    cfg = make_config(tmp_path, data, *sets)
+    summary = run_external(cfg, n_jobs=1, log=lambda m: None)
+    assert summary["persons"] == 6 and summary["faces_per_second"] > 0
+    ext = pd.read_csv(tmp_path / "run/external/train/train.csv", dtype=str)
+    real = pd.read_csv(data / "train/train.csv", dtype=str)
+    assert ext["id"].is_unique and not set(ext["id"]) & set(real["id"]) and not set(ext["path"]) & set(real["path"])
+    assert (tmp_path / "run/external/contact_sheet.png").is_file()
+    res = CliRunner().invoke(main, cli_args("folds", tmp_path, data, *sets))
+    assert res.exit_code == 0, res.output
+    folds = pd.read_csv(tmp_path / "run/folds.csv", dtype={"person_id": str})
+    ext_rows = folds[folds["source"] == "external"]
+    assert ext_rows["person_id"].nunique() == 5 and (ext_rows["fold"] == -1).all()  # capped at 5
+    assert (folds.loc[folds["source"] == "train", "fold"] >= 0).all()
+    assert ext_rows["age_band"].eq(2).all() and len(ext_rows) == 35
+    load_run_data(cfg, log=lambda m: None)  # consistent: accepted
+    folds.loc[folds["source"] == "external", "fold"] = 0
+    folds.to_csv(tmp_path / "run/folds.csv", index=False)
+    from pipeline.contract import DataError
+
+    with pytest.raises(DataError, match="external photos must have fold -1"):
+        load_run_data(cfg, log=lambda m: None)

@@ -1,0 +1,143 @@
+"""End-to-end training on CPU with a tiny model on a tiny generated set."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.train import Trainer, load_run_data, pair_dir, train_pair
+from pipeline.train_all import train_all
+from tests.conftest import cli_args, make_config
+
+TINY = ["folds.n_splits=2", "data.cache_size=[48,64]", "train.img_size=[40,48]", "train.batch_size=16",
+        "train.epochs=2", "train.num_workers=0", "train.patience=null", "tta=[orig,hflip]",
+        "backbones=[{name: test_resnet, lr: 0.003}]"]
+
+
+def tiny_config(tmp_path, data_dir, *extra):
+    cfg = make_config(tmp_path, data_dir, *TINY, *extra)
+    from folds.make import assign_folds
+    from pipeline.checks import require_clean
+    from pipeline.io import atomic_write_csv
+
+    train, _, _ = require_clean(cfg)
+    atomic_write_csv(assign_folds(train, cfg.folds.n_splits, cfg.seed), f"{cfg.run_dir}/folds.csv")
+    return cfg
+
+
+def test_train_writes_every_artifact(data_dir, tmp_path):
+    cfg = tiny_config(tmp_path, data_dir, "train.mix.kind=cutmix", "train.mix.prob=1.0", "train.ema=0.9",
+                      "train.sampler_power=0.5", "train.class_weight_power=0.5")
+    info = train_pair(cfg, "test_resnet", 0, progress=False)
+    d = pair_dir(cfg.run_dir, "test_resnet", 0)
+    for name in ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json"):
+        assert (d / name).is_file(), name
+    assert not list(d.glob(".*tmp")), "no temporary files left behind"
+    metrics = pd.read_csv(d / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    for col in ("train_loss", "val_loss", "val_f1", "val_acc", "val_f1_mask", "val_f1_gender", "val_f1_age", "lr"):
+        assert metrics[col].notna().all(), col
+    folds = pd.read_csv(f"{cfg.run_dir}/folds.csv")
+    oof = np.load(d / "oof.npz")
+    val = folds[folds["fold"] == 0]
+    assert sorted(oof["image_id"]) == sorted(val["image_id"]) and oof["logits"].shape == (len(val), 18)
+    assert (oof["labels"] == val.set_index("image_id").loc[oof["image_id"], "label"].to_numpy()).all()
+    test = np.load(d / "test.npz")
+    info_csv = pd.read_csv(data_dir / "eval" / "info.csv")
+    assert list(test["image_id"]) == list(info_csv["ImageID"]) and test["logits"].shape == (12, 18)
+    best = torch.load(d / "best.pt", weights_only=True)
+    assert best["backbone"]["name"] == "test_resnet" and len(best["mean"]) == 3
+    assert info["status"] == "done" and json.loads((d / "done.json").read_text())["hash"] == cfg.pair_hash("test_resnet")
+    assert (tmp_path / "run" / "cache").is_dir()
+
+
+def test_resume_restores_the_same_state(data_dir, tmp_path):
+    """One epoch, stop, resume for the second == two epochs straight, to the last bit."""
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path, data_dir, "train.mix.kind=vertical", "train.mix.prob=0.5",
+                      "backbones=[{name: test_resnet, lr: 0.003, drop_rate: 0.2}]")
+    data = load_run_data(cfg, log=lambda m: None)
+    straight = Trainer(cfg, "test_resnet", 1, data, progress=False, log=lambda m: None)
+    straight.fit()
+    # a second run dir: stop after one epoch, then resume in a fresh Trainer
+    cfg2 = tiny_config(tmp_path / "b", data_dir, "train.mix.kind=vertical", "train.mix.prob=0.5",
+                       "backbones=[{name: test_resnet, lr: 0.003, drop_rate: 0.2}]")
+    data2 = load_run_data(cfg2, log=lambda m: None)
+    first = Trainer(cfg2, "test_resnet", 1, data2, progress=False, log=lambda m: None)
+    first.settings["epochs"] = 1  # the schedule was built for 2 epochs, as in the straight run
+    first.fit()
+    resumed = Trainer(cfg2, "test_resnet", 1, data2, progress=False, log=lambda m: None)
+    assert resumed.try_resume() and resumed.epoch == 1
+    assert resumed.sched.last_epoch == first.sched.last_epoch
+    for k, v in first.opt.state_dict()["state"].items():
+        assert torch.equal(v["exp_avg"], resumed.opt.state_dict()["state"][k]["exp_avg"])
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.history[-1]["val_f1"] == resumed.history[-1]["val_f1"]
+
+
+def test_train_all_skips_finished_and_survives_a_failure(data_dir, tmp_path):
+    cfg = tiny_config(tmp_path, data_dir, "backbones=[{name: test_resnet}, {name: no_such_model_xyz}]",
+                      "train.epochs=1")
+    table = train_all(cfg, jobs=1, log=lambda m: None)
+    status = {(r.backbone, r.fold): r.status for r in table.itertuples()}
+    assert status[("test_resnet", 0)] == status[("test_resnet", 1)] == "done"
+    assert status[("no_such_model_xyz", 0)] == status[("no_such_model_xyz", 1)] == "failed"
+    assert "not a timm model" in table.loc[table["backbone"] == "no_such_model_xyz", "error"].iloc[0]
+    stamp = (pair_dir(cfg.run_dir, "test_resnet", 0) / "best.pt").stat().st_mtime_ns
+    again = train_all(cfg, jobs=1, log=lambda m: None)
+    assert set(again.loc[again["backbone"] == "test_resnet", "status"]) == {"skipped"}
+    assert (pair_dir(cfg.run_dir, "test_resnet", 0) / "best.pt").stat().st_mtime_ns == stamp
+    # a changed setting changes the hash: the pair is trained again
+    cfg.train.lr = cfg.train.lr * 2
+    third = train_all(cfg, jobs=1, log=lambda m: None)
+    assert set(third.loc[third["backbone"] == "test_resnet", "status"]) == {"done"}
+
+
+def test_training_refuses_bad_data(data_dir, tmp_path):
+    cfg = tiny_config(tmp_path, data_dir)
+    person = next((data_dir / "train" / "images").iterdir())
+    next(f for f in person.iterdir() if f.stem == "normal").unlink()
+    args = cli_args("train", tmp_path, data_dir) + ["--backbone", "resnet10t", "--fold", "0"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and f"person {person.name} is missing photo(s) normal" in res.output
+
+
+def test_sigkill_mid_epoch_then_rerun_finishes(data_dir, tmp_path):
+    cfg = tiny_config(tmp_path, data_dir, "train.epochs=4", "train.batch_size=4")
+    cmd = [sys.executable, "-m", "pipeline.cli"] + cli_args(
+        "train-all", tmp_path, data_dir, *TINY, "train.epochs=4", "train.batch_size=4",
+        "backbones=[{name: test_resnet, lr: 0.003}]")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    last = pair_dir(cfg.run_dir, "test_resnet", 0) / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), proc.stdout.read().decode()[-2000:]
+    time.sleep(0.4)  # inside the next epoch
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (pair_dir(cfg.run_dir, "test_resnet", 1) / "done.json").exists()
+    state = torch.load(last, weights_only=True)  # whatever moment the kill came, last.pt is whole
+    assert state["epoch"] >= 1
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "resumed test_resnet fold 0" in res.stdout or "skipped" in res.stdout
+    for k in (0, 1):
+        d = pair_dir(cfg.run_dir, "test_resnet", k)
+        assert json.loads((d / "done.json").read_text())["epochs_run"] == 4
+        torch.load(d / "best.pt", weights_only=True)
+        torch.load(d / "last.pt", weights_only=True)
+        assert np.load(d / "oof.npz")["logits"].shape[1] == 18
+        assert len(pd.read_csv(d / "metrics.csv")) == 4
+        assert not list(d.glob(".*.tmp"))
