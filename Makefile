@@ -8,9 +8,7 @@ JOBS ?= 1
 SETS := $(foreach s,$(SET),--set $(s))
 DEMO_DATA := runs/demo-data
 
-# glibc returns freed memory to the OS eagerly; training reallocates the same large buffers every step, so
-# raising these thresholds makes CPU training about 1.9x faster on small machines.
-export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184
+# The maskfold command sets the allocator tuning itself (pipeline/env.py); nothing to export here.
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo demo-data test check folds external train-all ensemble bench clean
@@ -26,19 +24,19 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## Create .venv and install maskfold with its test tools
 
-demo: setup ## Whole pipeline on generated data: demo-data, check, folds, train-all, ensemble
+demo: setup ## Whole pipeline on generated data: demo-data, check, external, folds, train-all, ensemble
 	@test -f $(DEMO_DATA)/train/train.csv || $(MASKFOLD) demo-data --out $(DEMO_DATA)
 	$(MASKFOLD) check-data --config $(CONFIG) $(SETS)
 	$(MASKFOLD) external --config $(CONFIG) $(SETS)
 	$(MASKFOLD) folds --config $(CONFIG) $(SETS)
-	$(MASKFOLD) train-all --config $(CONFIG) $(SETS) --jobs $(JOBS)
+	$(MASKFOLD) train-all --config $(CONFIG) $(SETS) --jobs 2
 	$(MASKFOLD) ensemble --config $(CONFIG) $(SETS)
 
 demo-data: setup ## (Re)generate the demo data set under runs/demo-data
 	$(MASKFOLD) demo-data --out $(DEMO_DATA)
 
 test: setup ## Run the test suite
-	$(PY) -m pytest -q
+	GLIBC_TUNABLES=$$($(PY) -c 'from pipeline.env import ALLOCATOR; print(ALLOCATOR)') $(PY) -m pytest -q
 
 check: setup ## Check the data set named by CONFIG (exit 1 on problems)
 	$(MASKFOLD) check-data --config $(CONFIG) $(SETS)
@@ -54,6 +52,9 @@ train-all: setup ## Train every (backbone, fold) pair of CONFIG (JOBS=N in paral
 
 ensemble: setup ## Blend predictions; write <run_dir>/submission.csv and ensemble/report.md
 	$(MASKFOLD) ensemble --config $(CONFIG) $(SETS)
+
+bench: setup ## Loader, train-step, inference and whole-loop figures for CONFIG (needs folds)
+	$(MASKFOLD) bench --config $(CONFIG) $(SETS) --out runs/bench.json
 
 clean: ## Remove run outputs and caches (keeps .venv)
 	rm -rf runs .pytest_cache

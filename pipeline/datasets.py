@@ -9,8 +9,13 @@ from pipeline.cache import open_cache
 
 
 class CachedPhotos(Dataset):
-    def __init__(self, cache_path, rows: np.ndarray, labels: np.ndarray | None = None, transform=None):
+    def __init__(self, cache_path, rows: np.ndarray, labels: np.ndarray | None = None, transform=None,
+                 seed: int | None = None):
         self.cache_path = str(cache_path)
+        # Albumentations keeps its own random state, untouched by torch/numpy seeds; seeding it per item from
+        # (seed, index) makes every augmentation a function of the epoch and the photo, whatever the number of
+        # loader workers, so a resumed run sees exactly the batches an uninterrupted one would have.
+        self.seed = seed
         self.rows = np.asarray(rows)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.transform = transform
@@ -24,6 +29,8 @@ class CachedPhotos(Dataset):
             self._arr = open_cache(self.cache_path)
         img = np.asarray(self._arr[self.rows[i]])
         if self.transform is not None:
+            if self.seed is not None:
+                self.transform.set_random_seed(self.seed * 1_000_003 + int(i))
             img = self.transform(image=img)["image"]
         x = torch.from_numpy(np.ascontiguousarray(img))
         y = -1 if self.labels is None else int(self.labels[i])

@@ -161,6 +161,8 @@ def load_maskthe_face(folder: str | Path) -> dict[str, MaskTemplate]:
     out = {}
     for name in parser.sections():
         sec = parser[name]
+        if "template" not in sec:
+            continue  # MaskTheFace's own placeholders ('empty', 'inpaint') carry no image
         try:
             anchors = np.array(
                 [[float(v) for v in sec[f"mask_{k}"].split(",")] for k in "abcdef"], dtype=np.float32

@@ -78,15 +78,14 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     if not path.is_file():
         raise DataError([Problem(str(path), "folds.csv not found; run `maskfold folds` first")])
     folds = pd.read_csv(path, dtype={"person_id": str, "race": str})
-    real = folds[folds["fold"] != EXTERNAL_FOLD]
-    a = contract.set_index("image_id")[["path", "label"]].sort_index()
-    b = real.set_index("image_id")[["path", "label"]].sort_index()
-    if not a.index.equals(b.index) or not (a.values == b.values).all():
-        raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed); "
-                                            "rerun `maskfold folds`")])
     ext = folds["source"] == "external"
     if (folds.loc[ext, "fold"] != EXTERNAL_FOLD).any() or (folds.loc[~ext, "fold"] == EXTERNAL_FOLD).any():
         raise DataError([Problem(str(path), "external photos must have fold -1 and only they; rerun `maskfold folds`")])
+    a = contract.set_index("image_id")[["path", "label"]].sort_index()
+    b = folds[~ext].set_index("image_id")[["path", "label"]].sort_index()
+    if not a.index.equals(b.index) or not (a.values == b.values).all():
+        raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed); "
+                                            "rerun `maskfold folds`")])
     size = tuple(cfg.data.cache_size)
     crop = crop_function(cfg)
     cache_dir = Path(cfg.run_dir) / "cache"
@@ -189,8 +188,9 @@ class Trainer:
 
     def _loader(self, rows, labels, transform, train: bool, epoch: int = 0, cache=None):
         t = self.cfg.train
-        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform)
-        gen = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.fold * 1009 + epoch)
+        seed = self.cfg.seed * 100003 + self.fold * 1009 + epoch
+        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform, seed=seed if train else None)
+        gen = torch.Generator().manual_seed(seed)
         sampler = build_sampler(labels, t.sampler_power, gen) if train else None
         workers = t.num_workers
         return DataLoader(
