@@ -19,7 +19,7 @@ help: ## Show this help
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,faces]'
+	$(PY) -m pip install -q -e '.[dev,faces,ray]'
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install maskfold with its test tools
