@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,12 +24,49 @@ def pairs_of(cfg: Config) -> list[tuple[str, int]]:
     return [(b, k) for b in cfg.backbone_names() for k in range(cfg.folds.n_splits)]
 
 
-def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: int | None, progress: bool) -> dict:
+@contextmanager
+def claim_gpu(run_dir, n_gpus: int):
+    """Hold one free GPU for this job: a lock file per GPU under the run dir, created exclusively.
+
+    Jobs finish at different times, so a fixed round-robin could put two running jobs on one GPU; a claim
+    cannot. A lock left by a killed process (its pid is gone) is taken over.
+    """
+    locks = Path(run_dir) / "gpu-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    for i in range(n_gpus):
+        lock = locks / f"cuda{i}.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                continue  # held by a live job
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)
+                try:
+                    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        try:
+            yield f"cuda:{i}"
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    yield f"cuda:{os.getpid() % n_gpus}"  # more jobs than GPUs: share
+
+
+def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: int | None, progress: bool,
+            n_gpus: int = 0) -> dict:
     """One job: never raises, so one pair's failure cannot stop the others."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    if n_gpus > 1 and device is None:
+        with claim_gpu(cfg.run_dir, n_gpus) as gpu:
+            return run_one(cfg, backbone, fold, gpu, threads, progress)
     start = time.time()
     try:
         info = train_pair(cfg, backbone, fold, device=device, progress=progress,
@@ -40,12 +79,13 @@ def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: 
             "val_f1": info.get("val_f1"), "status": info["status"], "seconds": round(time.time() - start, 1)}
 
 
-def devices_for(n_jobs: int, device: str) -> list[str | None]:
+def gpus_to_share(device: str) -> int:
+    """How many GPUs the local jobs spread over: all of them when the config says auto or cuda."""
     import torch
 
-    if device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        return [f"cuda:{i % torch.cuda.device_count()}" for i in range(n_jobs)]
-    return [None] * n_jobs
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 0
 
 
 def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
@@ -61,9 +101,9 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     log(f"{len(todo)} pair(s) to train, {len(rows)} already finished")
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    devs = devices_for(jobs, cfg.train.device)
+    n_gpus = gpus_to_share(cfg.train.device) if jobs > 1 else 0
     results = Parallel(n_jobs=jobs, backend="loky" if jobs > 1 else "sequential")(
-        delayed(run_one)(cfg, b, k, devs[i % jobs], threads, progress=jobs == 1) for i, (b, k) in enumerate(todo)
+        delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus) for b, k in todo
     )
     table = pd.DataFrame(rows + list(results)).sort_values(["backbone", "fold"]).reset_index(drop=True)
     return table

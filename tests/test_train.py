@@ -141,3 +141,14 @@ def test_sigkill_mid_epoch_then_rerun_finishes(data_dir, tmp_path):
         assert np.load(d / "oof.npz")["logits"].shape[1] == 18
         assert len(pd.read_csv(d / "metrics.csv")) == 4
         assert not list(d.glob(".*.tmp"))
+
+
+def test_gpu_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
+    from pipeline.train_all import claim_gpu
+
+    with claim_gpu(tmp_path, 2) as a, claim_gpu(tmp_path, 2) as b:
+        assert {a, b} == {"cuda:0", "cuda:1"}
+    (tmp_path / "gpu-locks" / "cuda0.lock").write_text("999999999")  # a killed job's lock
+    with claim_gpu(tmp_path, 2) as c:
+        assert c == "cuda:0"
+    assert not list((tmp_path / "gpu-locks").iterdir())
