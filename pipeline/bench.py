@@ -70,7 +70,7 @@ def step_rate(spec: dict) -> dict:
     w, h = spec["img_size"]
     b = spec["batch_size"]
     tuned = spec["tuned"]
-    fmt = torch.channels_last if tuned else torch.contiguous_format
+    fmt = torch.channels_last if spec.get("channels_last", tuned) else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x_host = torch.randint(0, 255, (b, h, w, 3), dtype=torch.uint8)
@@ -111,7 +111,7 @@ def step_rate_in_child(spec: dict) -> dict:
     """step_rate in a fresh process: naive without the allocator setting, tuned with it."""
     env = dict(os.environ)
     env.pop("GLIBC_TUNABLES", None)
-    if spec["tuned"]:
+    if spec.get("allocator", spec["tuned"]):
         env["GLIBC_TUNABLES"] = ALLOCATOR
     code = "import json,sys; from pipeline.bench import step_rate; print(json.dumps(step_rate(json.loads(sys.argv[1]))))"
     out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True)
@@ -122,18 +122,20 @@ def step_rate_in_child(spec: dict) -> dict:
 
 def whole_loop_rate(cfg: Config, data, backbone: str, device: str, steps: int = 12) -> float:
     """Photos/s of real training steps (loader + augment + step) through the Trainer, after one warm-up batch."""
-    import dataclasses
-
     from pipeline.train import Trainer
 
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps_per_epoch=steps + 1))
     trainer = Trainer(cfg, backbone, 0, data, device=device, progress=False, log=lambda m: None)
     trainer.model.train()
-    loader = trainer._loader(trainer.train_rows, trainer.train_labels, trainer.train_tf, True)
-    it = iter(loader)
+    epoch = 0
+    it = iter(trainer.train_loader(epoch))
     seen, start = 0, None
     for i in range(steps + 1):
-        xb, yb = next(it)
+        try:
+            xb, yb = next(it)
+        except StopIteration:  # a small data set: go on into the next epoch
+            epoch += 1
+            it = iter(trainer.train_loader(epoch))
+            xb, yb = next(it)
         x = to_model_input(xb, trainer.device, *trainer.norm, cfg.train.channels_last)
         loss = trainer.criterion(trainer.forward(x), yb.to(trainer.device))
         loss.backward()

@@ -32,7 +32,7 @@ from pipeline.metrics import macro_f1, scores
 from pipeline.mixing import mix_batch
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.predict import autocast_for, norm_tensors, predict_logits, to_model_input
-from pipeline.samplers import build_sampler
+from pipeline.samplers import EpochSampler
 from pipeline.transforms import build_transform
 
 EXTERNAL_FOLD = -1
@@ -183,22 +183,33 @@ class Trainer:
             self.ema = ModelEmaV3(self.model, decay=t.ema)
         self.norm = norm_tensors(self.mean, self.std, self.device)
         self.epoch, self.best_f1, self.best_epoch, self.history = 0, -1.0, -1, []
+        self._train_loader = self._val_loader = None
 
     # -- loaders
 
-    def _loader(self, rows, labels, transform, train: bool, epoch: int = 0, cache=None):
-        t = self.cfg.train
-        seed = self.cfg.seed * 100003 + self.fold * 1009 + epoch
-        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform, seed=seed if train else None)
-        gen = torch.Generator().manual_seed(seed)
-        sampler = build_sampler(labels, t.sampler_power, gen) if train else None
-        workers = t.num_workers
+    def _loader(self, rows, labels, transform, train: bool, cache=None):
+        """Built once per pair: workers stay alive across epochs; the sampler carries the epoch's seed."""
+        workers = self.cfg.train.num_workers
+        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform)
+        sampler = EpochSampler(labels, self.cfg.train.sampler_power,
+                               self.cfg.seed * 100003 + self.fold * 1009) if train else None
         return DataLoader(
-            ds, batch_size=self.settings["batch_size"], shuffle=train and sampler is None, sampler=sampler,
-            generator=gen if train else None, num_workers=workers, pin_memory=self.device.type == "cuda",
-            drop_last=train and len(rows) > self.settings["batch_size"], persistent_workers=False,
-            prefetch_factor=4 if workers else None,
+            ds, batch_size=self.settings["batch_size"], sampler=sampler, num_workers=workers,
+            pin_memory=self.device.type == "cuda", drop_last=train and len(rows) > self.settings["batch_size"],
+            persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+            generator=torch.Generator().manual_seed(self.cfg.seed),  # workers' base seed: not the global RNG
         )
+
+    def train_loader(self, epoch: int):
+        if self._train_loader is None:
+            self._train_loader = self._loader(self.train_rows, self.train_labels, self.train_tf, True)
+        self._train_loader.sampler.set_epoch(epoch)
+        return self._train_loader
+
+    def val_loader(self):
+        if self._val_loader is None:
+            self._val_loader = self._loader(self.val_rows, self.val_labels, self.val_tf, False)
+        return self._val_loader
 
     def _steps_per_epoch(self) -> int:
         bs = self.settings["batch_size"]
@@ -255,7 +266,7 @@ class Trainer:
         t, e = self.cfg.train, self.epoch
         models.set_backbone_trainable(self.model, e >= self.bb.freeze_epochs)
         self.model.train()
-        loader = self._loader(self.train_rows, self.train_labels, self.train_tf, True, epoch=e)
+        loader = self.train_loader(e)
         mix_on = t.mix.kind != "none" and (t.mix.stop_epoch is None or e < t.mix.stop_epoch)
         gen = np.random.default_rng([self.cfg.seed, self.fold, e])
         limit = self.steps_per_epoch * t.accum_steps
@@ -305,7 +316,7 @@ class Trainer:
 
     def validate(self, tta=("orig",)) -> tuple[dict, np.ndarray]:
         model = self.ema.module if self.ema else self.forward
-        loader = self._loader(self.val_rows, self.val_labels, self.val_tf, False)
+        loader = self.val_loader()
         logits = predict_logits(model, loader, self.device, self.mean, self.std, tta, self.cfg.train.channels_last, self.amp)
         loss = float(self.val_criterion(torch.from_numpy(logits), torch.from_numpy(self.val_labels)))
         return {"val_loss": loss, **{f"val_{k}": v for k, v in scores(self.val_labels, logits.argmax(1)).items()}}, logits
@@ -362,8 +373,7 @@ class Trainer:
         tta = self.cfg.tta
         kw = dict(device=self.device, mean=self.mean, std=self.std, tta=tta,
                   channels_last=self.cfg.train.channels_last, amp=self.amp)
-        loader = self._loader(self.val_rows, self.val_labels, self.val_tf, False)
-        oof = predict_logits(model, loader, **kw)
+        oof = predict_logits(model, self.val_loader(), **kw)
         ids = self.data.folds["image_id"].to_numpy()
         atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), logits=oof,
                         labels=self.val_labels)

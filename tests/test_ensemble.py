@@ -160,5 +160,5 @@ def test_predict_folder_with_a_broken_file(tiny_run, tmp_path):
     assert "unreadable, skipped" in res.output and "broken.jpg" in res.output
     df = pd.read_csv(out)
     assert len(df) == 3 and set(df.columns) >= {"path", "p0", "p17", "class", "mask", "gender", "age_band"}
-    assert np.allclose(df[[f"p{i}" for i in range(18)]].sum(1), 1, atol=1e-3)
+    assert np.allclose(df[[f"p{i}" for i in range(18)]].sum(axis=1), 1, atol=1e-3)
     assert df["class"].between(0, 17).all()

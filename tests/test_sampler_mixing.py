@@ -86,3 +86,19 @@ def test_mixup_blend():
         expected[i] += lam
         expected[j] += 1 - lam
         assert torch.allclose(target[i], expected, atol=1e-6)
+
+
+def test_epoch_sampler_carries_the_epoch_seed_and_repeats_per_epoch():
+    from pipeline.samplers import EpochSampler
+
+    labels = np.array([0] * 50 + [1] * 5)
+    s = EpochSampler(labels, 1.0, base_seed=100)
+    s.set_epoch(3)
+    first = list(s)
+    assert len(first) == 55 and {seed for _, seed in first} == {103}
+    s.set_epoch(4)
+    other = list(s)
+    s.set_epoch(3)
+    assert list(s) == first and other != first
+    plain = EpochSampler(labels, 0.0, base_seed=0)
+    assert sorted(i for i, _ in plain) == list(range(55))  # power 0: a permutation
