@@ -69,7 +69,8 @@ def plot_class_f1(f1, support, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels) -> list[str]:
+def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
+                 chosen: str) -> list[str]:
     """Write report.md and the PNGs; return the headline lines to print."""
     out.mkdir(parents=True, exist_ok=True)
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=range(18), zero_division=0)
@@ -78,8 +79,9 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
     lines = ["# Ensemble report", "", "## Scores on out-of-fold predictions", ""]
     lines += _table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
                     [[k, v["f1"], v["acc"], v["f1_mask"], v["f1_gender"], v["f1_age"]] for k, v in rows.items()])
-    lines += ["", "In-sample rows fit and score on the same OOF photos; the nested row fits on some persons and "
-              "scores on the others, which is the gain to expect on the leaderboard.", ""]
+    lines += ["", "In-sample rows fit and score on the same OOF photos; nested rows fit on some persons and score on "
+              "the others, which is the gain to expect on the leaderboard.", "",
+              f"Used for the submission and the tables below: **{chosen}**.", ""]
     lines += ["## Each (backbone, fold) on its own fold", ""]
     lines += _table(["backbone", "fold", "photos", "macro F1", "accuracy"],
                     [[d["backbone"], d["fold"], d["photos"], d["f1"], d["acc"]] for d in per_fold])
@@ -96,5 +98,5 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
                           float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in range(18)])
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     head = [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in rows.items()]
-    head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png)")
+    head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png); submission uses: {chosen}")
     return head

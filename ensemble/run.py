@@ -101,23 +101,38 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     y = preds.labels
     out = Path(cfg.run_dir) / "ensemble"
 
-    base = blend.combine(oof, e.method)
-    w, off = blend.fit(oof, y, e.method, e.search_weights, e.tune_offsets)
-    weighted = blend.combine(oof, e.method, w)
+    plain = blend.combine(oof, e.method)
     rows = {f"backbone {b}": scores(y, p.argmax(1)) for b, p in zip(names, oof)}
-    rows[f"ensemble ({e.method} vote, equal weights)"] = scores(y, base.argmax(1))
-    rows["ensemble + weights (in-sample)"] = scores(y, weighted.argmax(1))
+    rows[f"ensemble ({e.method} vote, equal weights)"] = scores(y, plain.argmax(1))
+    # Honest F1 of each variant: a plain vote fits nothing, so its OOF score is already honest; fitted variants
+    # are scored nested (fit on some persons, scored on the others).
+    fits = {"equal weights": (np.ones(len(oof)) / len(oof), np.zeros(blend.NUM_CLASSES))}
+    honest = {"equal weights": rows[f"ensemble ({e.method} vote, equal weights)"]["f1"]}
+    variants = []
+    if e.method == "soft" and e.search_weights:
+        variants.append(("weights", True, False))
+    if e.method == "soft" and e.tune_offsets:
+        variants.append(("weights + offsets" if e.search_weights else "offsets", e.search_weights, True))
+    for label, fit_w, fit_off in variants:
+        fits[label] = blend.fit(oof, y, e.method, fit_w, fit_off)
+        w, off = fits[label]
+        rows[f"ensemble + {label} (in-sample)"] = scores(y, blend.predict_with(blend.combine(oof, e.method, w), off))
+        nested = blend.nested_predictions(oof, y, preds.persons, e.nested_splits, e.method, fit_w, fit_off,
+                                          seed=cfg.seed)
+        rows[f"ensemble + {label} (nested, {e.nested_splits} person splits)"] = scores(y, nested)
+        honest[label] = rows[f"ensemble + {label} (nested, {e.nested_splits} person splits)"]["f1"]
+    chosen = max(honest, key=honest.get) if e.choose_by_nested else list(fits)[-1]
+    w, off = fits[chosen]
+    weighted = blend.combine(oof, e.method, w)
     final_pred = blend.predict_with(weighted, off)
-    rows["ensemble + weights + offsets (in-sample)"] = scores(y, final_pred)
-    if e.method == "soft" and (e.search_weights or e.tune_offsets):
-        nested = blend.nested_predictions(oof, y, preds.persons, e.nested_splits, e.method, e.search_weights,
-                                          e.tune_offsets, seed=cfg.seed)
-        rows[f"ensemble + weights + offsets (nested, {e.nested_splits} person splits)"] = scores(y, nested)
+    log(f"used for the submission: {chosen} (honest OOF macro F1 {honest[chosen]:.4f}"
+        f"{'; chosen by the nested figures' if e.choose_by_nested else ''})")
 
     atomic_save_npz(out / "oof.npz", image_id=preds.image_ids, probs=weighted.astype(np.float32), labels=y,
                     pred=final_pred)
-    fitted = {"method": e.method, "backbones": names, "weights": [float(v) for v in w],
-              "offsets": [float(v) for v in off], "tta": cfg.tta, "n_splits": cfg.folds.n_splits}
+    fitted = {"method": e.method, "backbones": names, "chosen": chosen, "honest_f1": honest,
+              "weights": [float(v) for v in w], "offsets": [float(v) for v in off], "tta": cfg.tta,
+              "n_splits": cfg.folds.n_splits}
     atomic_write_text(out / "weights.json", json.dumps(fitted, indent=1))
 
     submission = None
@@ -134,7 +149,7 @@ def run_ensemble(cfg: Config, log=print) -> dict:
 
     from ensemble.report import write_report
 
-    headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels)
+    headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels, chosen)
     for line in headline:
         log(line)
     if submission is not None:

@@ -46,10 +46,7 @@ def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFra
 
 def require_clean(cfg: Config, scan: bool = False):
     """What training calls: the same checks as check-data, raising DataError on any problem."""
-    try:
-        train, evals, report = load_data(cfg, scan=scan)
-    except DataError:
-        raise
+    train, evals, report = load_data(cfg, scan=scan)
     if report.problems:
         raise DataError(report.problems)
     return train, evals, report

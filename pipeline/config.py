@@ -118,6 +118,9 @@ class EnsembleConfig:
     search_weights: bool = True
     tune_offsets: bool = True
     nested_splits: int = 2
+    # Use the variant (equal weights, weights, weights + offsets) with the best honest OOF F1, fitted ones judged
+    # by their nested figure; false: always apply every enabled fit.
+    choose_by_nested: bool = True
 
 
 @dataclass

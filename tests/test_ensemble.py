@@ -125,6 +125,8 @@ def test_ensemble_writes_submission_report_and_blend(tiny_run):
     assert "nested" in report and "test_efficientnet" in report and "| 17 |" in report
     fitted = json.loads((run / "ensemble" / "weights.json").read_text())
     assert fitted["backbones"] == ["test_resnet", "test_efficientnet"] and len(fitted["offsets"]) == 18
+    assert fitted["chosen"] == max(fitted["honest_f1"], key=fitted["honest_f1"].get)
+    assert set(fitted["honest_f1"]) == {"equal weights", "weights", "weights + offsets"}
     assert any("eval macro F1 against" in ln for ln in lines)
     oof = np.load(run / "ensemble" / "oof.npz")
     assert len(oof["image_id"]) == 30 * 7

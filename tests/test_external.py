@@ -179,3 +179,32 @@ def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
 
     with pytest.raises(DataError, match="external photos must have fold -1"):
         load_run_data(cfg, log=lambda m: None)
+
+
+@needs_utk
+@pytest.mark.skipif(not faces_available(), reason="the `faces` extra is missing")
+def test_face_crop_finds_the_face_and_falls_back_to_a_centre_crop(tmp_path):
+    from PIL import Image
+
+    from pipeline.cache import build_cache, open_cache
+    from pipeline.facecrop import FaceCropper
+    from pipeline.images import read_rgb
+
+    face = read_rgb(sorted(UTK.glob("70_*"))[0])  # 200x200 tight crop
+    portrait = np.full((512, 384, 3), 90, np.uint8)
+    portrait[140:340, 92:292] = face  # the face where a competition portrait has it
+    crop = FaceCropper(margin=0.6)
+    (x0, y0, x1, y1), found = crop.box(portrait, 3 / 4)
+    assert found and x0 <= 120 and x1 >= 260 and y0 <= 180 and y1 >= 300 and (x1 - x0) < 384
+    out, found = crop(portrait, (96, 128))
+    assert found and out.shape == (128, 96, 3)
+    blank = np.full((512, 384, 3), 128, np.uint8)
+    out, found = crop(blank, (96, 128))
+    assert not found and out.shape == (128, 96, 3)
+    Image.fromarray(portrait).save(tmp_path / "p.jpg")
+    Image.fromarray(blank).save(tmp_path / "b.jpg")
+    logs = []
+    path = build_cache([tmp_path / "p.jpg", tmp_path / "b.jpg"], (96, 128), tmp_path / "cache", "face", crop,
+                       n_jobs=1, log=logs.append)
+    assert open_cache(path).shape == (2, 128, 96, 3)
+    assert any("no face found in 1 of 2 photos" in line for line in logs)
