@@ -24,7 +24,10 @@ def frame_like_competition(img: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray,
     M = np.array([[s, 0, FACE_CENTRE[0] - s * centre[0]], [0, s, FACE_CENTRE[1] - s * centre[1]]])
     fg = cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     valid = cv2.warpAffine(np.full(img.shape[:2], 255, np.uint8), M, (W, H))
-    valid = cv2.GaussianBlur(cv2.erode(valid, np.ones((9, 9), np.uint8)), (0, 0), 6).astype(np.float32)[..., None] / 255
+    # A wide soft edge: the sharp photo fades into its blurred fill instead of sitting in it as a square.
+    edge = max(3, int(0.06 * s * min(img.shape[:2])))
+    valid = cv2.erode(valid, np.ones((2 * edge + 1, 2 * edge + 1), np.uint8))
+    valid = cv2.GaussianBlur(valid, (0, 0), edge).astype(np.float32)[..., None] / 255
     bg = cv2.GaussianBlur(cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR), (0, 0), 20)
     out = (fg * valid + bg * (1 - valid)).astype(np.uint8)
     return out, (lm @ M[:, :2].T + M[:, 2]).astype(np.float32)
@@ -49,9 +52,15 @@ def make_person(img: np.ndarray, lm: np.ndarray, templates, rng: np.random.Gener
     pool = mask_pool(templates)
     order = list(rng.permutation(len(pool)))
     names = [pool[i] for i in (order * 5)[:5]]  # five different masks while the pool has five
-    photos = {"normal": framed}
+    photos, worn = {"normal": framed}, set()
     for i, name in enumerate(names, start=1):
-        photos[f"mask{i}"], _ = place_mask(framed, flm, get_mask(name, templates, flm, rng), "worn")
+        mask = get_mask(name, templates, flm, rng)
+        for _ in range(10):  # a drawn mask may repeat another's kind and colour: draw again
+            if mask.name not in worn:
+                break
+            mask = get_mask(name, templates, flm, rng)
+        worn.add(mask.name)
+        photos[f"mask{i}"], _ = place_mask(framed, flm, mask, "worn")
     mode = "under_nose" if rng.random() < 0.6 else "chin"
     photos["incorrect_mask"], _ = place_mask(framed, flm, get_mask(pool[rng.integers(len(pool))], templates, flm, rng),
                                              mode)

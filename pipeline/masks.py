@@ -212,23 +212,27 @@ def procedural_mask(kind: str, rng: np.random.Generator) -> MaskTemplate:
     a = TEMPLATE_ANCHORS
     outline = _outline(a)
     if kind == "surgical":
-        col = SURGICAL_COLOURS[rng.integers(len(SURGICAL_COLOURS))]
+        ci = int(rng.integers(len(SURGICAL_COLOURS)))
+        col = SURGICAL_COLOURS[ci]
         d.polygon(outline, fill=col + (255,))
         for y in (0.33, 0.5, 0.67):  # pleats
             yy = TEMPLATE_H * y
             d.line([(40, yy - 6), (200, yy + 4), (360, yy - 6)], fill=_shade(col, 0.78) + (255,), width=5)
         d.line(outline + [outline[0]], fill=_shade(col, 0.85) + (255,), width=6)
     elif kind == "kn95":
-        col = [(240, 240, 238), (35, 35, 40), (220, 205, 180)][rng.integers(3)]
+        ci = int(rng.integers(3))
+        col = [(240, 240, 238), (35, 35, 40), (220, 205, 180)][ci]
         d.polygon(outline, fill=col + (255,))
         d.line([tuple(a[1]), (200, 150), tuple(a[4])], fill=_shade(col, 0.7) + (255,), width=4)
         d.line(outline + [outline[0]], fill=_shade(col, 0.75) + (255,), width=8)
         d.ellipse((60, 110, 110, 160), outline=_shade(col, 0.8) + (255,), width=3)
     elif kind == "cloth":
-        col = CLOTH_COLOURS[rng.integers(len(CLOTH_COLOURS))]
+        ci = int(rng.integers(len(CLOTH_COLOURS)))
+        col = CLOTH_COLOURS[ci]
         d.polygon(outline, fill=col + (255,))
         other = _shade(col, 1.6) if sum(col) < 300 else _shade(col, 0.6)
-        pattern = rng.integers(3)
+        pattern = int(rng.integers(3))
+        ci = ci * 3 + pattern
         if pattern == 0:
             for x in range(0, TEMPLATE_W, 30):
                 for y in range(0, TEMPLATE_H, 30):
@@ -245,7 +249,8 @@ def procedural_mask(kind: str, rng: np.random.Generator) -> MaskTemplate:
         img.putalpha(shape)
     else:
         raise ValueError(f"unknown procedural mask {kind!r}; use surgical, kn95 or cloth")
-    return MaskTemplate(kind, np.asarray(img).copy(), TEMPLATE_ANCHORS.copy())
+    # the name tells two drawn masks apart: kind and colour (and pattern for cloth)
+    return MaskTemplate(f"{kind}-{ci}", np.asarray(img).copy(), TEMPLATE_ANCHORS.copy())
 
 
 PROCEDURAL_KINDS = ("surgical", "kn95", "cloth")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from pipeline import models
 from pipeline.cache import build_cache
 from pipeline.checks import require_clean
-from pipeline.config import Config
+from pipeline.config import Config, LossTerm
 from pipeline.contract import NUM_CLASSES, DataError, Problem, image_file, training_rows
 from pipeline.datasets import CachedPhotos
 from pipeline.io import atomic_save_npz, atomic_torch_save, atomic_write_csv, atomic_write_text
@@ -171,7 +171,7 @@ class Trainer:
         self.val_tf = build_transform(cfg.augment.val, cache, size, "augment.val")
         counts = np.bincount(self.train_labels, minlength=NUM_CLASSES)
         self.criterion = build_loss(t.loss, NUM_CLASSES, class_weights(counts, t.class_weight_power)).to(self.device)
-        self.val_criterion = build_loss([dataclasses.replace(t.loss[0], name="ce", label_smoothing=0.0, weight=1.0)])
+        self.val_criterion = build_loss([LossTerm("ce")])  # plain CE: comparable across loss settings
         self.opt = build_optimizer(self.model.parameters(), t, self.settings["lr"])
         self.steps_per_epoch = self._steps_per_epoch()
         self.sched = build_scheduler(self.opt, t, self.settings["epochs"], self.steps_per_epoch)

@@ -148,6 +148,14 @@ def test_maskthe_face_templates_load_and_pick_variants():
     assert not np.array_equal(photos["mask1"], photos["normal"])
 
 
+def test_five_different_masks_with_procedural_masks_only():
+    img, lm = _face()
+    for seed in range(5):
+        photos = make_person(img, lm, None, np.random.default_rng(seed))
+        masked = [photos[f"mask{i}"] for i in range(1, 6)]
+        assert all(not np.array_equal(a, b) for i, a in enumerate(masked) for b in masked[i + 1 :])
+
+
 def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
     from click.testing import CliRunner
 
