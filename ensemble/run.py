@@ -31,7 +31,7 @@ class Predictions:
     test_ids: np.ndarray | None
 
 
-def load_predictions(cfg: Config, log=print) -> Predictions:
+def load_predictions(cfg: Config) -> Predictions:
     run = Path(cfg.run_dir)
     folds_csv = run / "folds.csv"
     if not folds_csv.is_file():
@@ -95,7 +95,7 @@ def load_predictions(cfg: Config, log=print) -> Predictions:
 
 def run_ensemble(cfg: Config, log=print) -> dict:
     e = cfg.ensemble
-    preds = load_predictions(cfg, log)
+    preds = load_predictions(cfg)
     names = list(preds.oof)
     oof = [preds.oof[b] for b in names]
     y = preds.labels
