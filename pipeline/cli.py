@@ -229,8 +229,8 @@ def entry():
 
         os.environ["GLIBC_TUNABLES"] = ALLOCATOR
         os.execv(sys.executable, [sys.executable, "-m", "pipeline.cli", *sys.argv[1:]])
-    main()
+    main(prog_name="maskfold")
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="maskfold")
