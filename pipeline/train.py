@@ -270,7 +270,9 @@ class Trainer:
         mix_on = t.mix.kind != "none" and (t.mix.stop_epoch is None or e < t.mix.stop_epoch)
         gen = np.random.default_rng([self.cfg.seed, self.fold, e])
         limit = self.steps_per_epoch * t.accum_steps
-        total, n = 0.0, 0
+        # The running loss and predictions stay on the device: a .item() per step would make the host wait for
+        # the GPU every step.
+        running, n = torch.zeros((), device=self.device), 0
         preds, truth = [], []
         bar = tqdm(loader, total=min(len(loader), limit), desc=f"{self.bb.name} f{self.fold} e{e + 1}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
@@ -289,13 +291,15 @@ class Trainer:
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             if (step + 1) % t.accum_steps == 0:
                 self._optimizer_step()
-            total += loss.item() * t.accum_steps * len(y)
+            running += loss.detach() * t.accum_steps * len(y)
             n += len(y)
-            preds.append(logits.detach().argmax(1).cpu())
+            preds.append(logits.detach().argmax(1))
             truth.append(yb)
             if step % 10 == 0 and self.progress:
-                bar.set_postfix(loss=f"{total / n:.3f}", f1=f"{macro_f1(torch.cat(truth), torch.cat(preds)):.3f}")
-        return {"train_loss": total / max(n, 1), "train_f1": macro_f1(torch.cat(truth), torch.cat(preds)) if n else 0.0}
+                f1 = macro_f1(torch.cat(truth), torch.cat(preds).cpu())
+                bar.set_postfix(loss=f"{running.item() / n:.3f}", f1=f"{f1:.3f}")
+        f1 = macro_f1(torch.cat(truth), torch.cat(preds).cpu()) if n else 0.0
+        return {"train_loss": running.item() / max(n, 1), "train_f1": f1}
 
     def _optimizer_step(self):
         t = self.cfg.train
