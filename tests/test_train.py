@@ -152,3 +152,17 @@ def test_gpu_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
     with claim_gpu(tmp_path, 2) as c:
         assert c == "cuda:0"
     assert not list((tmp_path / "gpu-locks").iterdir())
+
+
+def test_loader_workers_do_not_change_the_batches(data_dir, tmp_path):
+    """Augmentations are seeded per (epoch, photo): 0 or 2 loader workers train to the same weights."""
+    torch.set_num_threads(1)
+    results = []
+    for workers in (0, 2):
+        cfg = tiny_config(tmp_path / f"w{workers}", data_dir, f"train.num_workers={workers}", "train.epochs=1",
+                          "train.sampler_power=0.5")
+        t = Trainer(cfg, "test_resnet", 0, load_run_data(cfg, log=lambda m: None), progress=False,
+                    log=lambda m: None)
+        results.append((t.train_epoch()["train_loss"], t.model.state_dict()))
+    (loss0, w0), (loss2, w2) = results
+    assert loss0 == loss2 and all(torch.equal(w0[k], w2[k]) for k in w0)
