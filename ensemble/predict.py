@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ensemble import blend
 from pipeline import models
+from pipeline.cache import decode
 from pipeline.config import config_from_dict
 from pipeline.contract import IMAGE_EXTS, MASKS, decode_label
-from pipeline.images import read_rgb
+from pipeline.datasets import CachedPhotos
 from pipeline.io import atomic_write_csv
 from pipeline.predict import predict_logits
 from pipeline.train import crop_function, pair_dir, resolve_device
@@ -36,24 +36,12 @@ def decode_all(files, size, crop_fn) -> tuple[np.ndarray, list[Path], list[tuple
     ok, arrays, bad = [], [], []
     for f in files:
         try:
-            img = read_rgb(f) if crop_fn else read_rgb(f, size)
-            arrays.append(crop_fn(img, size) if crop_fn else img)
+            arrays.append(decode(f, size, crop_fn)[0])
             ok.append(f)
         except Exception as e:  # noqa: BLE001 - listed in the output
             bad.append((str(f), f"{type(e).__name__}: {e}"))
     w, h = size
     return (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)), ok, bad
-
-
-class ArrayPhotos(Dataset):
-    def __init__(self, arr, transform):
-        self.arr, self.transform = arr, transform
-
-    def __len__(self):
-        return len(self.arr)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(np.ascontiguousarray(self.transform(image=self.arr[i])["image"])), -1
 
 
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
@@ -76,7 +64,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
                 arr, ok, bad = decode_all(files, tuple(cfg.data.cache_size), crop_function(cfg))
             model = models.model_from_checkpoint(ckpt).to(dev)
             tf = build_transform(cfg.augment.val, tuple(cfg.data.cache_size), tuple(ckpt["img_size"]))
-            loader = DataLoader(ArrayPhotos(arr, tf), batch_size=64)
+            loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
             logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], fitted["tta"],
                                     cfg.train.channels_last, cfg.train.amp if dev.type == "cuda" else "none")
             fold_probs.append(blend.softmax(logits))

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-EXTERNAL_FOLD = -1
-
+from pipeline.contract import EXTERNAL_FOLD, fold_problems
 
 def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
     df = df.sort_values("image_id", kind="stable").reset_index(drop=True)  # order-independent output
@@ -32,15 +31,9 @@ def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
 
 def check_folds(df: pd.DataFrame) -> None:
     """No person in two folds; external persons only in fold -1 and real ones never there."""
-    per_person = df.groupby("person_id")["fold"].nunique()
-    split = per_person[per_person > 1]
-    if len(split):
-        raise AssertionError(f"persons in more than one fold: {', '.join(split.index[:5])}")
-    ext = df["source"] == "external"
-    if (df.loc[ext, "fold"] != EXTERNAL_FOLD).any():
-        raise AssertionError("an external person is in a validation fold; external data must have fold -1")
-    if (df.loc[~ext, "fold"] == EXTERNAL_FOLD).any():
-        raise AssertionError("a competition person has fold -1; rerun `maskfold folds`")
+    problems = fold_problems(df)
+    if problems:
+        raise AssertionError("; ".join(problems))
 
 
 def fold_table(df: pd.DataFrame) -> pd.DataFrame:

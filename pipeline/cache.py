@@ -27,17 +27,20 @@ def cache_key(files: list[Path], size: tuple[int, int], crop: str = "none") -> s
     return h.hexdigest()[:16]
 
 
+def decode(file, size: tuple[int, int], crop_fn=None) -> tuple[np.ndarray, bool]:
+    """One photo as the cache holds it: (uint8 H x W x 3 at `size`, whether a face was found when cropping)."""
+    if crop_fn is None:
+        return read_rgb(file, size), True
+    return crop_fn(read_rgb(file), size)
+
+
 def _fill(tmp: str, shape, start: int, files: list[str], size, crop_fn):
     arr = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
     failed, no_face = [], 0
     for i, f in enumerate(files):
         try:
-            if crop_fn:
-                img, found = crop_fn(read_rgb(f), size)
-                no_face += not found
-            else:
-                img = read_rgb(f, size)
-            arr[start + i] = img
+            arr[start + i], found = decode(f, size, crop_fn)
+            no_face += not found
         except Exception:  # noqa: BLE001 - every failure becomes a named problem below
             problem, _ = inspect_image(f)
             failed.append((f, problem or "could not be decoded; replace it with the original photo"))

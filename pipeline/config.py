@@ -310,7 +310,7 @@ def _apply_set(data: dict, assignment: str) -> None:
         value = raw
     parts = key.strip().split(".")
     node = data
-    for i, p in enumerate(parts[:-1]):
+    for p in parts[:-1]:
         if isinstance(node, list):
             node = node[_list_index(node, p, key)]
         else:

@@ -208,7 +208,7 @@ def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
                 report.fixes.append(f"{person[1]}: photos {fix.old} and {fix.new} swapped ({fix.note})")
 
     rows = []
-    for pid, path, gender, race, age, photos in people:
+    for _id, path, gender, race, age, photos in people:
         band = int(age_band(age, data_cfg.age_cuts))
         relabel = {}
         for folder, a, b in swaps:
@@ -304,6 +304,23 @@ def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.Da
         report.problem(images / i, "eval photo listed in info.csv is missing; restore it")
     df = pd.DataFrame({"image_id": table["ImageID"], "path": "eval/images/" + table["ImageID"]})
     return df, report
+
+
+EXTERNAL_FOLD = -1  # external pseudo-persons: trained on in every fold, never validated
+
+
+def fold_problems(df: pd.DataFrame) -> list[str]:
+    """What is wrong with a table's `fold` column: a person split across folds, or external rows out of place."""
+    problems = []
+    per_person = df.groupby("person_id")["fold"].nunique()
+    split = per_person[per_person > 1]
+    if len(split):
+        problems.append(f"persons in more than one fold: {', '.join(split.index[:5])}")
+    ext = (df["source"] == "external").to_numpy()
+    fold = df["fold"].to_numpy()
+    if (fold[ext] != EXTERNAL_FOLD).any() or (fold[~ext] == EXTERNAL_FOLD).any():
+        problems.append("external photos must have fold -1, and only they")
+    return problems
 
 
 def image_file(data_dir: str | Path, path: str) -> Path:

@@ -9,12 +9,15 @@ from pipeline.cache import open_cache
 
 
 class CachedPhotos(Dataset):
-    def __init__(self, cache_path, rows: np.ndarray, labels: np.ndarray | None = None, transform=None):
-        self.cache_path = str(cache_path)
+    """Photos from the cache file (a path: each loader worker maps it itself) or from an array in memory."""
+
+    def __init__(self, cache, rows: np.ndarray, labels: np.ndarray | None = None, transform=None):
+        self.in_memory = isinstance(cache, np.ndarray)
+        self.cache_path = None if self.in_memory else str(cache)
         self.rows = np.asarray(rows)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.transform = transform
-        self._arr = None  # opened lazily: each loader worker maps the file itself
+        self._arr = cache if self.in_memory else None  # a file is opened lazily, in the worker that reads it
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -37,5 +40,6 @@ class CachedPhotos(Dataset):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_arr"] = None
+        if not self.in_memory:
+            state["_arr"] = None
         return state

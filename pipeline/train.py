@@ -24,7 +24,7 @@ from pipeline import models
 from pipeline.cache import build_cache
 from pipeline.checks import require_clean
 from pipeline.config import Config, LossTerm
-from pipeline.contract import NUM_CLASSES, DataError, Problem, image_file, training_rows
+from pipeline.contract import NUM_CLASSES, DataError, Problem, fold_problems, image_file, training_rows
 from pipeline.datasets import CachedPhotos
 from pipeline.io import atomic_save_npz, atomic_torch_save, atomic_write_csv, atomic_write_text
 from pipeline.losses import build_loss, class_weights
@@ -34,9 +34,6 @@ from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.predict import autocast_for, norm_tensors, predict_logits, to_model_input
 from pipeline.samplers import EpochSampler
 from pipeline.transforms import build_transform
-
-EXTERNAL_FOLD = -1
-
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:
     return Path(run_dir) / "models" / backbone / f"fold{fold}"
@@ -78,9 +75,10 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     if not path.is_file():
         raise DataError([Problem(str(path), "folds.csv not found; run `maskfold folds` first")])
     folds = pd.read_csv(path, dtype={"person_id": str, "race": str})
+    problems = fold_problems(folds)
+    if problems:
+        raise DataError([Problem(str(path), f"{p}; rerun `maskfold folds`") for p in problems])
     ext = folds["source"] == "external"
-    if (folds.loc[ext, "fold"] != EXTERNAL_FOLD).any() or (folds.loc[~ext, "fold"] == EXTERNAL_FOLD).any():
-        raise DataError([Problem(str(path), "external photos must have fold -1 and only they; rerun `maskfold folds`")])
     a = contract.set_index("image_id")[["path", "label"]].sort_index()
     b = folds[~ext].set_index("image_id")[["path", "label"]].sort_index()
     if not a.index.equals(b.index) or not (a.values == b.values).all():

@@ -2,10 +2,9 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from pipeline.checks import load_data
-from pipeline.contract import PHOTOS, age_band, decode_label, encode_label, read_train, training_rows
+from pipeline.contract import PHOTOS, age_band, decode_label, encode_label, training_rows
 from tests.conftest import make_config
 
 

@@ -115,7 +115,7 @@ def tiny_run(tmp_path_factory, demo_source):
 def test_ensemble_writes_submission_report_and_blend(tiny_run):
     cfg, data = tiny_run
     lines = []
-    result = run_ensemble(cfg, log=lines.append)
+    run_ensemble(cfg, log=lines.append)
     run = Path(cfg.run_dir)
     sub = pd.read_csv(run / "submission.csv")
     assert list(sub["ImageID"]) == list(pd.read_csv(data / "eval/info.csv")["ImageID"])

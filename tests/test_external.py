@@ -1,5 +1,3 @@
-import dataclasses
-import json
 import shutil
 
 import numpy as np

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 from click.testing import CliRunner
 
@@ -104,7 +103,7 @@ def test_train_all_skips_finished_and_survives_a_failure(data_dir, tmp_path):
 
 
 def test_training_refuses_bad_data(data_dir, tmp_path):
-    cfg = tiny_config(tmp_path, data_dir)
+    tiny_config(tmp_path, data_dir)
     person = next((data_dir / "train" / "images").iterdir())
     next(f for f in person.iterdir() if f.stem == "normal").unlink()
     args = cli_args("train", tmp_path, data_dir) + ["--backbone", "resnet10t", "--fold", "0"]
