@@ -163,7 +163,7 @@ def run_bench(cfg: Config, backbones: list[str], device: str, rounds: int = 3, l
     workers = max(1, cfg.train.num_workers)
     for name in backbones:
         bb = cfg.backbone(name) if name in cfg.backbone_names() else None
-        settings = cfg.resolved(bb) if bb else {**cfg.resolved(cfg.backbones[0])}
+        settings = cfg.resolved(bb or cfg.backbones[0])
         spec = {"backbone": name, "img_size": settings["img_size"], "batch_size": settings["batch_size"],
                 "device": str(dev), "rounds": rounds}
         naive = step_rate_in_child({**spec, "tuned": False})

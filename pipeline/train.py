@@ -26,6 +26,7 @@ from pipeline.checks import require_clean
 from pipeline.config import Config, LossTerm
 from pipeline.contract import NUM_CLASSES, DataError, Problem, fold_problems, image_file, training_rows
 from pipeline.datasets import CachedPhotos
+from pipeline.external import read_external
 from pipeline.io import atomic_save_npz, atomic_torch_save, atomic_write_csv, atomic_write_text
 from pipeline.losses import build_loss, class_weights
 from pipeline.metrics import macro_f1, scores
@@ -84,6 +85,10 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     if not a.index.equals(b.index) or not (a.values == b.values).all():
         raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed); "
                                             "rerun `maskfold folds`")])
+    external = read_external(cfg.run_dir, cfg.data)["image_id"] if cfg.data.use_external else pd.Series([], dtype=str)
+    if set(folds.loc[ext, "image_id"]) != set(external):
+        raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
+                                            "data.use_external; rerun `maskfold folds`")])
     size = tuple(cfg.data.cache_size)
     crop = crop_function(cfg)
     cache_dir = Path(cfg.run_dir) / "cache"

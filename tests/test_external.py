@@ -179,10 +179,15 @@ def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
     assert (folds.loc[folds["source"] == "train", "fold"] >= 0).all()
     assert ext_rows["age_band"].eq(2).all() and len(ext_rows) == 35
     load_run_data(cfg, log=lambda m: None)  # consistent: accepted
-    folds.loc[folds["source"] == "external", "fold"] = 0
-    folds.to_csv(tmp_path / "run/folds.csv", index=False)
+    import dataclasses
+
     from pipeline.contract import DataError
 
+    off = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, use_external=False))
+    with pytest.raises(DataError, match="external photos differ"):
+        load_run_data(off, log=lambda m: None)  # folds.csv made with external data, config now without
+    folds.loc[folds["source"] == "external", "fold"] = 0
+    folds.to_csv(tmp_path / "run/folds.csv", index=False)
     with pytest.raises(DataError, match="external photos must have fold -1"):
         load_run_data(cfg, log=lambda m: None)
 
