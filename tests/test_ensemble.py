@@ -164,3 +164,15 @@ def test_predict_folder_with_a_broken_file(tiny_run, tmp_path):
     assert len(df) == 3 and set(df.columns) >= {"path", "p0", "p17", "class", "mask", "gender", "age_band"}
     assert np.allclose(df[[f"p{i}" for i in range(18)]].sum(axis=1), 1, atol=1e-3)
     assert df["class"].between(0, 17).all()
+
+
+def test_predict_reproduces_the_submission(tiny_run, tmp_path):
+    """The same models, TTA, weights and offsets through the folder path give the submission's classes."""
+    from ensemble.predict import predict_folder
+
+    cfg, data = tiny_run
+    run_ensemble(cfg, log=lambda m: None)
+    df = predict_folder(cfg.run_dir, data / "eval" / "images", tmp_path / "p.csv", log=lambda m: None)
+    df["ImageID"] = [Path(p).name for p in df["path"]]
+    sub = pd.read_csv(Path(cfg.run_dir) / "submission.csv").merge(df, on="ImageID")
+    assert len(sub) == 12 and (sub["ans"] == sub["class"]).all()
