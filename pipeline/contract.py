@@ -146,8 +146,8 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
         report.problem(csv, f"missing column(s) {', '.join(absent)}; the header must be {','.join(TRAIN_COLUMNS)}")
         return pd.DataFrame(columns=CONTRACT_COLUMNS), report
 
-    dup_path = table["path"][table["path"].duplicated()].unique()
-    for p in dup_path:
+    dup_path = set(table["path"][table["path"].duplicated()])
+    for p in sorted(dup_path):
         report.problem(csv, f"path '{p}' appears in more than one row; each person folder must be listed once")
     dup_id = table["id"][table["id"].duplicated()].unique()
     for i in dup_id:
@@ -294,10 +294,11 @@ def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.Da
         report.problem(info, f"ImageID '{i}' is listed twice; each eval photo must appear once")
     images = eval_dir / "images"
     on_disk = {f.name for f in images.iterdir()} if images.is_dir() else set()
+    listed = set(table["ImageID"])
     for name in sorted(on_disk):
         if name.startswith("."):
             report.junk.append(str(images / name))
-        elif name not in set(table["ImageID"]):
+        elif name not in listed:
             report.problem(images / name, "eval photo not listed in info.csv; remove it or add a row")
     missing = [i for i in table["ImageID"] if i not in on_disk]
     for i in missing:
