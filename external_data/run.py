@@ -34,7 +34,7 @@ def landmark_source(name: str, table_path: str | None):
     if name == "dlib":
         from pipeline import faces
 
-        faces._models()  # fail now, with the install hint, not in a worker
+        faces.require()  # fail now, with the install hint, not in a worker
         return lambda f, img: faces.landmarks68(img)
     path = Path(table_path).parent / "landmarks.json"
     if not path.is_file():

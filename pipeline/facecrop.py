@@ -13,7 +13,7 @@ from pipeline import faces
 class FaceCropper:
     def __init__(self, margin: float = 0.6):
         self.margin = margin
-        faces._models()  # fail at once, with the install hint, when the extra is missing
+        faces.require()  # fail at once, with the install hint, when the extra is missing
 
     def box(self, img: np.ndarray, aspect: float):
         h, w = img.shape[:2]

@@ -39,9 +39,14 @@ def _models():
     return _MODELS
 
 
+def require() -> None:
+    """Load dlib's models now, raising FacesUnavailable (with the install hint) when the extra is missing."""
+    _models()
+
+
 def available() -> bool:
     try:
-        _models()
+        require()
         return True
     except FacesUnavailable:
         return False

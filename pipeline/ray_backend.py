@@ -24,7 +24,7 @@ from pipeline.train_all import pairs_of, run_one
 PROBE_PREFIX = ".storage-probe-"
 
 
-def _job(cfg: Config, backbone: str, fold: int, probe: str, threads: int) -> dict:
+def _job(cfg: Config, backbone: str, fold: int, probe: str, threads: int, data) -> dict:
     host = socket.gethostname()
     if not Path(probe).is_file():
         return {"backbone": backbone, "fold": fold, "status": "failed", "host": host, "seconds": 0.0,
@@ -35,7 +35,7 @@ def _job(cfg: Config, backbone: str, fold: int, probe: str, threads: int) -> dic
     # One line per attempt: where it ran, which process (so a retry after a crash is visible in the summary).
     with open(d / "attempts.jsonl", "a") as f:
         f.write(json.dumps({"host": host, "pid": os.getpid(), "start": time.time()}) + "\n")
-    result = run_one(cfg, backbone, fold, device=None, threads=threads, progress=False)
+    result = run_one(cfg, backbone, fold, device=None, threads=threads, progress=False, data=data)
     return {**result, "host": host}
 
 
@@ -47,7 +47,7 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
         raise RuntimeError("the ray backend needs the `ray` extra: pip install 'maskfold[ray]'") from None
     run_dir = Path(cfg.run_dir).resolve()
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir), data_dir=str(Path(cfg.data_dir).resolve()))
-    load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
+    data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
     rows, todo = [], []
     for b, k in pairs_of(cfg):
         done = finished(cfg, b, k)
@@ -69,7 +69,8 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
     try:
         gpus = gpus_per_job if gpus_per_job is not None else (1 if ray.cluster_resources().get("GPU", 0) else 0)
         remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus, max_retries=retries)(_job)
-        refs = {remote.remote(cfg, b, k, str(probe), max(1, int(cpus_per_job))): (b, k) for b, k in todo}
+        shared = ray.put(data)  # one copy in the object store, not one per task
+        refs = {remote.remote(cfg, b, k, str(probe), max(1, int(cpus_per_job)), shared): (b, k) for b, k in todo}
         for ref, (b, k) in refs.items():
             try:
                 res = ray.get(ref)

@@ -36,6 +36,7 @@ from pipeline.predict import autocast_for, norm_tensors, predict_logits, to_mode
 from pipeline.samplers import EpochSampler
 from pipeline.transforms import build_transform
 
+
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:
     return Path(run_dir) / "models" / backbone / f"fold{fold}"
 
@@ -400,6 +401,8 @@ class Trainer:
 
 def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = None, device=None, progress=True,
                log=print, force: bool = False) -> dict:
+    if fold < 0 or fold >= cfg.folds.n_splits:
+        raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
     if not force:
         done = finished(cfg, backbone, fold)
         if done:
@@ -408,8 +411,6 @@ def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = Non
     if force:
         for name in ("last.pt", "done.json"):
             (pair_dir(cfg.run_dir, backbone, fold) / name).unlink(missing_ok=True)
-    if fold < 0 or fold >= cfg.folds.n_splits:
-        raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
     data = data or load_run_data(cfg, log=log)
     start = time.time()
     info = Trainer(cfg, backbone, fold, data, device=device, progress=progress, log=log).fit()

@@ -17,7 +17,7 @@ from joblib import Parallel, delayed
 
 from pipeline.config import Config
 from pipeline.metrics import scores
-from pipeline.train import finished, load_run_data, pair_dir, train_pair
+from pipeline.train import RunData, finished, load_run_data, pair_dir, train_pair
 
 
 def pairs_of(cfg: Config) -> list[tuple[str, int]]:
@@ -58,18 +58,21 @@ def claim_gpu(run_dir, n_gpus: int):
 
 
 def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: int | None, progress: bool,
-            n_gpus: int = 0) -> dict:
-    """One job: never raises, so one pair's failure cannot stop the others."""
+            n_gpus: int = 0, data: RunData | None = None) -> dict:
+    """One job: never raises, so one pair's failure cannot stop the others.
+
+    `data` is the checked folds table and caches that train-all loaded once before starting its jobs.
+    """
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     if n_gpus > 1 and device is None:
         with claim_gpu(cfg.run_dir, n_gpus) as gpu:
-            return run_one(cfg, backbone, fold, gpu, threads, progress)
+            return run_one(cfg, backbone, fold, gpu, threads, progress, data=data)
     start = time.time()
     try:
-        info = train_pair(cfg, backbone, fold, device=device, progress=progress,
+        info = train_pair(cfg, backbone, fold, data=data, device=device, progress=progress,
                           log=lambda m: print(m, flush=True))
     except Exception as e:  # noqa: BLE001 - reported in the summary
         traceback.print_exc()
@@ -89,7 +92,7 @@ def gpus_to_share(device: str) -> int:
 
 
 def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
-    load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
+    data = load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
     todo, rows = [], []
     for b, k in pairs_of(cfg):
         done = finished(cfg, b, k)
@@ -103,7 +106,7 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     n_gpus = gpus_to_share(cfg.train.device) if jobs > 1 else 0
     results = Parallel(n_jobs=jobs, backend="loky" if jobs > 1 else "sequential")(
-        delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus) for b, k in todo
+        delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus, data=data) for b, k in todo
     )
     table = pd.DataFrame(rows + list(results)).sort_values(["backbone", "fold"]).reset_index(drop=True)
     return table
