@@ -87,24 +87,10 @@ def check_data(cfg):
 @_friendly
 def folds_cmd(cfg):
     """Assign persons to folds; write <run_dir>/folds.csv."""
-    from folds.make import assign_folds, fold_table
-    from pipeline.checks import require_clean
-    from pipeline.external import read_external
-    from pipeline.io import atomic_write_csv
+    from folds.make import write_folds
 
-    import pandas as pd
-
-    train, _, report = require_clean(cfg)
-    if cfg.data.use_external:
-        ext = read_external(cfg.run_dir, cfg.data)
-        click.echo(f"external persons added to every training fold: {ext['person_id'].nunique()}")
-        train = pd.concat([train, ext], ignore_index=True)
-    df = assign_folds(train, cfg.folds.n_splits, cfg.seed)
-    out = Path(cfg.run_dir) / "folds.csv"
-    atomic_write_csv(df, out)
+    write_folds(cfg, log=click.echo)
     save_config(cfg, Path(cfg.run_dir) / "config.yaml")
-    click.echo(f"photos per class in each fold (fold -1: external, train only):\n{fold_table(df).to_string()}")
-    click.echo(f"wrote {out}: {df['person_id'].nunique()} persons, {len(df)} photos, {cfg.folds.n_splits} folds")
 
 
 @main.command("bench")

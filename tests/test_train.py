@@ -22,13 +22,10 @@ TINY = ["folds.n_splits=2", "data.cache_size=[48,64]", "train.img_size=[40,48]",
 
 
 def tiny_config(tmp_path, data_dir, *extra):
-    cfg = make_config(tmp_path, data_dir, *TINY, *extra)
-    from folds.make import assign_folds
-    from pipeline.checks import require_clean
-    from pipeline.io import atomic_write_csv
+    from folds.make import write_folds
 
-    train, _, _ = require_clean(cfg)
-    atomic_write_csv(assign_folds(train, cfg.folds.n_splits, cfg.seed), f"{cfg.run_dir}/folds.csv")
+    cfg = make_config(tmp_path, data_dir, *TINY, *extra)
+    write_folds(cfg, log=lambda m: None)
     return cfg
 
 
