@@ -37,10 +37,11 @@ def _friendly(f):
     @functools.wraps(f)
     def wrapper(*a, **kw):
         from pipeline.contract import DataError
+        from pipeline.faces import FacesUnavailable
 
         try:
             return f(*a, **kw)
-        except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+        except (ConfigError, DataError, FacesUnavailable, FileNotFoundError, ValueError) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper
