@@ -17,7 +17,7 @@ from pipeline.config import Config
 from pipeline.contract import DataError, Problem, read_eval
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text
 from pipeline.metrics import scores
-from pipeline.train import finished
+from pipeline.layout import unfinished_reason
 
 
 @dataclass
@@ -35,7 +35,8 @@ def load_predictions(cfg: Config) -> Predictions:
     run = Path(cfg.run_dir)
     folds_csv = run / "folds.csv"
     if not folds_csv.is_file():
-        raise DataError([Problem(str(folds_csv), "folds.csv not found; run `maskfold folds` and `train-all` first")])
+        raise DataError([Problem(str(folds_csv), "folds.csv not found")],
+                        hint="run `maskfold folds` and `maskfold train-all` with this config first")
     folds = pd.read_csv(folds_csv, dtype={"person_id": str})
     folds = folds[folds["source"] != "external"]
     ids = folds["image_id"].to_numpy().astype(str)
@@ -47,11 +48,9 @@ def load_predictions(cfg: Config) -> Predictions:
         test_sum, test_n, test_ids = None, 0, None
         for k in range(cfg.folds.n_splits):
             d = run / "models" / b / f"fold{k}"
-            if (d / "oof.npz").is_file() and not finished(cfg, b, k):
-                missing.append(f"{b} fold {k} (predictions not from a finished run of this config; run train-all)")
-                continue
-            if not (d / "oof.npz").is_file():
-                missing.append(f"{b} fold {k} (no {d / 'oof.npz'})")
+            why = unfinished_reason(cfg, b, k)
+            if why is not None:
+                missing.append(f"{b} fold {k} ({why})")
                 continue
             z = np.load(d / "oof.npz")
             rows = index.reindex(z["image_id"].astype(str))
@@ -87,7 +86,8 @@ def load_predictions(cfg: Config) -> Predictions:
             if test_ids is not None and evals is not None and list(test_ids) != list(evals["image_id"]):
                 missing.append(f"{b}: test.npz photos are not eval/info.csv's; retrain or rerun folds")
     if missing:
-        raise DataError([Problem(str(run / "models"), "missing or inconsistent predictions: " + m) for m in missing])
+        raise DataError([Problem(str(run / "models"), "missing or inconsistent predictions: " + m) for m in missing],
+                        hint="run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs")
     return Predictions(ids, folds["label"].to_numpy(), folds["person_id"].to_numpy().astype(str), oof, per_fold,
                        test if evals is not None else None,
                        evals["image_id"].to_numpy().astype(str) if evals is not None else None)

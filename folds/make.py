@@ -5,7 +5,6 @@ pseudo-persons get fold -1 (always trained on, never validated).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,9 +12,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.checks import require_clean
 from pipeline.config import Config
-from pipeline.contract import EXTERNAL_FOLD, fold_problems
+from pipeline.contract import EXTERNAL_FOLD, NUM_CLASSES, fold_problems
 from pipeline.external import read_external
 from pipeline.io import atomic_write_csv
+from pipeline.layout import folds_csv
 
 def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
     df = df.sort_values("image_id", kind="stable").reset_index(drop=True)  # order-independent output
@@ -44,7 +44,7 @@ def check_folds(df: pd.DataFrame) -> None:
 
 def fold_table(df: pd.DataFrame) -> pd.DataFrame:
     """Photos per class (columns) in each fold (rows)."""
-    return pd.crosstab(df["fold"], df["label"]).reindex(columns=range(18), fill_value=0)
+    return pd.crosstab(df["fold"], df["label"]).reindex(columns=range(NUM_CLASSES), fill_value=0)
 
 
 def write_folds(cfg: Config, log=print) -> pd.DataFrame:
@@ -55,8 +55,10 @@ def write_folds(cfg: Config, log=print) -> pd.DataFrame:
         log(f"external persons added to every training fold: {ext['person_id'].nunique()}")
         train = pd.concat([train, ext], ignore_index=True)
     df = assign_folds(train, cfg.folds.n_splits, cfg.seed)
-    out = Path(cfg.run_dir) / "folds.csv"
+    out = folds_csv(cfg.run_dir)
     atomic_write_csv(df, out)
     log(f"photos per class in each fold (fold -1: external, train only):\n{fold_table(df).to_string()}")
     log(f"wrote {out}: {df['person_id'].nunique()} persons, {len(df)} photos, {cfg.folds.n_splits} folds")
+    # Decoding every photo takes a while at competition size, so it is check-data's job, not this stage's.
+    log("photos were listed here, not decoded: `maskfold check-data` decodes every one and names any broken photo")
     return df

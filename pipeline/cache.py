@@ -16,14 +16,25 @@ from joblib import Parallel, delayed
 
 from pipeline.contract import DataError, Problem
 from pipeline.images import inspect_image, read_rgb
-from pipeline.io import atomic_path, atomic_write_text
+from pipeline.io import atomic_path, atomic_write_text, file_lock, remove_stale_temporaries
 
 
 def cache_key(files: list[Path], size: tuple[int, int], crop: str = "none") -> str:
+    """Identity of the photos (real path, size, modification time), the cache size and the crop.
+
+    Real paths, so that a relative, absolute or linked spelling of the same data finds the same cache.
+    """
     h = hashlib.sha256(f"{size[0]}x{size[1]}:{crop}".encode())
+    unreadable = []
     for f in files:
-        st = os.stat(f)
-        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(f)
+        except OSError as e:
+            unreadable.append(Problem(str(f), f"cannot be read ({e.strerror}); restore the photo or fix the link"))
+            continue
+        h.update(f"{os.path.realpath(f)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    if unreadable:
+        raise DataError(unreadable)
     return h.hexdigest()[:16]
 
 
@@ -55,10 +66,18 @@ def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path,
     key = cache_key(files, size, crop)
     path = Path(cache_dir) / f"{key}.u8"
     meta = path.with_suffix(".json")
-    w, h = size
-    shape = (len(files), h, w, 3)
     if path.exists() and meta.exists():
         return path
+    remove_stale_temporaries(cache_dir)  # a build killed midway leaves a large temporary file
+    with file_lock(Path(cache_dir) / f".{key}.lock", wait=True):  # two runs needing it: one builds, one waits
+        if not (path.exists() and meta.exists()):
+            _build(files, size, path, meta, crop, crop_fn, n_jobs, log)
+    return path
+
+
+def _build(files: list[Path], size, path: Path, meta: Path, crop: str, crop_fn, n_jobs: int, log) -> None:
+    w, h = size
+    shape = (len(files), h, w, 3)
     log(f"building photo cache: {len(files)} photos at {w}x{h} -> {path}")
     with atomic_path(path) as tmp:
         np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
@@ -73,7 +92,6 @@ def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path,
         log(f"face crop: no face found in {no_face} of {len(files)} photos; those were centre-cropped")
     atomic_write_text(meta, json.dumps({"shape": shape, "size": list(size), "crop": crop, "files": len(files),
                                         "no_face": no_face}))
-    return path
 
 
 def open_cache(path: str | Path) -> np.ndarray:

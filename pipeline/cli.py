@@ -140,6 +140,9 @@ def train_cmd(cfg, backbone, fold, device, force):
     cfg.backbone(backbone)
     save_config(cfg, Path(cfg.run_dir) / "config.yaml")
     info = train_pair(cfg, backbone, fold, device=device, force=force)
+    if info["status"] == "busy":
+        raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info['error']}); "
+                                   f"wait for it, or stop it first")
     click.echo(f"{backbone} fold {fold}: best val F1 {info['val_f1']:.4f} (epoch {info['best_epoch']}), "
                f"OOF with TTA {info['oof_f1_tta']:.4f}")
 
@@ -170,6 +173,10 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     for b, s in oof_scores(cfg).items():
         click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds)")
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
+    busy = table[table["status"] == "busy"]
+    if len(busy):
+        click.echo(f"{len(busy)} pair(s) were left to another process training them (" + ", ".join(
+            f"{r.backbone} fold {r.fold}" for r in busy.itertuples()) + "); rerun train-all when it ends")
     failed = table[table["status"] == "failed"]
     if len(failed):
         raise click.ClickException(f"{len(failed)} pair(s) failed: " + ", ".join(

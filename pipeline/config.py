@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -173,13 +174,23 @@ class Config:
         return dataclasses.asdict(self)
 
     def pair_hash(self, backbone: str) -> str:
-        """Hash of everything that changes one backbone's training; a finished pair with the same hash is skipped."""
+        """Hash of the settings that change one backbone's weights; a finished pair with the same hash is skipped.
+
+        Paths are left out (the photos, labels and folds they lead to are identified by content, see
+        pipeline.layout), and so is what does not change the weights: where and how fast it runs, logging, TTA
+        (predictions are redone when only TTA changes) and the ensemble.
+        """
         d = self.to_dict()
         d["backbones"] = [dataclasses.asdict(self.backbone(backbone))]
-        for k in ("run_dir", "ensemble"):
-            d.pop(k)
-        d["train"].pop("num_workers")
+        for k in NOT_IN_PAIR_HASH:
+            section, _, key = k.rpartition(".")
+            (d[section] if section else d).pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "tta", "ensemble", "data.label_fixes", "external.path",
+                    "external.images_dir", "external.templates", "train.num_workers", "train.device",
+                    "train.tensorboard")
 
 
 # ---------------------------------------------------------------- checking and building
@@ -281,13 +292,32 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as a user writes it: `1e-4` and `3E5` are numbers (YAML 1.1 wants `1.0e-4` and reads `1e-4` as text)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path, chain: tuple = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     if path.resolve() in chain:
         raise ConfigError(f"{path}: 'extends' loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -305,7 +335,7 @@ def _apply_set(data: dict, assignment: str) -> None:
         raise ConfigError(f"--set '{assignment}': expected dotted.key=value")
     key, raw = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(raw)
+        value = _yaml(raw)
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
@@ -374,9 +404,29 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'data.age_cuts' must be two increasing ages, got {cfg.data.age_cuts}")
     if cfg.folds.n_splits < 2:
         raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
+    _check_backbone_names(cfg, source)
+    from pipeline.transforms import build_transform  # albumentations loads only when a config is checked
+
+    for section in ("train", "val"):
+        build_transform(getattr(cfg.augment, section), cfg.data.cache_size, cfg.train.img_size, f"{source}: augment.{section}")
     for t in cfg.tta:
         if t not in ("orig", "hflip") and not (t.startswith("crop") and t[4:].isdigit() and 50 <= int(t[4:]) < 100):
             raise ConfigError(f"{source}: 'tta' entry {t!r}; use orig, hflip or cropNN (50-99)")
+
+
+def _check_backbone_names(cfg: Config, source: str) -> None:
+    """Every backbone is a timm model (a pretrained tag such as `.a1_in1k` allowed), with close names suggested."""
+    import difflib
+
+    import timm
+    from timm.models import is_model
+
+    for i, b in enumerate(cfg.backbones):
+        if ":" in b.name or is_model(b.name):  # `hf-hub:org/name` is resolved by timm when the model is made
+            continue
+        close = difflib.get_close_matches(b.name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise ConfigError(f"{source}: 'backbones.{i}.name' {b.name!r} is not a timm model{hint}")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

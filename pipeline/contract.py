@@ -74,16 +74,37 @@ class Report:
 class DataError(RuntimeError):
     """Raised by training when the data fails the checks that `maskfold check-data` prints."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], hint: str = "run `maskfold check-data` for the full report"):
         self.problems = problems
         shown = "\n".join(f"  {p}" for p in problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(
-            f"{len(problems)} data problem(s); run `maskfold check-data` for the full report:\n{shown}{more}"
-        )
+        super().__init__(f"{len(problems)} problem(s); {hint}:\n{shown}{more}")
 
 
 # ---------------------------------------------------------------- train layout
+
+
+def read_table(path: Path, columns, report: Report) -> pd.DataFrame | None:
+    """A CSV read as text, or None with a problem named when it is empty, unparsable or lacks `columns`."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        report.problem(path, f"empty file (no header); it must start with the header {','.join(columns)}")
+        return None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        report.problem(path, f"not a readable CSV ({str(e).strip().splitlines()[0]}); re-export it as plain CSV")
+        return None
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        report.problem(path, f"missing column(s) {', '.join(absent)}; the header must be {','.join(columns)}")
+        return None
+    return table
+
+
+def _bad_folder_name(path: str) -> bool:
+    """A person's `path` must be a folder under train/images/, never absolute or climbing out with `..`."""
+    p = Path(path)
+    return not path or p.is_absolute() or ".." in p.parts or path.startswith(("/", "\\"))
 
 
 def parse_gender(value) -> str | None:
@@ -114,10 +135,18 @@ def _parse_age(value, file, report) -> int | None:
 def _person_photos(folder: Path, person: str, report: Report) -> dict[str, str]:
     """Map each of the 7 photo names to its file name; junk is counted, gaps and extras are problems."""
     found: dict[str, str] = {}
-    for f in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        report.problem(folder, f"person {person}'s folder cannot be read ({e.strerror}); fix its permissions or links")
+        return found
+    for f in entries:
         name = f.name
         if name.startswith(".") or f.is_dir() or f.suffix.lower() not in IMAGE_EXTS:
             report.junk.append(str(f))
+            continue
+        if not f.is_file():  # a dangling or looping link: named, never silently dropped
+            report.problem(f, "photo is a broken or looping link; replace it with the photo itself")
             continue
         stem = f.stem
         if stem not in PHOTOS:
@@ -140,10 +169,11 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
     if not csv.is_file():
         report.problem(csv, "train.csv not found; data_dir must hold train/train.csv and train/images/")
         return pd.DataFrame(columns=CONTRACT_COLUMNS), report
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    absent = [c for c in TRAIN_COLUMNS if c not in table.columns]
-    if absent:
-        report.problem(csv, f"missing column(s) {', '.join(absent)}; the header must be {','.join(TRAIN_COLUMNS)}")
+    table = read_table(csv, TRAIN_COLUMNS, report)
+    if table is None:
+        return pd.DataFrame(columns=CONTRACT_COLUMNS), report
+    if table.empty:
+        report.problem(csv, "train.csv has a header but no rows; it must list one person per row")
         return pd.DataFrame(columns=CONTRACT_COLUMNS), report
 
     dup_path = set(table["path"][table["path"].duplicated()])
@@ -161,6 +191,10 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
         age = _parse_age(row.age, where, report)
         if row.path in dup_path:
             continue
+        if _bad_folder_name(row.path):
+            report.problem(where, f"path {row.path!r} must be a person folder name under train/images/ (not absolute, "
+                                  f"no '..'); correct line {line} of train.csv")
+            continue
         folder = images / row.path
         if not row.path or not folder.is_dir():
             report.problem(folder, f"person folder for '{row.id}' not found; restore it or drop line {line} of train.csv")
@@ -176,14 +210,20 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
 
 def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
     fixes = load_label_fixes(data_cfg.label_fixes) if data_cfg.label_fixes else pd.DataFrame()
-    by_key = {}
+    by_folder = {p[1]: i for i, p in enumerate(people)}
+    by_id: dict[str, list[int]] = {}
     for i, p in enumerate(people):
-        by_key.setdefault(p[1], []).append(i)
-        by_key.setdefault(p[0], []).append(i)
+        by_id.setdefault(p[0], []).append(i)
     people = [list(p) for p in people]
     swaps = set()
-    for fix in fixes.itertuples(index=False):
-        targets = sorted(set(by_key.get(fix.person_id, [])))
+    for line, fix in enumerate(fixes.itertuples(index=False), start=2):
+        # A fix names a person folder; an id is accepted only when exactly one person has it (ids repeat).
+        targets = [by_folder[fix.person_id]] if fix.person_id in by_folder else by_id.get(fix.person_id, [])
+        if len(targets) > 1:
+            report.problem(f"{data_cfg.label_fixes} line {line}",
+                           f"id {fix.person_id!r} belongs to {len(targets)} persons "
+                           f"({', '.join(people[t][1] for t in targets)}); name the person folder instead")
+            continue
         if not targets:
             report.notes.append(f"label fix for {fix.person_id} ({fix.field}) not used: person not in this data")
             continue
@@ -286,14 +326,17 @@ def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.Da
     if not info.is_file():
         report.problem(info, "eval/ exists but info.csv is missing; restore it or remove eval/")
         return None, report
-    table = pd.read_csv(info, dtype=str, keep_default_na=False)
-    if "ImageID" not in table.columns:
-        report.problem(info, "missing column ImageID; the header must be ImageID,ans")
+    table = read_table(info, ("ImageID",), report)
+    if table is None:
         return None, report
     for i in table["ImageID"][table["ImageID"].duplicated()].unique():
         report.problem(info, f"ImageID '{i}' is listed twice; each eval photo must appear once")
     images = eval_dir / "images"
-    on_disk = {f.name for f in images.iterdir()} if images.is_dir() else set()
+    try:
+        on_disk = {f.name for f in images.iterdir()} if images.is_dir() else set()
+    except OSError as e:
+        report.problem(images, f"cannot be read ({e.strerror}); fix its permissions")
+        return None, report
     listed = set(table["ImageID"])
     for name in sorted(on_disk):
         if name.startswith("."):

@@ -7,7 +7,19 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-CONVERTED_MODES = {"L": "grayscale", "LA": "grayscale", "I;16": "grayscale", "CMYK": "CMYK", "RGBA": "RGBA", "P": "palette"}
+CONVERTED_MODES = {"L": "grayscale", "LA": "grayscale", "I;16": "grayscale 16-bit", "I;16B": "grayscale 16-bit",
+                   "I": "grayscale 16-bit", "CMYK": "CMYK", "RGBA": "RGBA", "P": "palette"}
+
+
+# 16- and 32-bit greyscale (16-bit PNGs open as I;16 or I): PIL's convert("RGB") clips them to white.
+HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _grey16_to_rgb8(im: Image.Image) -> np.ndarray:
+    """Scale a 16-bit greyscale photo to 8 bits (65535 -> 255) and repeat it over three channels."""
+    grey = np.asarray(im, dtype=np.float64)
+    grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 def inspect_image(path: str | Path) -> tuple[str | None, str | None]:
@@ -37,8 +49,10 @@ def read_rgb(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarra
         if size is not None:
             # JPEG draft decodes at 1/2, 1/4 or 1/8 scale straight from the DCT: about twice as fast at half size.
             im.draft("RGB", (size[0], size[1]))
-        im = im.convert("RGB") if im.mode != "RGB" else im
-        arr = np.asarray(im)
+        if im.mode in HIGH_DEPTH:
+            arr = _grey16_to_rgb8(im)
+        else:
+            arr = np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
     if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
         arr = cv2.resize(arr, tuple(size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(arr)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.train import finished, load_run_data, pair_dir
+from pipeline.layout import finished, pair_dir
+from pipeline.train import load_run_data
 from pipeline.train_all import pairs_of, run_one
 
 PROBE_PREFIX = ".storage-probe-"

@@ -11,6 +11,7 @@ import json
 import random
 import socket
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from pipeline.config import Config, LossTerm
 from pipeline.contract import NUM_CLASSES, DataError, Problem, fold_problems, image_file, training_rows
 from pipeline.datasets import CachedPhotos
 from pipeline.external import read_external
-from pipeline.io import atomic_save_npz, atomic_torch_save, atomic_write_csv, atomic_write_text
+from pipeline.io import (Busy, atomic_save_npz, atomic_torch_save, atomic_write_csv, atomic_write_text, file_lock,
+                         remove_stale_temporaries)
+from pipeline.layout import PAIR_FILES, pair_dir, pair_lock, read_done, run_digest, unfinished_reason
 from pipeline.losses import build_loss, class_weights
 from pipeline.metrics import macro_f1, scores
 from pipeline.mixing import mix_batch
@@ -35,20 +38,6 @@ from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.predict import autocast_for, norm_tensors, predict_logits, to_model_input
 from pipeline.samplers import EpochSampler
 from pipeline.transforms import build_transform
-
-
-def pair_dir(run_dir, backbone: str, fold: int) -> Path:
-    return Path(run_dir) / "models" / backbone / f"fold{fold}"
-
-
-def finished(cfg: Config, backbone: str, fold: int) -> dict | None:
-    """The done.json of a pair finished under the same config hash, else None."""
-    done = pair_dir(cfg.run_dir, backbone, fold) / "done.json"
-    if done.is_file():
-        info = json.loads(done.read_text())
-        if info.get("hash") == cfg.pair_hash(backbone):
-            return info
-    return None
 
 
 # ---------------------------------------------------------------- data
@@ -60,6 +49,7 @@ class RunData:
     evals: pd.DataFrame | None
     train_cache: Path
     eval_cache: Path | None
+    digest: str  # content identity of folds.csv (pipeline.layout.folds_digest)
 
 
 def crop_function(cfg: Config):
@@ -99,7 +89,7 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     if evals is not None and len(evals):
         eval_cache = build_cache([image_file(cfg.data_dir, p) for p in evals["path"]], size, cache_dir,
                                  cfg.data.crop, crop, log=log)
-    return RunData(folds, evals, train_cache, eval_cache)
+    return RunData(folds, evals, train_cache, eval_cache, run_digest(cfg.run_dir))
 
 
 # ---------------------------------------------------------------- state
@@ -148,6 +138,7 @@ class Trainer:
         self.bb = cfg.backbone(backbone)
         self.settings = cfg.resolved(self.bb)
         self.hash = cfg.pair_hash(backbone)
+        self.digest = data.digest
         self.dir = pair_dir(cfg.run_dir, backbone, fold)
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
@@ -230,7 +221,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "ema": self.ema.module.state_dict() if self.ema else None,
             "epoch": self.epoch, "best_f1": self.best_f1, "best_epoch": self.best_epoch, "history": self.history,
-            "rng": _rng_state(), "config": self.cfg.to_dict(), "hash": self.hash,
+            "rng": _rng_state(), "config": self.cfg.to_dict(), "hash": self.hash, "data": self.digest,
         }
 
     def _best_state(self) -> dict:
@@ -238,19 +229,39 @@ class Trainer:
         return {
             "model": weights.state_dict(), "backbone": dataclasses.asdict(self.bb), "config": self.cfg.to_dict(),
             "mean": self.mean, "std": self.std, "img_size": self.settings["img_size"], "epoch": self.epoch,
-            "f1": self.best_f1, "hash": self.hash, "fold": self.fold,
+            "f1": self.best_f1, "hash": self.hash, "data": self.digest, "fold": self.fold,
         }
 
+    def start_over(self, why: str | None = None) -> None:
+        """Remove every file of an earlier run of this pair, so nothing of it can be resumed or reach the ensemble."""
+        if why:
+            self.log(f"{self.bb.name} fold {self.fold}: {why}; starting this pair over")
+        for name in PAIR_FILES:
+            (self.dir / name).unlink(missing_ok=True)
+
     def try_resume(self) -> bool:
+        """Continue from last.pt when it was written for the same settings and data and its best.pt is whole."""
         last = self.dir / "last.pt"
         if not last.is_file():
+            self.start_over()
             return False
-        state = models.load_checkpoint(last)
-        if state.get("hash") != self.hash:
-            self.log(f"{last}: written under another config; starting this pair over")
-            for name in ("best.pt", "oof.npz", "test.npz", "done.json", "metrics.csv"):
-                (self.dir / name).unlink(missing_ok=True)  # never let a stale prediction reach the ensemble
+        try:
+            state = models.load_checkpoint(last)
+        except Exception as e:  # noqa: BLE001 - a damaged file is not a reason to stop, only to retrain
+            self.start_over(f"{last} cannot be read ({type(e).__name__})")
             return False
+        if state.get("hash") != self.hash or state.get("data") != self.digest:
+            self.start_over(f"{last} was written under other settings or data")
+            return False
+        if state["best_epoch"] >= 0:
+            best = self.dir / "best.pt"
+            try:
+                ok = best.is_file() and models.load_checkpoint(best).get("hash") == self.hash
+            except Exception:  # noqa: BLE001
+                ok = False
+            if not ok:
+                self.start_over(f"{best} is missing or from another run")
+                return False
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -331,8 +342,7 @@ class Trainer:
 
     def fit(self) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale_tmp in self.dir.glob(".*.tmp"):  # left by a kill in the middle of an atomic write
-            stale_tmp.unlink()
+        remove_stale_temporaries(self.dir)  # left by a kill in the middle of an atomic write
         self.try_resume()
         t = self.cfg.train
         epochs = self.settings["epochs"]
@@ -392,7 +402,8 @@ class Trainer:
             atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
                             logits=test)
         oof_scores = scores(self.val_labels, oof.argmax(1))
-        info = {"hash": self.hash, "backbone": self.bb.name, "fold": self.fold, "best_epoch": self.best_epoch + 1,
+        info = {"hash": self.hash, "data": self.digest, "tta": list(tta), "test": self.data.eval_cache is not None,
+                "backbone": self.bb.name, "fold": self.fold, "best_epoch": self.best_epoch + 1,
                 "val_f1": best["f1"], "oof_f1_tta": oof_scores["f1"], "epochs_run": self.epoch,
                 "host": socket.gethostname(), "device": str(self.device)}
         atomic_write_text(self.dir / "done.json", json.dumps(info, indent=1))
@@ -401,17 +412,31 @@ class Trainer:
 
 def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = None, device=None, progress=True,
                log=print, force: bool = False) -> dict:
+    """Train one pair (or resume it, or redo only its predictions), holding the pair's lock.
+
+    Returns done.json's fields plus status: done, skipped (finished under this config) or busy (another live
+    process holds the pair; nothing is touched).
+    """
     if fold < 0 or fold >= cfg.folds.n_splits:
         raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
-    if not force:
-        done = finished(cfg, backbone, fold)
-        if done:
-            log(f"{backbone} fold {fold}: already finished under this config (val F1 {done['val_f1']:.4f}); skipped")
-            return {**done, "status": "skipped"}
-    if force:
-        for name in ("last.pt", "done.json"):
-            (pair_dir(cfg.run_dir, backbone, fold) / name).unlink(missing_ok=True)
-    data = data or load_run_data(cfg, log=log)
-    start = time.time()
-    info = Trainer(cfg, backbone, fold, data, device=device, progress=progress, log=log).fit()
-    return {**info, "status": "done", "seconds": round(time.time() - start, 1)}
+    with ExitStack() as held:
+        try:
+            held.enter_context(file_lock(pair_lock(cfg.run_dir, backbone, fold)))
+        except Busy as e:
+            log(f"{backbone} fold {fold}: being trained by {e.owner}; left to it")
+            return {"backbone": backbone, "fold": fold, "status": "busy", "error": f"held by {e.owner}"}
+        if force:
+            for name in PAIR_FILES:
+                (pair_dir(cfg.run_dir, backbone, fold) / name).unlink(missing_ok=True)
+        else:
+            why = unfinished_reason(cfg, backbone, fold)
+            if why is None:
+                done = read_done(cfg.run_dir, backbone, fold)
+                log(f"{backbone} fold {fold}: already finished under this config (val F1 {done['val_f1']:.4f}); skipped")
+                return {**done, "status": "skipped"}
+            if why != "not trained":
+                log(f"{backbone} fold {fold}: {why}")
+        data = data or load_run_data(cfg, log=log)
+        start = time.time()
+        info = Trainer(cfg, backbone, fold, data, device=device, progress=progress, log=log).fit()
+        return {**info, "status": "done", "seconds": round(time.time() - start, 1)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,10 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from pipeline.config import Config
+from pipeline.io import Busy, file_lock
+from pipeline.layout import finished, pair_dir
 from pipeline.metrics import scores
-from pipeline.train import RunData, finished, load_run_data, pair_dir, train_pair
+from pipeline.train import RunData, load_run_data, train_pair
 
 
 def pairs_of(cfg: Config) -> list[tuple[str, int]]:
@@ -26,35 +28,21 @@ def pairs_of(cfg: Config) -> list[tuple[str, int]]:
 
 @contextmanager
 def claim_gpu(run_dir, n_gpus: int):
-    """Hold one free GPU for this job: a lock file per GPU under the run dir, created exclusively.
+    """Hold one free GPU for this job: a lock per GPU under the run dir.
 
     Jobs finish at different times, so a fixed round-robin could put two running jobs on one GPU; a claim
-    cannot. A lock left by a killed process (its pid is gone) is taken over.
+    cannot. The locks are flock()s, so a killed job's claim is free at once.
     """
     locks = Path(run_dir) / "gpu-locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    for i in range(n_gpus):
-        lock = locks / f"cuda{i}.lock"
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+    with ExitStack() as held:
+        for i in range(n_gpus):
             try:
-                os.kill(int(lock.read_text() or 0), 0)
-                continue  # held by a live job
-            except (ProcessLookupError, ValueError):
-                lock.unlink(missing_ok=True)
-                try:
-                    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                except FileExistsError:
-                    continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        try:
+                held.enter_context(file_lock(locks / f"cuda{i}.lock"))
+            except Busy:
+                continue
             yield f"cuda:{i}"
-        finally:
-            lock.unlink(missing_ok=True)
-        return
-    yield f"cuda:{os.getpid() % n_gpus}"  # more jobs than GPUs: share
+            return
+        yield f"cuda:{os.getpid() % n_gpus}"  # more jobs than GPUs: share
 
 
 def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: int | None, progress: bool,
@@ -79,7 +67,8 @@ def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: 
         return {"backbone": backbone, "fold": fold, "status": "failed", "error": f"{type(e).__name__}: {e}",
                 "seconds": round(time.time() - start, 1)}
     return {"backbone": backbone, "fold": fold, "host": info.get("host"), "device": info.get("device"),
-            "val_f1": info.get("val_f1"), "status": info["status"], "seconds": round(time.time() - start, 1)}
+            "val_f1": info.get("val_f1"), "status": info["status"], "error": info.get("error"),
+            "seconds": round(time.time() - start, 1)}
 
 
 def gpus_to_share(device: str) -> int:

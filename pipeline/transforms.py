@@ -13,6 +13,8 @@ import albumentations as A
 
 from pipeline.config import ConfigError
 
+# Lambda takes functions, which YAML cannot give; Normalize and ToTensorV2 are refused below with their own reason.
+NOT_FROM_CONFIG = {"Lambda"}
 FRACTION_KEYS = {"CenterCrop": ("height", "width"), "RandomCrop": ("height", "width")}
 
 
@@ -24,9 +26,10 @@ def build_transform(steps: list[dict], cache_size: tuple[int, int], img_size: tu
         name = step.pop("name", None)
         if name in ("Normalize", "ToTensorV2"):
             raise ConfigError(f"{where}.{i}: {name} is applied by the pipeline itself (per backbone); remove it")
-        cls = getattr(A, name or "", None)
-        if not isinstance(cls, type):
-            raise ConfigError(f"{where}.{i}: {name!r} is not an albumentations transform")
+        cls = getattr(A, name, None) if isinstance(name, str) and not name.startswith("_") else None
+        if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)) or name in NOT_FROM_CONFIG:
+            raise ConfigError(f"{where}.{i}: {name!r} is not an albumentations transform that a config can name "
+                              f"(for example HorizontalFlip, Affine, ColorJitter)")
         known = inspect.signature(cls).parameters
         unknown = [k for k in step if k not in known]
         if unknown:  # albumentations only warns about these; a typo must not pass silently

@@ -18,7 +18,7 @@ def test_extends_merges_and_lists_replace(tmp_path):
 
 
 def test_set_overrides_with_types_and_list_index(tmp_path):
-    child = write(tmp_path / "c.yaml", {"backbones": [{"name": "a"}, {"name": "b"}]})
+    child = write(tmp_path / "c.yaml", {"backbones": [{"name": "test_resnet"}, {"name": "test_vit"}]})
     cfg = load_config(child, ["train.epochs=3", "backbones.1.lr=0.5", "folds.n_splits=4", "data.use_external=true"])
     assert cfg.train.epochs == 3 and cfg.backbones[1].lr == 0.5 and cfg.folds.n_splits == 4
     assert cfg.data.use_external is True and cfg.backbones[0].lr is None

@@ -82,13 +82,14 @@ def test_resume_restores_the_same_state(data_dir, tmp_path):
 
 
 def test_train_all_skips_finished_and_survives_a_failure(data_dir, tmp_path):
-    cfg = tiny_config(tmp_path, data_dir, "backbones=[{name: test_resnet}, {name: no_such_model_xyz}]",
+    # a weights file that is gone by the time training starts: that pair fails, the others train
+    cfg = tiny_config(tmp_path, data_dir, "backbones=[{name: test_resnet}, {name: test_vit, weights: /gone/w.pt}]",
                       "train.epochs=1")
     table = train_all(cfg, jobs=1, log=lambda m: None)
     status = {(r.backbone, r.fold): r.status for r in table.itertuples()}
     assert status[("test_resnet", 0)] == status[("test_resnet", 1)] == "done"
-    assert status[("no_such_model_xyz", 0)] == status[("no_such_model_xyz", 1)] == "failed"
-    assert "not a timm model" in table.loc[table["backbone"] == "no_such_model_xyz", "error"].iloc[0]
+    assert status[("test_vit", 0)] == status[("test_vit", 1)] == "failed"
+    assert "weights file /gone/w.pt not found" in table.loc[table["backbone"] == "test_vit", "error"].iloc[0]
     stamp = (pair_dir(cfg.run_dir, "test_resnet", 0) / "best.pt").stat().st_mtime_ns
     again = train_all(cfg, jobs=1, log=lambda m: None)
     assert set(again.loc[again["backbone"] == "test_resnet", "status"]) == {"skipped"}
