@@ -8,7 +8,7 @@ JOBS ?= 1
 SETS := $(foreach s,$(SET),--set $(s))
 DEMO_DATA := runs/demo-data
 
-# The maskfold command sets the allocator tuning itself (pipeline/env.py); nothing to export here.
+# The maskfold command sets the allocator tuning itself (pipeline/tools/env.py); nothing to export here.
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo demo-data test check folds external train-all ensemble bench clean
@@ -36,7 +36,7 @@ demo-data: setup ## (Re)generate the demo data set under runs/demo-data
 	$(MASKFOLD) demo-data --out $(DEMO_DATA)
 
 test: setup ## Run the test suite
-	GLIBC_TUNABLES=$$($(PY) -c 'from pipeline.env import ALLOCATOR; print(ALLOCATOR)') $(PY) -m pytest -q
+	GLIBC_TUNABLES=$$($(PY) -c 'from pipeline.tools.env import ALLOCATOR; print(ALLOCATOR)') $(PY) -m pytest -q
 
 check: setup ## Check the data set named by CONFIG (exit 1 on problems)
 	$(MASKFOLD) check-data --config $(CONFIG) $(SETS)

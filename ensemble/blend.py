@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-NUM_CLASSES = 18
+from pipeline.contract import NUM_CLASSES
+
 WEIGHT_GRID = np.linspace(0, 1, 11)
 OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
 

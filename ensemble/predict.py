@@ -13,17 +13,16 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from ensemble import blend
-from pipeline import models
-from pipeline.cache import decode
 from pipeline.config import config_from_dict
-from pipeline.contract import IMAGE_EXTS, MASKS, decode_label
-from pipeline.datasets import CachedPhotos
+from pipeline.contract import IMAGE_EXTS, MASKS, NUM_CLASSES, age_band_names, decode_label
+from pipeline.data.cache import decode
+from pipeline.data.datasets import CachedPhotos
+from pipeline.data.transforms import build_transform
+from pipeline.faces.crop import crop_function
 from pipeline.io import atomic_write_csv
-from pipeline.predict import predict_logits
-from pipeline.train import crop_function, pair_dir, resolve_device
-from pipeline.transforms import build_transform
-
-AGES = ("<30", "30-59", "60+")
+from pipeline.layout import pair_dir, weights_json
+from pipeline.model import models
+from pipeline.model.inference import predict_logits, resolve_device
 
 
 def find_photos(folder: Path) -> list[Path]:
@@ -46,7 +45,7 @@ def decode_all(files, size, crop_fn) -> tuple[np.ndarray, list[Path], list[tuple
 
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
     run = Path(run_dir)
-    fitted_path = run / "ensemble" / "weights.json"
+    fitted_path = weights_json(run)
     if not fitted_path.is_file():
         raise FileNotFoundError(f"{fitted_path} not found; run `maskfold ensemble` for this run first")
     fitted = json.loads(fitted_path.read_text())
@@ -61,7 +60,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
             ckpt = models.load_checkpoint(pair_dir(run, b, k) / "best.pt")
             cfg = config_from_dict(ckpt["config"])
             if arr is None:  # decoding depends on data settings shared by every model of the run
-                arr, ok, bad = decode_all(files, tuple(cfg.data.cache_size), crop_function(cfg))
+                arr, ok, bad = decode_all(files, tuple(cfg.data.cache_size), crop_function(cfg.data))
             model = models.model_from_checkpoint(ckpt).to(dev)
             tf = build_transform(cfg.augment.val, tuple(cfg.data.cache_size), tuple(ckpt["img_size"]))
             loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
@@ -74,12 +73,13 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     final = scores / scores.sum(1, keepdims=True)
     m, g, a = decode_label(pred)
     df = pd.DataFrame({"path": [str(f) for f in ok]})
-    for c in range(18):
+    for c in range(NUM_CLASSES):
         df[f"p{c}"] = final[:, c].round(5)
     df["class"] = pred
     df["mask"] = [MASKS[i] for i in m]
     df["gender"] = np.where(g == 1, "female", "male")
-    df["age_band"] = [AGES[i] for i in a]
+    ages = age_band_names(cfg.data.age_cuts)
+    df["age_band"] = [ages[i] for i in a]
     atomic_write_csv(df, out)
     for f, why in bad:
         log(f"unreadable, skipped: {f} ({why})")

@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline.contract import GENDERS, MASKS
+from pipeline.contract import NUM_CLASSES, age_band_names, class_names
 from pipeline.io import atomic_path, atomic_write_text
 
-AGES = ("<30", "30-59", "60+")
-CLASS_NAMES = [f"{m}/{g[0].upper()}/{a}" for m in MASKS for g in GENDERS for a in AGES]
+CLASSES = range(NUM_CLASSES)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -25,20 +24,20 @@ def _save_png(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_confusion(y, pred, path: Path) -> None:
+def plot_confusion(y, pred, names: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = confusion_matrix(y, pred, labels=range(18)).astype(float)
+    cm = confusion_matrix(y, pred, labels=CLASSES).astype(float)
     cm = np.divide(cm, cm.sum(1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(1, keepdims=True) > 0)
     fig, ax = plt.subplots(figsize=(10, 9))
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(18), [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)], rotation=90, fontsize=8)
-    ax.set_yticks(range(18), [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)], fontsize=8)
-    for i in range(18):
-        for j in range(18):
+    ax.set_xticks(CLASSES, [f"{i} {n}" for i, n in enumerate(names)], rotation=90, fontsize=8)
+    ax.set_yticks(CLASSES, [f"{i} {n}" for i, n in enumerate(names)], fontsize=8)
+    for i in CLASSES:
+        for j in CLASSES:
             if cm[i, j] >= 0.01:
                 ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if cm[i, j] > 0.5 else "black")
@@ -50,32 +49,33 @@ def plot_confusion(y, pred, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_class_f1(f1, support, path: Path) -> None:
+def plot_class_f1(f1, support, names: list[str], elder: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 4))
-    colours = ["#4c72b0" if a != "60+" else "#dd8452" for a in [n.split("/")[-1] for n in CLASS_NAMES]]
-    ax.bar(range(18), f1, color=colours)
+    colours = ["#4c72b0" if n.split("/")[-1] != elder else "#dd8452" for n in names]
+    ax.bar(CLASSES, f1, color=colours)
     for i, (v, n) in enumerate(zip(f1, support)):
         ax.text(i, v + 0.01, f"{v:.2f}\nn={n}", ha="center", fontsize=7)
-    ax.set_xticks(range(18), [f"{i} {n}" for i, n in enumerate(CLASS_NAMES)], rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(CLASSES, [f"{i} {n}" for i, n in enumerate(names)], rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("F1")
-    ax.set_title("OOF F1 per class (orange: 60+)")
+    ax.set_title(f"OOF F1 per class (orange: {elder})")
     _save_png(fig, path)
     plt.close(fig)
 
 
 def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
-                 chosen: str) -> list[str]:
+                 chosen: str, age_cuts=(30, 60)) -> list[str]:
     """Write report.md and the PNGs; return the headline lines to print."""
     out.mkdir(parents=True, exist_ok=True)
-    p, r, f, n = precision_recall_fscore_support(y, pred, labels=range(18), zero_division=0)
-    plot_confusion(y, pred, out / "confusion.png")
-    plot_class_f1(f, n, out / "class_f1.png")
+    names = class_names(age_cuts)
+    p, r, f, n = precision_recall_fscore_support(y, pred, labels=CLASSES, zero_division=0)
+    plot_confusion(y, pred, names, out / "confusion.png")
+    plot_class_f1(f, n, names, age_band_names(age_cuts)[2], out / "class_f1.png")
     lines = ["# Ensemble report", "", "## Scores on out-of-fold predictions", ""]
     lines += _table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
                     [[k, v["f1"], v["acc"], v["f1_mask"], v["f1_gender"], v["f1_age"]] for k, v in rows.items()])
@@ -87,15 +87,15 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
                     [[d["backbone"], d["fold"], d["photos"], d["f1"], d["acc"]] for d in per_fold])
     lines += ["", "## Per class (final ensemble, OOF)", ""]
     lines += _table(["class", "name", "precision", "recall", "F1", "photos"],
-                    [[i, CLASS_NAMES[i], float(p[i]), float(r[i]), float(f[i]), int(n[i])] for i in range(18)])
+                    [[i, names[i], float(p[i]), float(r[i]), float(f[i]), int(n[i])] for i in CLASSES])
     lines += ["", "![confusion matrix](confusion.png)", "", "![per-class F1](class_f1.png)", ""]
     if test_pred is not None:
-        prior = np.bincount(train_labels, minlength=18) / len(train_labels)
-        dist = np.bincount(test_pred, minlength=18) / len(test_pred)
+        prior = np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
+        dist = np.bincount(test_pred, minlength=NUM_CLASSES) / len(test_pred)
         lines += ["## Predicted class distribution on the eval set vs the training prior", ""]
         lines += _table(["class", "name", "eval predicted", "training prior", "ratio"],
-                        [[i, CLASS_NAMES[i], float(dist[i]), float(prior[i]),
-                          float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in range(18)])
+                        [[i, names[i], float(dist[i]), float(prior[i]),
+                          float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in CLASSES])
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     head = [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in rows.items()]
     head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png); submission uses: {chosen}")

@@ -14,10 +14,10 @@ import pandas as pd
 from ensemble import blend
 from ensemble.submission import validate_submission
 from pipeline.config import Config
-from pipeline.contract import DataError, Problem, read_eval
-from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text
-from pipeline.metrics import scores
-from pipeline.layout import unfinished_reason
+from pipeline.contract import NUM_CLASSES, DataError, Problem, read_eval
+from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
+from pipeline.layout import ensemble_dir, folds_csv, pair_dir, submission_csv, unfinished_reason, weights_json
+from pipeline.model.metrics import scores
 
 
 @dataclass
@@ -33,21 +33,21 @@ class Predictions:
 
 def load_predictions(cfg: Config) -> Predictions:
     run = Path(cfg.run_dir)
-    folds_csv = run / "folds.csv"
-    if not folds_csv.is_file():
-        raise DataError([Problem(str(folds_csv), "folds.csv not found")],
+    folds_path = folds_csv(run)
+    if not folds_path.is_file():
+        raise DataError([Problem(str(folds_path), "folds.csv not found")],
                         hint="run `maskfold folds` and `maskfold train-all` with this config first")
-    folds = pd.read_csv(folds_csv, dtype={"person_id": str})
+    folds = pd.read_csv(folds_path, dtype={"person_id": str})
     folds = folds[folds["source"] != "external"]
     ids = folds["image_id"].to_numpy().astype(str)
     index = pd.Series(np.arange(len(ids)), index=ids)
     evals, _ = read_eval(cfg.data_dir)
     missing, oof, test, per_fold = [], {}, {}, []
     for b in cfg.backbone_names():
-        probs = np.full((len(ids), blend.NUM_CLASSES), np.nan)
+        probs = np.full((len(ids), NUM_CLASSES), np.nan)
         test_sum, test_n, test_ids = None, 0, None
         for k in range(cfg.folds.n_splits):
-            d = run / "models" / b / f"fold{k}"
+            d = pair_dir(run, b, k)
             why = unfinished_reason(cfg, b, k)
             if why is not None:
                 missing.append(f"{b} fold {k} ({why})")
@@ -95,18 +95,20 @@ def load_predictions(cfg: Config) -> Predictions:
 
 def run_ensemble(cfg: Config, log=print) -> dict:
     e = cfg.ensemble
+    for folder in (cfg.run_dir, ensemble_dir(cfg.run_dir)):
+        remove_stale_temporaries(folder)  # a killed earlier ensemble's half-written files
     preds = load_predictions(cfg)
     names = list(preds.oof)
     oof = [preds.oof[b] for b in names]
     y = preds.labels
-    out = Path(cfg.run_dir) / "ensemble"
+    out = ensemble_dir(cfg.run_dir)
 
     plain = blend.combine(oof, e.method)
     rows = {f"backbone {b}": scores(y, p.argmax(1)) for b, p in zip(names, oof)}
     rows[f"ensemble ({e.method} vote, equal weights)"] = scores(y, plain.argmax(1))
     # Honest F1 of each variant: a plain vote fits nothing, so its OOF score is already honest; fitted variants
     # are scored nested (fit on some persons, scored on the others).
-    fits = {"equal weights": (np.ones(len(oof)) / len(oof), np.zeros(blend.NUM_CLASSES))}
+    fits = {"equal weights": (np.ones(len(oof)) / len(oof), np.zeros(NUM_CLASSES))}
     honest = {"equal weights": rows[f"ensemble ({e.method} vote, equal weights)"]["f1"]}
     variants = []
     if e.method == "soft" and e.search_weights:
@@ -133,7 +135,7 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     fitted = {"method": e.method, "backbones": names, "chosen": chosen, "honest_f1": honest,
               "weights": [float(v) for v in w], "offsets": [float(v) for v in off], "tta": cfg.tta,
               "n_splits": cfg.folds.n_splits}
-    atomic_write_text(out / "weights.json", json.dumps(fitted, indent=1))
+    atomic_write_text(weights_json(cfg.run_dir), json.dumps(fitted, indent=1))
 
     submission = None
     test_pred = None
@@ -143,17 +145,18 @@ def run_ensemble(cfg: Config, log=print) -> dict:
         submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
         evals, _ = read_eval(cfg.data_dir)
         validate_submission(submission, evals["image_id"].tolist())
-        atomic_write_csv(submission, Path(cfg.run_dir) / "submission.csv")
+        atomic_write_csv(submission, submission_csv(cfg.run_dir))
     else:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
 
     from ensemble.report import write_report
 
-    headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels, chosen)
+    headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels, chosen,
+                            cfg.data.age_cuts)
     for line in headline:
         log(line)
     if submission is not None:
-        log(f"submission: {Path(cfg.run_dir) / 'submission.csv'} ({len(submission)} rows, validated)")
+        log(f"submission: {submission_csv(cfg.run_dir)} ({len(submission)} rows, validated)")
         truth = Path(cfg.data_dir) / "eval" / "labels.csv"
         if truth.is_file():  # the generated demo set ships its truth so the demo can score itself
             t = pd.read_csv(truth).set_index("ImageID").loc[submission["ImageID"], "ans"].to_numpy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.masks import PROCEDURAL_KINDS, MaskTemplate, pick_variant, place_mask, procedural_mask
+from pipeline.faces.masks import PROCEDURAL_KINDS, MaskTemplate, pick_variant, place_mask, procedural_mask
 
 W, H = 384, 512
 FACE_WIDTH = 0.45 * W  # jaw-to-jaw width of a competition face, in pixels

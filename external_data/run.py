@@ -18,11 +18,12 @@ from PIL import Image
 
 from external_data.importers import import_csv, import_fairface, import_utkface, select
 from external_data.persons import make_person
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.contract import PHOTOS
-from pipeline.images import read_rgb
+from pipeline.data.images import read_rgb
+from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
-from pipeline.masks import load_maskthe_face
+from pipeline.layout import external_dir
 
 IMPORTERS = {"utkface": lambda e: import_utkface(e.path),
              "fairface": lambda e: import_fairface(e.path, e.images_dir),
@@ -32,7 +33,7 @@ IMPORTERS = {"utkface": lambda e: import_utkface(e.path),
 def landmark_source(name: str, table_path: str | None):
     """A function file -> (68, 2) landmarks or None. 'file' reads landmarks.json beside the table."""
     if name == "dlib":
-        from pipeline import faces
+        from pipeline.faces import landmarks as faces
 
         faces.require()  # fail now, with the install hint, not in a worker
         return lambda f, img: faces.landmarks68(img)
@@ -74,6 +75,8 @@ def contact_sheet(root: Path, folders: list[str], out: Path, n: int = 12, cell=(
 
 def run_external(cfg: Config, n_jobs: int = 2, log=print) -> dict:
     e = cfg.external
+    if e.source not in IMPORTERS:  # the importers are this stage's, so this stage checks the name
+        raise ConfigError(f"'external.source' is {e.source!r}; choose one of {', '.join(IMPORTERS)}")
     if not e.path:
         raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
     start = time.time()
@@ -86,7 +89,7 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print) -> dict:
     templates = load_maskthe_face(e.templates) if e.templates else None
     landmarks = landmark_source(e.landmarks, e.path)
 
-    root = Path(cfg.run_dir) / "external"
+    root = external_dir(cfg.run_dir)
     images = root / "train" / "images"
     if (root / "train").exists():
         shutil.rmtree(root / "train")  # generated output: a rerun replaces it whole

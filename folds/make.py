@@ -5,7 +5,6 @@ pseudo-persons get fold -1 (always trained on, never validated).
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -13,9 +12,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pipeline.checks import require_clean
 from pipeline.config import Config
 from pipeline.contract import EXTERNAL_FOLD, NUM_CLASSES, fold_problems
-from pipeline.external import read_external
-from pipeline.io import atomic_write_csv
+from pipeline.data.external import read_external
+from pipeline.io import atomic_write_csv, remove_stale_temporaries
 from pipeline.layout import folds_csv
+
 
 def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
     df = df.sort_values("image_id", kind="stable").reset_index(drop=True)  # order-independent output
@@ -56,6 +56,7 @@ def write_folds(cfg: Config, log=print) -> pd.DataFrame:
         train = pd.concat([train, ext], ignore_index=True)
     df = assign_folds(train, cfg.folds.n_splits, cfg.seed)
     out = folds_csv(cfg.run_dir)
+    remove_stale_temporaries(cfg.run_dir)
     atomic_write_csv(df, out)
     log(f"photos per class in each fold (fold -1: external, train only):\n{fold_table(df).to_string()}")
     log(f"wrote {out}: {df['person_id'].nunique()} persons, {len(df)} photos, {cfg.folds.n_splits} folds")

@@ -1,4 +1,5 @@
-"""`check-data`: the whole data set scanned, summarised, and every problem named with its file and fix."""
+"""Data checks: `check-data` (the whole data set scanned, summarised, every problem named with its file and fix),
+and the same checks as training runs them (require_clean, and require_folds_match for folds.csv)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -8,8 +9,8 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from pipeline.config import Config
-from pipeline.contract import NUM_CLASSES, DataError, Report, image_file, read_eval, read_train
-from pipeline.images import inspect_image
+from pipeline.contract import NUM_CLASSES, DataError, Problem, Report, fold_problems, image_file, read_eval, read_train
+from pipeline.data.images import inspect_image
 
 
 def _inspect_many(files: list[str]) -> list[tuple[str | None, str | None]]:
@@ -50,6 +51,26 @@ def require_clean(cfg: Config, scan: bool = False):
     if report.problems:
         raise DataError(report.problems)
     return train, evals, report
+
+
+def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame, path: Path) -> None:
+    """What training checks of folds.csv: valid folds, the same photos and labels as the data, the same external
+    persons as <run_dir>/external. Raises DataError naming folds.csv and the stage that fixes it."""
+    from pipeline.data.external import read_external
+
+    problems = fold_problems(folds)
+    if problems:
+        raise DataError([Problem(str(path), f"{p}; rerun `maskfold folds`") for p in problems])
+    ext = folds["source"] == "external"
+    a = contract.set_index("image_id")[["path", "label"]].sort_index()
+    b = folds[~ext].set_index("image_id")[["path", "label"]].sort_index()
+    if not a.index.equals(b.index) or not (a.values == b.values).all():
+        raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed); "
+                                            "rerun `maskfold folds`")])
+    external = read_external(cfg.run_dir, cfg.data)["image_id"] if cfg.data.use_external else pd.Series([], dtype=str)
+    if set(folds.loc[ext, "image_id"]) != set(external):
+        raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
+                                            "data.use_external; rerun `maskfold folds`")])
 
 
 def summary(train: pd.DataFrame, evals: pd.DataFrame | None, report: Report) -> str:

@@ -1,18 +1,18 @@
 """The `maskfold` command: one sub-command per stage.
 
-This is the one module that sees every stage; each command imports its stage lazily so `maskfold --help`
-stays fast and the core never depends on a stage.
+This is the only module of pipeline/ that imports a stage (folds, external_data, ensemble); each command imports
+its stage lazily, so `maskfold --help` stays fast and the rest of the core never depends on a stage.
 """
 from __future__ import annotations
 
 import functools
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from pipeline.config import ConfigError, load_config, save_config
+from pipeline.layout import config_yaml
 
 
 def _config_options(f):
@@ -37,7 +37,7 @@ def _friendly(f):
     @functools.wraps(f)
     def wrapper(*a, **kw):
         from pipeline.contract import DataError
-        from pipeline.faces import FacesUnavailable
+        from pipeline.faces.landmarks import FacesUnavailable
 
         try:
             return f(*a, **kw)
@@ -63,7 +63,7 @@ def main():
 @click.option("--seed", default=0, show_default=True)
 def demo_data(out, persons, eval_images, elder_pool, seed):
     """Generate a demo data set in the competition layout (with eval/labels.csv truth)."""
-    from pipeline.demo_data import make_demo_data
+    from pipeline.tools.demo_data import make_demo_data
 
     path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool)
     click.echo(f"wrote {persons} persons ({persons * 7} photos), {eval_images} eval photos and "
@@ -91,7 +91,7 @@ def folds_cmd(cfg):
     from folds.make import write_folds
 
     write_folds(cfg, log=click.echo)
-    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
+    save_config(cfg, config_yaml(cfg.run_dir))
 
 
 @main.command("bench")
@@ -105,8 +105,8 @@ def bench_cmd(cfg, backbones, device, rounds, out):
     """Time the loader (JPEG vs cache), the train step (naive vs tuned), inference and the whole loop."""
     import json
 
-    from pipeline.bench import run_bench
     from pipeline.io import atomic_write_text
+    from pipeline.tools.bench import run_bench
 
     result = run_bench(cfg, list(backbones) or cfg.backbone_names(), device, rounds, log=click.echo)
     if out:
@@ -122,7 +122,7 @@ def external_cmd(cfg, jobs):
     """Import older faces, put masks on them, write train-only pseudo-persons to <run_dir>/external/."""
     from external_data.run import run_external
 
-    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
+    save_config(cfg, config_yaml(cfg.run_dir))
     run_external(cfg, n_jobs=jobs, log=click.echo)
 
 
@@ -135,10 +135,10 @@ def external_cmd(cfg, jobs):
 @_friendly
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
-    from pipeline.train import train_pair
+    from pipeline.train.pair import train_pair
 
     cfg.backbone(backbone)
-    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
+    save_config(cfg, config_yaml(cfg.run_dir))
     info = train_pair(cfg, backbone, fold, device=device, force=force)
     if info["status"] == "busy":
         raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info['error']}); "
@@ -158,12 +158,12 @@ def train_cmd(cfg, backbone, fold, device, force):
 @_friendly
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
-    from pipeline.train_all import oof_scores, train_all
+    from pipeline.train.jobs import oof_scores, train_all
 
-    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
+    save_config(cfg, config_yaml(cfg.run_dir))
     start = time.time()
     if backend == "ray":
-        from pipeline.ray_backend import train_all_ray
+        from pipeline.train.ray_jobs import train_all_ray
 
         table = train_all_ray(cfg, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
                               retries=retries)
@@ -219,7 +219,7 @@ def entry():
     import os
 
     if sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in os.environ and not os.environ.get("MASKFOLD_NO_TUNE"):
-        from pipeline.env import ALLOCATOR
+        from pipeline.tools.env import ALLOCATOR
 
         os.environ["GLIBC_TUNABLES"] = ALLOCATOR
         os.execv(sys.executable, [sys.executable, "-m", "pipeline.cli", *sys.argv[1:]])

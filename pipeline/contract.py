@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import DataConfig
+from pipeline.config.schema import DataConfig
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 PHOTOS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
@@ -25,6 +25,16 @@ CONTRACT_COLUMNS = [
 ]
 NUM_CLASSES = 18
 MAX_AGE = 120
+
+
+def age_band_names(cuts=(30, 60)) -> tuple[str, str, str]:
+    """Names of the three age bands for the given cuts: ('<30', '30-59', '60+') for the default ones."""
+    return (f"<{cuts[0]}", f"{cuts[0]}-{cuts[1] - 1}", f"{cuts[1]}+")
+
+
+def class_names(cuts=(30, 60)) -> list[str]:
+    """The 18 class names in label order, e.g. 'wear/M/<30'."""
+    return [f"{m}/{g[0].upper()}/{a}" for m in MASKS for g in GENDERS for a in age_band_names(cuts)]
 
 
 def photo_mask(photo: str) -> str:

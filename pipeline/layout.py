@@ -5,7 +5,8 @@
     <run_dir>/external/              external-data stage (pseudo-persons in the competition layout)
     <run_dir>/cache/                 decoded photos (uint8 memmaps), shared by every fold and backbone
     <run_dir>/models/<backbone>/fold<k>/{best.pt, last.pt, metrics.csv, oof.npz, test.npz, done.json}
-    <run_dir>/ensemble/              ensemble stage: report, blend, weights
+    <run_dir>/ensemble/              ensemble stage: report, blend, weights.json (what predict replays)
+    <run_dir>/gpu-locks/, tensorboard/  claims of local GPUs; TensorBoard logs when train.tensorboard is on
     <run_dir>/submission.csv
 
 A pair is finished when its done.json was written under the same training settings (the config hash, which
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -27,32 +29,34 @@ PAIR_FILES = ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.
 DIGEST_COLUMNS = ["image_id", "person_id", "gender", "age", "mask", "label", "source", "fold"]
 
 
-def folds_csv(run_dir) -> Path:
-    return Path(run_dir) / "folds.csv"
+def _under_run(name: str):
+    def path(run_dir) -> Path:
+        return Path(run_dir) / name
+    return path
 
 
-def config_yaml(run_dir) -> Path:
-    return Path(run_dir) / "config.yaml"
-
-
-def cache_dir(run_dir) -> Path:
-    return Path(run_dir) / "cache"
-
-
-def external_dir(run_dir) -> Path:
-    return Path(run_dir) / "external"
-
-
-def ensemble_dir(run_dir) -> Path:
-    return Path(run_dir) / "ensemble"
-
-
-def submission_csv(run_dir) -> Path:
-    return Path(run_dir) / "submission.csv"
+folds_csv = _under_run("folds.csv")
+config_yaml = _under_run("config.yaml")
+cache_dir = _under_run("cache")
+external_dir = _under_run("external")
+ensemble_dir = _under_run("ensemble")
+submission_csv = _under_run("submission.csv")
 
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:
     return Path(run_dir) / "models" / backbone / f"fold{fold}"
+
+
+def gpu_lock(run_dir, index: int) -> Path:
+    return Path(run_dir) / "gpu-locks" / f"cuda{index}.lock"
+
+
+def tensorboard_dir(run_dir, backbone: str, fold: int) -> Path:
+    return Path(run_dir) / "tensorboard" / backbone / f"fold{fold}"
+
+
+def weights_json(run_dir) -> Path:
+    return ensemble_dir(run_dir) / "weights.json"
 
 
 def pair_lock(run_dir, backbone: str, fold: int) -> Path:
@@ -66,19 +70,41 @@ def folds_digest(folds: pd.DataFrame) -> str:
     return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()[:16]
 
 
+def _digest_of_bytes(raw: bytes) -> str:
+    return folds_digest(pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False))
+
+
+def read_folds(run_dir) -> tuple[pd.DataFrame, str]:
+    """folds.csv as training uses it, and its digest, both from one read (a rerun of `folds` cannot slip between)."""
+    raw = folds_csv(run_dir).read_bytes()
+    return pd.read_csv(io.BytesIO(raw), dtype={"person_id": str, "race": str}), _digest_of_bytes(raw)
+
+
 @functools.lru_cache(maxsize=8)
-def _digest_of_file(path: str, mtime_ns: int, size: int) -> str:
-    return folds_digest(pd.read_csv(path, dtype=str, keep_default_na=False))
+def _file_digest(path: str, mtime_ns: int, size: int, kind: str) -> str:
+    raw = Path(path).read_bytes()
+    if kind == "folds":
+        return _digest_of_bytes(raw)
+    ids = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)["ImageID"]
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _digest(path: Path, kind: str) -> str | None:
+    try:
+        st = path.stat()
+        return _file_digest(str(path), st.st_mtime_ns, st.st_size, kind)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
 
 
 def run_digest(run_dir) -> str | None:
     """folds_digest of <run_dir>/folds.csv, or None when there is none."""
-    path = folds_csv(run_dir)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return _digest_of_file(str(path), st.st_mtime_ns, st.st_size)
+    return _digest(folds_csv(run_dir), "folds")
+
+
+def eval_digest(data_dir) -> str | None:
+    """Identity of the eval set (eval/info.csv's ImageIDs in order), or None for a train-only data set."""
+    return _digest(Path(data_dir) / "eval" / "info.csv", "eval")
 
 
 def read_done(run_dir, backbone: str, fold: int) -> dict | None:
@@ -100,6 +126,8 @@ def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
         return "trained on other photos, labels or folds"
     if done.get("tta") != list(cfg.tta):
         return "predicted with another TTA"
+    if done.get("eval") != eval_digest(cfg.data_dir):
+        return "test predictions are for another eval set"
     needed = ["best.pt", "oof.npz"] + (["test.npz"] if done.get("test") else [])
     what = {"best.pt": "weights", "oof.npz": "OOF predictions", "test.npz": "test predictions"}
     lost = [f"no {d / n}: {what[n]}" for n in needed if not (d / n).is_file()]

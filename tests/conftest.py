@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from folds.make import write_folds
 from pipeline.config import load_config
-from pipeline.demo_data import make_demo_data
+from pipeline.tools.demo_data import make_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -41,3 +42,16 @@ def cli_args(command: str, tmp_path: Path, data_dir: Path, *overrides: str) -> l
     for s in (*base_sets(tmp_path, data_dir), *overrides):
         args += ["--set", s]
     return args
+
+
+# A tiny model on tiny images: a pair trains in about a second on 2 CPU cores.
+TINY = ["folds.n_splits=2", "data.cache_size=[48,64]", "train.img_size=[40,48]", "train.batch_size=16",
+        "train.epochs=2", "train.num_workers=0", "train.patience=null", "tta=[orig,hflip]",
+        "backbones=[{name: test_resnet, lr: 0.003}]"]
+
+
+def tiny_config(tmp_path, data_dir, *extra):
+    """The demo config shrunk by TINY, with folds.csv written."""
+    cfg = make_config(tmp_path, data_dir, *TINY, *extra)
+    write_folds(cfg, log=lambda m: None)
+    return cfg

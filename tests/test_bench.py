@@ -4,8 +4,7 @@ import json
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from tests.conftest import cli_args
-from tests.test_train import TINY, tiny_config
+from tests.conftest import TINY, cli_args, tiny_config
 
 
 def test_bench_prints_both_ratios_and_writes_json(data_dir, tmp_path):

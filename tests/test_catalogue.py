@@ -21,12 +21,13 @@ from ensemble.run import run_ensemble
 from folds.make import write_folds
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
-from pipeline.images import read_rgb
-
-from pipeline.train import Trainer, load_run_data, pair_dir, train_pair
-from pipeline.train_all import train_all
-from tests.conftest import ROOT, cli_args, make_config
-from tests.test_train import TINY, tiny_config
+from pipeline.data.images import read_rgb
+from pipeline.layout import pair_dir
+from pipeline.train.jobs import train_all
+from pipeline.train.pair import train_pair
+from pipeline.train.rundata import load_run_data
+from pipeline.train.trainer import Trainer
+from tests.conftest import ROOT, TINY, cli_args, make_config, tiny_config
 
 QUIET = dict(log=lambda m: None)
 
@@ -58,7 +59,7 @@ def photo(folder, name):
 
 def test_01_ray_and_local_agree_on_finished_pairs(data_dir, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
-    from pipeline.ray_backend import train_all_ray
+    from pipeline.train.ray_jobs import train_all_ray
 
     monkeypatch.chdir(tmp_path)  # the shipped configs name data_dir relative to the working directory
     sets = [*TINY, "train.epochs=1", "data_dir=data", "run_dir=run", "train.tensorboard=false"]
@@ -126,6 +127,18 @@ def test_04_deleted_oof_is_predicted_again_and_refusals_name_the_stage(data_dir,
     res = invoke("train-all", tmp_path, data_dir, *sets)
     assert_message(res, "OOF predictions", "2 folds", code=0)
     assert (d / "oof.npz").is_file() and (d / "best.pt").stat().st_mtime_ns == stamp  # re-predicted, not retrained
+    assert_message(invoke("ensemble", tmp_path, data_dir, *sets), "submission", code=0)
+    # without last.pt (deleted to save space) too, and when the eval set changes
+    (d / "last.pt").unlink()
+    (d / "oof.npz").unlink()
+    info = pd.read_csv(data_dir / "eval" / "info.csv")
+    (data_dir / "eval" / "images" / info.loc[0, "ImageID"]).unlink()
+    info.iloc[1:].to_csv(data_dir / "eval" / "info.csv", index=False)
+    assert_message(invoke("ensemble", tmp_path, data_dir, *sets), "another eval set", "run `maskfold train-all`")
+    res = invoke("train-all", tmp_path, data_dir, *sets)
+    assert_message(res, "trained before; predicting again from best.pt", code=0)
+    assert "epoch 1/1" not in res.output and (d / "best.pt").stat().st_mtime_ns == stamp
+    assert len(np.load(d / "test.npz")["image_id"]) == len(info) - 1
     assert_message(invoke("ensemble", tmp_path, data_dir, *sets), "submission", code=0)
 
 
@@ -207,6 +220,8 @@ def test_10_folds_says_photos_are_decoded_by_check_data(data_dir, tmp_path):
 def test_11_unknown_backbone_is_refused_at_config_load(data_dir, tmp_path, command):
     res = invoke(command, tmp_path, data_dir, "backbones=[{name: resnet10}]")
     assert_message(res, "'backbones.0.name' 'resnet10' is not a timm model", "did you mean resnet10t")
+    res = invoke(command, tmp_path, data_dir, "backbones=[{name: resnet18.no_such_tag}]")
+    assert_message(res, "'backbones.0.name' 'resnet18.no_such_tag' is not a timm model")
 
 
 def test_12_looping_link_and_unreadable_folder_are_data_problems(data_dir, tmp_path, monkeypatch):

@@ -3,8 +3,8 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.contract import PHOTOS
-from pipeline.demo_data import render_portrait, sample_person
-from pipeline.masks import place_mask, procedural_mask
+from pipeline.faces.masks import place_mask, procedural_mask
+from pipeline.tools.demo_data import render_portrait, sample_person
 
 
 def test_layout(demo_source):
@@ -27,7 +27,7 @@ def test_layout(demo_source):
 
 
 def test_same_seed_same_data(tmp_path):
-    from pipeline.demo_data import make_demo_data
+    from pipeline.tools.demo_data import make_demo_data
 
     a = make_demo_data(tmp_path / "a", persons=6, eval_images=2, seed=5, n_jobs=1)
     b = make_demo_data(tmp_path / "b", persons=6, eval_images=2, seed=5, n_jobs=1)

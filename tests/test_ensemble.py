@@ -13,8 +13,8 @@ from ensemble.run import run_ensemble
 from ensemble.submission import SubmissionError, validate_submission
 from pipeline.cli import main
 from pipeline.contract import DataError
-from pipeline.train_all import train_all
-from tests.test_train import tiny_config
+from pipeline.train.jobs import train_all
+from tests.conftest import tiny_config
 
 
 def onehot(idx, n=18, hi=0.9):
@@ -36,7 +36,7 @@ def test_soft_and_hard_vote_by_hand():
 
 
 def test_fast_macro_f1_matches_sklearn():
-    from pipeline.metrics import macro_f1
+    from pipeline.model.metrics import macro_f1
 
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 18, 500), rng.integers(0, 18, 500)

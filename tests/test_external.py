@@ -7,8 +7,8 @@ import pytest
 from external_data.importers import import_csv, import_fairface, import_utkface, select
 from external_data.persons import frame_like_competition, make_person, mask_pool
 from external_data.run import run_external
-from pipeline.demo_data import render_portrait, sample_person
-from pipeline.masks import load_maskthe_face, place_mask, procedural_mask
+from pipeline.faces.masks import load_maskthe_face, place_mask, procedural_mask
+from pipeline.tools.demo_data import render_portrait, sample_person
 from tests.conftest import SHARED_DATA, make_config
 
 UTK = SHARED_DATA / "utkface"
@@ -18,7 +18,7 @@ needs_mtf = pytest.mark.skipif(not MTF.is_dir(), reason="../shared/data/maskthe-
 
 
 def faces_available():
-    from pipeline import faces
+    from pipeline.faces import landmarks as faces
 
     return faces.available()
 
@@ -49,8 +49,8 @@ def test_landmarks_found_on_95_percent_of_older_utkface_faces():
     files = select(faces, min_age=60)["file"].tolist()
 
     def count(chunk):
-        from pipeline import faces as f
-        from pipeline.images import read_rgb
+        from pipeline.data.images import read_rgb
+        from pipeline.faces import landmarks as f
 
         return sum(f.landmarks68(read_rgb(p)) is not None for p in chunk)
 
@@ -158,7 +158,7 @@ def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
     from click.testing import CliRunner
 
     from pipeline.cli import main
-    from pipeline.train import load_run_data
+    from pipeline.train.rundata import load_run_data
     from tests.conftest import cli_args
 
     data = tmp_path / "data"
@@ -197,9 +197,9 @@ def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
 def test_face_crop_finds_the_face_and_falls_back_to_a_centre_crop(tmp_path):
     from PIL import Image
 
-    from pipeline.cache import build_cache, open_cache
-    from pipeline.facecrop import FaceCropper
-    from pipeline.images import read_rgb
+    from pipeline.data.cache import build_cache, open_cache
+    from pipeline.data.images import read_rgb
+    from pipeline.faces.crop import FaceCropper
 
     face = read_rgb(sorted(UTK.glob("70_*"))[0])  # 200x200 tight crop
     portrait = np.full((512, 384, 3), 90, np.uint8)

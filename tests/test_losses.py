@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.config import LossTerm
-from pipeline.losses import CrossEntropy, Focal, SoftMacroF1, build_loss, class_weights
+from pipeline.model.losses import CrossEntropy, Focal, SoftMacroF1, build_loss, class_weights
 
 LOGITS = torch.tensor([[1.0, 2.0, 3.0]])
 # log softmax of [1, 2, 3]: log Z = log(e + e^2 + e^3) = 3.40760596

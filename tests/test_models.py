@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline import models
 from pipeline.config import BackboneConfig, ConfigError
+from pipeline.model import models
 
 
 def test_local_weights_file_is_loaded_into_an_18_class_model(tmp_path):

@@ -8,14 +8,14 @@ import time
 import pandas as pd
 import pytest
 
-from pipeline.train import pair_dir
-from tests.test_train import tiny_config
+from pipeline.layout import pair_dir
+from tests.conftest import tiny_config
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
 
 def test_ray_retry_resumes_after_worker_is_killed(data_dir, tmp_path):
-    from pipeline.ray_backend import train_all_ray
+    from pipeline.train.ray_jobs import train_all_ray
 
     cfg = tiny_config(tmp_path, data_dir, "train.epochs=4", "train.batch_size=4")
     victim = pair_dir(cfg.run_dir, "test_resnet", 0)

@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.mixing import mix_batch
-from pipeline.samplers import build_sampler, expected_class_rate
+from pipeline.data.mixing import mix_batch
+from pipeline.data.samplers import build_sampler
+
+
+def expected_class_rate(labels: np.ndarray, power: float) -> np.ndarray:
+    """What the module docstring promises: class c drawn in proportion to count_c ** (1 - power)."""
+    counts = np.bincount(labels).astype(np.float64)
+    rate = np.where(counts > 0, counts ** (1 - power), 0)
+    return rate / rate.sum()
 
 
 @pytest.mark.parametrize("power", [0.5, 1.0])
@@ -89,7 +96,7 @@ def test_mixup_blend():
 
 
 def test_epoch_sampler_carries_the_epoch_seed_and_repeats_per_epoch():
-    from pipeline.samplers import EpochSampler
+    from pipeline.data.samplers import EpochSampler
 
     labels = np.array([0] * 50 + [1] * 5)
     s = EpochSampler(labels, 1.0, base_seed=100)

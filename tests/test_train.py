@@ -12,21 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.train import Trainer, load_run_data, pair_dir, train_pair
-from pipeline.train_all import train_all
-from tests.conftest import cli_args, make_config
-
-TINY = ["folds.n_splits=2", "data.cache_size=[48,64]", "train.img_size=[40,48]", "train.batch_size=16",
-        "train.epochs=2", "train.num_workers=0", "train.patience=null", "tta=[orig,hflip]",
-        "backbones=[{name: test_resnet, lr: 0.003}]"]
-
-
-def tiny_config(tmp_path, data_dir, *extra):
-    from folds.make import write_folds
-
-    cfg = make_config(tmp_path, data_dir, *TINY, *extra)
-    write_folds(cfg, log=lambda m: None)
-    return cfg
+from pipeline.layout import pair_dir
+from pipeline.train.jobs import train_all
+from pipeline.train.pair import train_pair
+from pipeline.train.rundata import load_run_data
+from pipeline.train.trainer import Trainer
+from tests.conftest import TINY, cli_args, tiny_config
 
 
 def test_train_writes_every_artifact(data_dir, tmp_path):
@@ -141,7 +132,7 @@ def test_sigkill_mid_epoch_then_rerun_finishes(data_dir, tmp_path):
 
 
 def test_gpu_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
-    from pipeline.train_all import claim_gpu
+    from pipeline.train.jobs import claim_gpu
 
     with claim_gpu(tmp_path, 2) as a, claim_gpu(tmp_path, 2) as b:
         assert {a, b} == {"cuda:0", "cuda:1"}

@@ -1,4 +1,4 @@
-"""Macro F1 over the 18 classes, and per task (mask, gender, age) by decoding the classes."""
+"""Macro F1 over the classes, and per task (mask, gender, age) by decoding the classes."""
 from __future__ import annotations
 
 import numpy as np

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.cache import open_cache
+from pipeline.data.cache import open_cache
 
 
 class CachedPhotos(Dataset):

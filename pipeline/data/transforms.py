@@ -2,7 +2,7 @@
 
 Steps are {name: <albumentations class>, ...arguments}. CenterCrop/RandomCrop sizes given as fractions (<= 1) are
 read as fractions of the cache size, so one config serves any cache size. The final resize to the backbone's
-image size is appended here; normalisation happens on the device (see pipeline.train.to_model_input), because a
+image size is appended here; normalisation happens on the device (see pipeline.model.inference.to_model_input), because a
 uint8 batch is a quarter of the bytes of a float one.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import inspect
 
 import albumentations as A
 
-from pipeline.config import ConfigError
+from pipeline.config.typed_yaml import ConfigError
 
 # Lambda takes functions, which YAML cannot give; Normalize and ToTensorV2 are refused below with their own reason.
 NOT_FROM_CONFIG = {"Lambda"}

@@ -1,4 +1,4 @@
-"""Model factory: any timm model with 18 outputs, its own normalisation, and rebuilding from a checkpoint."""
+"""Model factory: any timm model with one output per class, its own normalisation, and rebuilding from a checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path

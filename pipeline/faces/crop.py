@@ -7,7 +7,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline import faces
+from pipeline.config.schema import DataConfig
+from pipeline.faces import landmarks as faces
+
+
+def crop_function(data_cfg: DataConfig):
+    """What the photo cache applies to each photo: None (whole photo) or a FaceCropper."""
+    return None if data_cfg.crop == "none" else FaceCropper(data_cfg.crop_margin)
 
 
 class FaceCropper:

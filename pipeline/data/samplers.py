@@ -9,16 +9,12 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
+from pipeline.contract import NUM_CLASSES
 
-def sample_weights(labels: np.ndarray, power: float, num_classes: int = 18) -> np.ndarray:
+
+def sample_weights(labels: np.ndarray, power: float, num_classes: int = NUM_CLASSES) -> np.ndarray:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     return np.maximum(counts, 1)[labels] ** -power
-
-
-def expected_class_rate(labels: np.ndarray, power: float, num_classes: int = 18) -> np.ndarray:
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    rate = np.where(counts > 0, counts ** (1 - power), 0)
-    return rate / rate.sum()
 
 
 def build_sampler(labels: np.ndarray, power: float, generator: torch.Generator):

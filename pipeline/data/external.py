@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import DataConfig
+from pipeline.config.schema import DataConfig
 from pipeline.contract import DataError, Problem, read_train
-
-
-def external_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "external"
+from pipeline.layout import external_dir
 
 
 def read_external(run_dir: str | Path, data_cfg: DataConfig) -> pd.DataFrame:

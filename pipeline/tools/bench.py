@@ -16,12 +16,11 @@ import numpy as np
 import torch
 
 from pipeline.config import Config
-from pipeline.contract import image_file
-from pipeline.env import ALLOCATOR
-from pipeline.images import read_rgb
-from pipeline.predict import to_model_input
-from pipeline.transforms import build_transform
-
+from pipeline.contract import NUM_CLASSES, image_file
+from pipeline.data.images import read_rgb
+from pipeline.data.transforms import build_transform
+from pipeline.model.inference import to_model_input
+from pipeline.tools.env import ALLOCATOR
 
 
 def median_rate(fn, items: int, rounds: int, warmup: int = 1) -> float:
@@ -38,7 +37,7 @@ def median_rate(fn, items: int, rounds: int, warmup: int = 1) -> float:
 
 def loader_rates(cfg: Config, data, n: int = 256, rounds: int = 3) -> dict:
     """Photos/s of one loader process: decode + resize + augment every time, vs cache read + augment."""
-    from pipeline.cache import open_cache
+    from pipeline.data.cache import open_cache
 
     size = tuple(cfg.data.cache_size)
     img_size = tuple(cfg.resolved(cfg.backbones[0])["img_size"])
@@ -66,7 +65,7 @@ def step_rate(spec: dict) -> dict:
     device = torch.device(spec["device"])
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    model = timm.create_model(spec["backbone"], pretrained=False, num_classes=18).to(device)
+    model = timm.create_model(spec["backbone"], pretrained=False, num_classes=NUM_CLASSES).to(device)
     w, h = spec["img_size"]
     b = spec["batch_size"]
     tuned = spec["tuned"]
@@ -76,7 +75,7 @@ def step_rate(spec: dict) -> dict:
     x_host = torch.randint(0, 255, (b, h, w, 3), dtype=torch.uint8)
     if tuned and device.type == "cuda":
         x_host = x_host.pin_memory()
-    y = torch.randint(0, 18, (b,), device=device)
+    y = torch.randint(0, NUM_CLASSES, (b,), device=device)
     amp = tuned and device.type == "cuda"
 
     def to_input():
@@ -113,7 +112,7 @@ def step_rate_in_child(spec: dict) -> dict:
     env.pop("GLIBC_TUNABLES", None)
     if spec.get("allocator", spec["tuned"]):
         env["GLIBC_TUNABLES"] = ALLOCATOR
-    code = "import json,sys; from pipeline.bench import step_rate; print(json.dumps(step_rate(json.loads(sys.argv[1]))))"
+    code = "import json,sys; from pipeline.tools.bench import step_rate; print(json.dumps(step_rate(json.loads(sys.argv[1]))))"
     out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {out.stderr[-2000:]}")
@@ -122,7 +121,7 @@ def step_rate_in_child(spec: dict) -> dict:
 
 def whole_loop_rate(cfg: Config, data, backbone: str, device: str, steps: int = 12) -> float:
     """Photos/s of real training steps (loader + augment + step) through the Trainer, after one warm-up batch."""
-    from pipeline.train import Trainer
+    from pipeline.train.trainer import Trainer
 
     trainer = Trainer(cfg, backbone, 0, data, device=device, progress=False, log=lambda m: None)
     trainer.model.train()
@@ -150,7 +149,8 @@ def whole_loop_rate(cfg: Config, data, backbone: str, device: str, steps: int = 
 
 
 def run_bench(cfg: Config, backbones: list[str], device: str, rounds: int = 3, log=print) -> dict:
-    from pipeline.train import load_run_data, resolve_device
+    from pipeline.model.inference import resolve_device
+    from pipeline.train.rundata import load_run_data
 
     dev = resolve_device(device)
     data = load_run_data(cfg, log=log)

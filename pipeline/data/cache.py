@@ -15,7 +15,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from pipeline.contract import DataError, Problem
-from pipeline.images import inspect_image, read_rgb
+from pipeline.data.images import inspect_image, read_rgb
 from pipeline.io import atomic_path, atomic_write_text, file_lock, remove_stale_temporaries
 
 
@@ -66,9 +66,9 @@ def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path,
     key = cache_key(files, size, crop)
     path = Path(cache_dir) / f"{key}.u8"
     meta = path.with_suffix(".json")
+    remove_stale_temporaries(cache_dir)  # a build killed midway leaves a large temporary file
     if path.exists() and meta.exists():
         return path
-    remove_stale_temporaries(cache_dir)  # a build killed midway leaves a large temporary file
     with file_lock(Path(cache_dir) / f".{key}.lock", wait=True):  # two runs needing it: one builds, one waits
         if not (path.exists() and meta.exists()):
             _build(files, size, path, meta, crop, crop_fn, n_jobs, log)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import LossTerm
+from pipeline.config.schema import LossTerm
+from pipeline.contract import NUM_CLASSES
 
 
 def as_soft(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -95,7 +96,7 @@ def class_weights(counts: np.ndarray, power: float) -> np.ndarray | None:
     return w * counts.sum() / (w * counts).sum()
 
 
-def build_loss(terms: list[LossTerm], num_classes: int = 18, weights=None) -> nn.Module:
+def build_loss(terms: list[LossTerm], num_classes: int = NUM_CLASSES, weights=None) -> nn.Module:
     built = []
     for t in terms:
         kw = {"label_smoothing": t.label_smoothing, "gamma": t.gamma, "alpha": t.alpha, "class_weights": weights}

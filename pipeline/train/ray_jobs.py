@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.layout import finished, pair_dir
-from pipeline.train import load_run_data
-from pipeline.train_all import pairs_of, run_one
+from pipeline.layout import pair_dir
+from pipeline.train.jobs import pending_pairs, run_one
+from pipeline.train.rundata import load_run_data
 
 PROBE_PREFIX = ".storage-probe-"
 
@@ -49,14 +49,8 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
     run_dir = Path(cfg.run_dir).resolve()
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir), data_dir=str(Path(cfg.data_dir).resolve()))
     data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
-    rows, todo = [], []
-    for b, k in pairs_of(cfg):
-        done = finished(cfg, b, k)
-        if done:
-            rows.append({"backbone": b, "fold": k, "status": "skipped", "val_f1": done["val_f1"],
-                         "host": done.get("host"), "seconds": 0.0, "attempts": 0})
-        else:
-            todo.append((b, k))
+    todo, rows = pending_pairs(cfg)
+    rows = [{**r, "attempts": 0} for r in rows]
     log(f"{len(todo)} pair(s) to train on Ray, {len(rows)} already finished")
     started = False
     if not ray.is_initialized():

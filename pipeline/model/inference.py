@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.contract import NUM_CLASSES
+
 
 def to_model_input(batch: torch.Tensor, device, mean: torch.Tensor, std: torch.Tensor,
                    channels_last: bool = True) -> torch.Tensor:
@@ -56,4 +58,10 @@ def predict_logits(model, loader, device, mean, std, tta=("orig",), channels_las
         with autocast_for(device, amp):
             logits = sum(model(tta_view(x, v)).float() for v in tta) / len(tta)
         out.append(logits.cpu())
-    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 18), np.float32)
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

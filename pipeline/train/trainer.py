@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import socket
 import time
-from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,115 +17,27 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pipeline import models
-from pipeline.cache import build_cache
-from pipeline.checks import require_clean
 from pipeline.config import Config, LossTerm
-from pipeline.contract import NUM_CLASSES, DataError, Problem, fold_problems, image_file, training_rows
-from pipeline.datasets import CachedPhotos
-from pipeline.external import read_external
-from pipeline.io import (Busy, atomic_save_npz, atomic_torch_save, atomic_write_csv, atomic_write_text, file_lock,
-                         remove_stale_temporaries)
-from pipeline.layout import PAIR_FILES, pair_dir, pair_lock, read_done, run_digest, unfinished_reason
-from pipeline.losses import build_loss, class_weights
-from pipeline.metrics import macro_f1, scores
-from pipeline.mixing import mix_batch
-from pipeline.optim import build_optimizer, build_scheduler
-from pipeline.predict import autocast_for, norm_tensors, predict_logits, to_model_input
-from pipeline.samplers import EpochSampler
-from pipeline.transforms import build_transform
-
-
-# ---------------------------------------------------------------- data
-
-
-@dataclass
-class RunData:
-    folds: pd.DataFrame  # folds.csv rows, in cache order
-    evals: pd.DataFrame | None
-    train_cache: Path
-    eval_cache: Path | None
-    digest: str  # content identity of folds.csv (pipeline.layout.folds_digest)
-
-
-def crop_function(cfg: Config):
-    if cfg.data.crop == "none":
-        return None
-    from pipeline.facecrop import FaceCropper
-
-    return FaceCropper(cfg.data.crop_margin)
-
-
-def load_run_data(cfg: Config, log=print) -> RunData:
-    """folds.csv checked against the data (the same checks as check-data), plus the photo caches."""
-    contract, evals, _ = require_clean(cfg)
-    path = Path(cfg.run_dir) / "folds.csv"
-    if not path.is_file():
-        raise DataError([Problem(str(path), "folds.csv not found; run `maskfold folds` first")])
-    folds = pd.read_csv(path, dtype={"person_id": str, "race": str})
-    problems = fold_problems(folds)
-    if problems:
-        raise DataError([Problem(str(path), f"{p}; rerun `maskfold folds`") for p in problems])
-    ext = folds["source"] == "external"
-    a = contract.set_index("image_id")[["path", "label"]].sort_index()
-    b = folds[~ext].set_index("image_id")[["path", "label"]].sort_index()
-    if not a.index.equals(b.index) or not (a.values == b.values).all():
-        raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed); "
-                                            "rerun `maskfold folds`")])
-    external = read_external(cfg.run_dir, cfg.data)["image_id"] if cfg.data.use_external else pd.Series([], dtype=str)
-    if set(folds.loc[ext, "image_id"]) != set(external):
-        raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
-                                            "data.use_external; rerun `maskfold folds`")])
-    size = tuple(cfg.data.cache_size)
-    crop = crop_function(cfg)
-    cache_dir = Path(cfg.run_dir) / "cache"
-    files = [image_file(cfg.data_dir, p) for p in folds["path"]]
-    train_cache = build_cache(files, size, cache_dir, cfg.data.crop, crop, log=log)
-    eval_cache = None
-    if evals is not None and len(evals):
-        eval_cache = build_cache([image_file(cfg.data_dir, p) for p in evals["path"]], size, cache_dir,
-                                 cfg.data.crop, crop, log=log)
-    return RunData(folds, evals, train_cache, eval_cache, run_digest(cfg.run_dir))
-
-
-# ---------------------------------------------------------------- state
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-# ---------------------------------------------------------------- one pair
+from pipeline.contract import NUM_CLASSES, training_rows
+from pipeline.data.datasets import CachedPhotos
+from pipeline.data.mixing import mix_batch
+from pipeline.data.samplers import EpochSampler
+from pipeline.data.transforms import build_transform
+from pipeline.io import (
+    atomic_save_npz,
+    atomic_torch_save,
+    atomic_write_csv,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
+from pipeline.layout import PAIR_FILES, pair_dir, read_done, tensorboard_dir
+from pipeline.model import models
+from pipeline.model.inference import autocast_for, norm_tensors, predict_logits, resolve_device, to_model_input
+from pipeline.model.losses import build_loss, class_weights
+from pipeline.model.metrics import macro_f1, scores
+from pipeline.model.optim import build_optimizer, build_scheduler
+from pipeline.train.rundata import RunData
+from pipeline.train.state import rng_state, seed_everything, set_rng_state
 
 
 class Trainer:
@@ -221,7 +129,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "ema": self.ema.module.state_dict() if self.ema else None,
             "epoch": self.epoch, "best_f1": self.best_f1, "best_epoch": self.best_epoch, "history": self.history,
-            "rng": _rng_state(), "config": self.cfg.to_dict(), "hash": self.hash, "data": self.digest,
+            "rng": rng_state(), "config": self.cfg.to_dict(), "hash": self.hash, "data": self.digest,
         }
 
     def _best_state(self) -> dict:
@@ -238,6 +146,20 @@ class Trainer:
             self.log(f"{self.bb.name} fold {self.fold}: {why}; starting this pair over")
         for name in PAIR_FILES:
             (self.dir / name).unlink(missing_ok=True)
+
+    def trained_before(self) -> bool:
+        """Training finished under these settings and data, and best.pt is whole: only predictions are owed."""
+        done = read_done(self.cfg.run_dir, self.bb.name, self.fold)
+        if not done or done.get("hash") != self.hash or done.get("data") != self.digest:
+            return False
+        try:
+            best = models.load_checkpoint(self.dir / "best.pt")
+        except Exception:  # noqa: BLE001 - missing or damaged: retrain
+            return False
+        if best.get("hash") != self.hash:
+            return False
+        self.epoch, self.best_epoch, self.best_f1 = done["epochs_run"], done["best_epoch"] - 1, best["f1"]
+        return True
 
     def try_resume(self) -> bool:
         """Continue from last.pt when it was written for the same settings and data and its best.pt is whole."""
@@ -271,7 +193,7 @@ class Trainer:
             self.ema.module.load_state_dict(state["ema"])
         self.epoch, self.best_f1, self.best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
         self.history = state["history"]
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.log(f"resumed {self.bb.name} fold {self.fold} after epoch {self.epoch} (best F1 {self.best_f1:.4f})")
         return True
 
@@ -343,6 +265,9 @@ class Trainer:
     def fit(self) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)  # left by a kill in the middle of an atomic write
+        if not (self.dir / "last.pt").is_file() and self.trained_before():  # e.g. a lost oof.npz, last.pt deleted
+            self.log(f"{self.bb.name} fold {self.fold}: trained before; predicting again from best.pt")
+            return self.finish()
         self.try_resume()
         t = self.cfg.train
         epochs = self.settings["epochs"]
@@ -377,7 +302,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise RuntimeError("train.tensorboard is on but tensorboard is not installed: pip install tensorboard") from None
-        with SummaryWriter(str(Path(self.cfg.run_dir) / "tensorboard" / self.bb.name / f"fold{self.fold}")) as w:
+        with SummaryWriter(str(tensorboard_dir(self.cfg.run_dir, self.bb.name, self.fold))) as w:
             for k, v in row.items():
                 if k != "epoch":
                     w.add_scalar(k, v, row["epoch"])
@@ -402,7 +327,8 @@ class Trainer:
             atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
                             logits=test)
         oof_scores = scores(self.val_labels, oof.argmax(1))
-        info = {"hash": self.hash, "data": self.digest, "tta": list(tta), "test": self.data.eval_cache is not None,
+        info = {"hash": self.hash, "data": self.digest, "tta": list(tta), "eval": self.data.eval_digest,
+                "test": self.data.eval_cache is not None,
                 "backbone": self.bb.name, "fold": self.fold, "best_epoch": self.best_epoch + 1,
                 "val_f1": best["f1"], "oof_f1_tta": oof_scores["f1"], "epochs_run": self.epoch,
                 "host": socket.gethostname(), "device": str(self.device)}
@@ -410,33 +336,3 @@ class Trainer:
         return info
 
 
-def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = None, device=None, progress=True,
-               log=print, force: bool = False) -> dict:
-    """Train one pair (or resume it, or redo only its predictions), holding the pair's lock.
-
-    Returns done.json's fields plus status: done, skipped (finished under this config) or busy (another live
-    process holds the pair; nothing is touched).
-    """
-    if fold < 0 or fold >= cfg.folds.n_splits:
-        raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
-    with ExitStack() as held:
-        try:
-            held.enter_context(file_lock(pair_lock(cfg.run_dir, backbone, fold)))
-        except Busy as e:
-            log(f"{backbone} fold {fold}: being trained by {e.owner}; left to it")
-            return {"backbone": backbone, "fold": fold, "status": "busy", "error": f"held by {e.owner}"}
-        if force:
-            for name in PAIR_FILES:
-                (pair_dir(cfg.run_dir, backbone, fold) / name).unlink(missing_ok=True)
-        else:
-            why = unfinished_reason(cfg, backbone, fold)
-            if why is None:
-                done = read_done(cfg.run_dir, backbone, fold)
-                log(f"{backbone} fold {fold}: already finished under this config (val F1 {done['val_f1']:.4f}); skipped")
-                return {**done, "status": "skipped"}
-            if why != "not trained":
-                log(f"{backbone} fold {fold}: {why}")
-        data = data or load_run_data(cfg, log=log)
-        start = time.time()
-        info = Trainer(cfg, backbone, fold, data, device=device, progress=progress, log=log).fit()
-        return {**info, "status": "done", "seconds": round(time.time() - start, 1)}

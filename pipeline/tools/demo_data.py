@@ -1,7 +1,7 @@
 """A generated data set in the competition layout, for the demo and the tests.
 
 Procedural 384x512 portraits in which the label is visible and learnable: long hair for women, short (or none)
-for men; hair greys and wrinkles deepen with the age band; masks are drawn by pipeline.masks from the portrait's
+for men; hair greys and wrinkles deepen with the age band; masks are drawn by pipeline.faces.masks from the portrait's
 own 68 landmarks, worn, under the nose or on the chin. Pose, scale, lighting, clothes and background vary.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from joblib import Parallel, delayed
 from PIL import Image, ImageDraw
 
 from pipeline.contract import PHOTOS
-from pipeline.masks import PROCEDURAL_KINDS, place_mask, procedural_mask
+from pipeline.faces.masks import PROCEDURAL_KINDS, place_mask, procedural_mask
 
 W, H = 384, 512
 # Real class balance: about 47% under 30, 46% 30-59, 7% 60+; 61% women.

@@ -1,7 +1,7 @@
 """train-all: every (backbone, fold) pair of a config, skipping finished ones, surviving failures.
 
 Pairs are independent jobs. Locally they run through joblib (one process per job, one GPU each where there are
-several); `--backend ray` hands them to a Ray cluster (pipeline.ray_backend).
+several); `--backend ray` hands them to a Ray cluster (pipeline.train.ray_jobs).
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,13 +16,27 @@ from joblib import Parallel, delayed
 
 from pipeline.config import Config
 from pipeline.io import Busy, file_lock
-from pipeline.layout import finished, pair_dir
-from pipeline.metrics import scores
-from pipeline.train import RunData, load_run_data, train_pair
+from pipeline.layout import finished, gpu_lock, pair_dir
+from pipeline.model.metrics import scores
+from pipeline.train.pair import train_pair
+from pipeline.train.rundata import RunData, load_run_data
 
 
 def pairs_of(cfg: Config) -> list[tuple[str, int]]:
     return [(b, k) for b in cfg.backbone_names() for k in range(cfg.folds.n_splits)]
+
+
+def pending_pairs(cfg: Config) -> tuple[list[tuple[str, int]], list[dict]]:
+    """Which pairs are left to train, and a summary row for each finished one (every backend asks this)."""
+    todo, rows = [], []
+    for b, k in pairs_of(cfg):
+        done = finished(cfg, b, k)
+        if done:
+            rows.append({"backbone": b, "fold": k, "status": "skipped", "val_f1": done["val_f1"],
+                         "host": done.get("host"), "device": done.get("device"), "seconds": 0.0})
+        else:
+            todo.append((b, k))
+    return todo, rows
 
 
 @contextmanager
@@ -33,11 +46,10 @@ def claim_gpu(run_dir, n_gpus: int):
     Jobs finish at different times, so a fixed round-robin could put two running jobs on one GPU; a claim
     cannot. The locks are flock()s, so a killed job's claim is free at once.
     """
-    locks = Path(run_dir) / "gpu-locks"
     with ExitStack() as held:
         for i in range(n_gpus):
             try:
-                held.enter_context(file_lock(locks / f"cuda{i}.lock"))
+                held.enter_context(file_lock(gpu_lock(run_dir, i)))
             except Busy:
                 continue
             yield f"cuda:{i}"
@@ -82,14 +94,7 @@ def gpus_to_share(device: str) -> int:
 
 def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     data = load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
-    todo, rows = [], []
-    for b, k in pairs_of(cfg):
-        done = finished(cfg, b, k)
-        if done:
-            rows.append({"backbone": b, "fold": k, "status": "skipped", "val_f1": done["val_f1"],
-                         "host": done.get("host"), "device": done.get("device"), "seconds": 0.0})
-        else:
-            todo.append((b, k))
+    todo, rows = pending_pairs(cfg)
     log(f"{len(todo)} pair(s) to train, {len(rows)} already finished")
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None

@@ -1,0 +1,119 @@
+"""Typed configuration.
+
+A YAML file may name a base with ``extends:``; dicts merge key by key, lists replace. Every key is checked
+against the dataclasses below, so a typo is an error naming the key and the file instead of a silently
+ignored setting (the most common competition-code bug).
+"""
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import yaml
+
+from pipeline.config.schema import (
+    NOT_IN_PAIR_HASH,
+    AugmentConfig,
+    BackboneConfig,
+    Config,
+    DataConfig,
+    EnsembleConfig,
+    ExternalConfig,
+    FoldsConfig,
+    LossTerm,
+    MixConfig,
+    TrainConfig,
+)
+from pipeline.config.typed_yaml import ConfigError, apply_set, build, read_yaml
+
+__all__ = ["AugmentConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig",
+           "ExternalConfig", "FoldsConfig", "LossTerm", "MixConfig", "NOT_IN_PAIR_HASH", "TrainConfig", "config_from_dict",
+           "load_config", "save_config"]
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    path = Path(path)
+    data = read_yaml(path, Config)
+    for s in overrides:
+        apply_set(data, s, Config)
+    cfg = build(Config, data, "", str(path))
+    if cfg.run_dir is None:
+        cfg.run_dir = str(Path("runs") / path.stem)
+    _validate(cfg, str(path))
+    return cfg
+
+
+def _validate(cfg: Config, source: str) -> None:
+    # The registries the builders use are the lists of allowed names (imported here: they load torch).
+    from pipeline.data.mixing import MIX_KINDS
+    from pipeline.model.losses import LOSSES
+    from pipeline.model.optim import OPTIMIZERS, SCHEDULERS
+
+    choices = {
+        "train.optimizer": (cfg.train.optimizer, tuple(OPTIMIZERS)),
+        "train.scheduler": (cfg.train.scheduler, SCHEDULERS),
+        "train.amp": (cfg.train.amp, AMP_MODES),
+        "train.mix.kind": (cfg.train.mix.kind, MIX_KINDS),
+        "ensemble.method": (cfg.ensemble.method, ENSEMBLE_METHODS),
+        "data.crop": (cfg.data.crop, CROPS),
+        "external.landmarks": (cfg.external.landmarks, LANDMARK_SOURCES),
+        **{f"train.loss.{i}.name": (term.name, tuple(LOSSES)) for i, term in enumerate(cfg.train.loss)},
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    if not cfg.backbones:
+        raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
+    names = cfg.backbone_names()
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: 'backbones' names a model twice: {names}")
+    for key, size in [("data.cache_size", cfg.data.cache_size), ("train.img_size", cfg.train.img_size)] + [
+        (f"backbones.{i}.img_size", b.img_size) for i, b in enumerate(cfg.backbones) if b.img_size
+    ]:
+        if len(size) != 2 or min(size) <= 0:
+            raise ConfigError(f"{source}: '{key}' must be [width, height], got {size}")
+    if sorted(cfg.data.age_cuts) != cfg.data.age_cuts or len(cfg.data.age_cuts) != 2:
+        raise ConfigError(f"{source}: 'data.age_cuts' must be two increasing ages, got {cfg.data.age_cuts}")
+    if cfg.folds.n_splits < 2:
+        raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
+    _check_backbone_names(cfg, source)
+    from pipeline.data.transforms import build_transform  # albumentations loads only when a config is checked
+
+    for section in ("train", "val"):
+        build_transform(getattr(cfg.augment, section), cfg.data.cache_size, cfg.train.img_size, f"{source}: augment.{section}")
+    for t in cfg.tta:
+        if t not in ("orig", "hflip") and not (t.startswith("crop") and t[4:].isdigit() and 50 <= int(t[4:]) < 100):
+            raise ConfigError(f"{source}: 'tta' entry {t!r}; use orig, hflip or cropNN (50-99)")
+
+
+AMP_MODES = ("bf16", "fp16", "none")
+ENSEMBLE_METHODS = ("soft", "hard")
+CROPS = ("none", "face")
+LANDMARK_SOURCES = ("dlib", "file")
+
+
+def _check_backbone_names(cfg: Config, source: str) -> None:
+    """Every backbone is a timm model (a pretrained tag such as `.a1_in1k` allowed), with close names suggested."""
+    import difflib
+
+    import timm
+    from timm.models import is_model
+
+    for i, b in enumerate(cfg.backbones):
+        if ":" in b.name:  # `hf-hub:org/name` is resolved by timm when the model is made
+            continue
+        if is_model(b.name) and ("." not in b.name or timm.list_pretrained(b.name)):
+            continue  # a name with a pretrained tag (resnet18.a1_in1k) must name a tag timm has
+        close = difflib.get_close_matches(b.name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise ConfigError(f"{source}: 'backbones.{i}.name' {b.name!r} is not a timm model{hint}")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from pipeline.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_from_dict(data: dict, source: str = "checkpoint") -> Config:
+    return build(Config, data, "", source)

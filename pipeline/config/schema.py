@@ -1,0 +1,182 @@
+"""The config's schema: one dataclass per section, with defaults; what a YAML file may say and of what type.
+
+Imports nothing else of maskfold, so every module can take its settings' types from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from pipeline.config.typed_yaml import ConfigError
+
+
+@dataclass
+class FoldsConfig:
+    n_splits: int = 5
+
+
+@dataclass
+class DataConfig:
+    age_cuts: list[int] = field(default_factory=lambda: [30, 60])
+    # People whose age lies this many years below a cut (3: ages 27-29 and 57-59) are left out of training
+    # folds only; validation keeps them so out-of-fold F1 stays honest.
+    drop_near_cut: int = 0
+    label_fixes: str | None = "configs/label_fixes.csv"
+    cache_size: list[int] = field(default_factory=lambda: [192, 256])  # width, height of the decoded cache
+    crop: str = "none"  # none | face: crop every photo to the detected face box (plus margin)
+    crop_margin: float = 0.6
+    use_external: bool = False  # add <run_dir>/external pseudo-persons to every training fold
+    external_cap: int = 0  # at most this many external persons (0: all)
+
+
+@dataclass
+class BackboneConfig:
+    name: str
+    pretrained: bool = False
+    weights: str | None = None  # local weights file (timm checkpoint or state dict); implies pretrained
+    img_size: list[int] | None = None  # width, height; falls back to train.img_size
+    batch_size: int | None = None
+    lr: float | None = None
+    epochs: int | None = None
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    freeze_epochs: int = 0  # train only the classifier head for this many epochs first
+
+
+@dataclass
+class LossTerm:
+    name: str = "ce"  # ce | focal | f1
+    weight: float = 1.0
+    label_smoothing: float = 0.0
+    gamma: float = 2.0
+    alpha: float | None = None
+
+
+@dataclass
+class MixConfig:
+    kind: str = "none"  # none | cutmix | vertical | elder_half | mixup
+    prob: float = 0.5
+    alpha: float = 1.0
+    stop_epoch: int | None = None  # no mixing from this epoch on (0-based)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    img_size: list[int] = field(default_factory=lambda: [288, 384])
+    lr: float = 3e-4
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    scheduler: str = "cosine"  # cosine | step | plateau | none
+    warmup_epochs: float = 1.0
+    step_size: int = 3
+    step_gamma: float = 0.5
+    plateau_patience: int = 1
+    plateau_factor: float = 0.5
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    amp: str = "bf16"  # bf16 | fp16 | none; used on CUDA only
+    channels_last: bool = True
+    compile: bool = False
+    ema: float | None = None  # EMA decay, e.g. 0.999
+    patience: int | None = None  # early stopping on validation macro F1
+    num_workers: int = 4
+    sampler_power: float = 0.0  # 0: natural frequencies, 1: every class drawn equally often
+    class_weight_power: float = 0.0  # loss weight per class = frequency ** -power (normalised)
+    loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
+    mix: MixConfig = field(default_factory=MixConfig)
+    tensorboard: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_steps_per_epoch: int | None = None  # cap for smoke runs
+
+
+@dataclass
+class AugmentConfig:
+    # Each step: {name: <albumentations transform>, ...its arguments}. Applied to the cached uint8 photo;
+    # a final resize to the backbone's image size and normalisation are added by the pipeline.
+    train: list[dict] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class EnsembleConfig:
+    method: str = "soft"  # soft | hard
+    search_weights: bool = True
+    tune_offsets: bool = True
+    nested_splits: int = 2
+    # Use the variant (equal weights, weights, weights + offsets) with the best honest OOF F1, fitted ones judged
+    # by their nested figure; false: always apply every enabled fit.
+    choose_by_nested: bool = True
+
+
+@dataclass
+class ExternalConfig:
+    source: str = "utkface"  # utkface | fairface | csv
+    path: str | None = None  # folder (utkface), or table (fairface, csv)
+    images_dir: str | None = None  # where a table's file paths point; default: the table's folder
+    min_age: int = 60
+    max_age: int | None = None
+    balance_gender: bool = True
+    max_persons: int = 0  # 0: all
+    landmarks: str = "dlib"  # dlib | file (landmarks.json beside the table, as the demo pool ships)
+    templates: str | None = None  # MaskTheFace folder holding masks/masks.cfg; none: procedural masks only
+
+
+@dataclass
+class Config:
+    data_dir: str = "data"
+    run_dir: str | None = None
+    seed: int = 42
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    backbones: list[BackboneConfig] = field(default_factory=lambda: [BackboneConfig(name="efficientnet_b0")])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tta: list[str] = field(default_factory=lambda: ["orig"])  # orig | hflip | crop<percent>, e.g. crop90
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    external: ExternalConfig = field(default_factory=ExternalConfig)
+
+    def backbone(self, name: str) -> BackboneConfig:
+        for b in self.backbones:
+            if b.name == name:
+                return b
+        raise ConfigError(f"backbone '{name}' is not in the config (have: {', '.join(self.backbone_names())})")
+
+    def backbone_names(self) -> list[str]:
+        return [b.name for b in self.backbones]
+
+    def resolved(self, backbone: BackboneConfig) -> dict:
+        """The training settings one backbone actually uses: its own values, else train.*."""
+        t = self.train
+        return {
+            "img_size": list(backbone.img_size or t.img_size),
+            "batch_size": backbone.batch_size or t.batch_size,
+            "lr": backbone.lr if backbone.lr is not None else t.lr,
+            "epochs": backbone.epochs if backbone.epochs is not None else t.epochs,
+        }
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def pair_hash(self, backbone: str) -> str:
+        """Hash of the settings that change one backbone's weights; a finished pair with the same hash is skipped.
+
+        Paths are left out (the photos, labels and folds they lead to are identified by content, see
+        pipeline.layout), and so is what does not change the weights: where and how fast it runs, logging, TTA
+        (predictions are redone when only TTA changes) and the ensemble.
+        """
+        d = self.to_dict()
+        d["backbones"] = [dataclasses.asdict(self.backbone(backbone))]
+        for k in NOT_IN_PAIR_HASH:
+            section, _, key = k.rpartition(".")
+            (d[section] if section else d).pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "tta", "ensemble", "data.label_fixes", "external.path",
+                    "external.images_dir", "external.templates", "train.num_workers", "train.device",
+                    "train.tensorboard")

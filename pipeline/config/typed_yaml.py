@@ -1,0 +1,181 @@
+"""YAML files read into typed dataclasses: every value checked against its field's type, `extends:` chains
+merged (dicts key by key, lists replace), `--set dotted.key=value` overrides applied, and numbers read the way a
+user writes them. Every error names the key and the file it came from.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# scalar type -> (does a YAML value fit it, how an error names it, conversion); bools are not numbers here
+_SCALARS = {
+    bool: (lambda v: isinstance(v, bool), "true or false", lambda v: v),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", lambda v: v),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", lambda v: v),
+}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_value(tp, value, key: str, source: str):
+    """Return value converted to tp, or raise a ConfigError naming key and source."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return check_value(a, value, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping of {tp.__name__} fields, got {value!r}")
+        return build(tp, value, key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [check_value(item, v, f"{key}.{i}", source) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp in _SCALARS:
+        fits, what, convert = _SCALARS[tp]
+        if not fits(value):
+            raise ConfigError(f"{source}: '{key}' must be {what}, got {value!r}")
+        return convert(value)
+    raise ConfigError(f"{source}: '{key}' has unsupported type {_type_name(tp)}")
+
+
+def build(cls, data: dict, prefix: str, source: str, partial: bool = False):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in hints:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"{source}: unknown key '{where}' (known here: {', '.join(names)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in data:
+            kwargs[f.name] = check_value(hints[f.name], data[f.name], where, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and not partial:
+            raise ConfigError(f"{source}: missing required key '{where}'")
+    if partial:
+        return kwargs
+    return cls(**kwargs)
+
+
+def check_partial(cls, data: dict, prefix: str, source: str) -> None:
+    """Check one file's keys and types before merging, so an error names the file it came from."""
+    hints = typing.get_type_hints(cls)
+    for k, v in data.items():
+        where = f"{prefix}.{k}" if prefix else k
+        if k not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"{source}: unknown key '{where}' (known here: {known})")
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp) and isinstance(v, dict):
+            check_partial(tp, v, where, source)
+        else:
+            check_value(tp, v, where, source)
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as a user writes it: `1e-4` and `3E5` are numbers (YAML 1.1 wants `1.0e-4` and reads `1e-4` as text)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = _yaml(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    parent = data.pop("extends", None)
+    check_partial(schema, data, "", str(path))
+    if parent is None:
+        return data
+    base = read_yaml((path.parent / parent), schema, chain + (path.resolve(),))
+    return merge(base, data)
+
+
+def apply_set(data: dict, assignment: str, schema) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set '{assignment}': expected dotted.key=value")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = _yaml(raw)
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        if isinstance(node, list):
+            node = node[_list_index(node, p, key)]
+        else:
+            if p not in node:
+                node[p] = {}
+            node = node[p]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+    check_partial(schema, data, "", f"--set {assignment}")
+
+
+def _list_index(node: list, p: str, key: str) -> int:
+    if not p.isdigit() or int(p) >= len(node):
+        raise ConfigError(f"--set {key}: '{p}' is not an index of a list of {len(node)} items")
+    return int(p)

@@ -1,0 +1,1 @@
+"""Photos in and tensors out: decoding, the photo cache, datasets, transforms, samplers, mixing, a run's data."""
