@@ -5,16 +5,27 @@ PY := $(VENV)/bin/python
 MASKFOLD := $(VENV)/bin/maskfold
 SET ?=
 JOBS ?= 1
-SETS := $(foreach s,$(SET),--set $(s))
+RUNS ?= $(patsubst %/run.json,%,$(wildcard runs/*/run.json))
+BACKBONE ?=
+FOLD ?= 0
+IMAGES ?=
+OUT ?= predictions.csv
+# SET="k=v k2=[a, b]" -> one --set per key=value: split only where a new `key=` begins, so values may hold spaces.
+SETS := $(shell printf '%s' '$(subst ','\'',$(SET))' | python3 -c 'import re, shlex, sys; s = sys.stdin.read().strip(); print(" ".join("--set " + shlex.quote(p) for p in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", s)) if s else "")')
 DEMO_DATA := runs/demo-data
+RUN ?= runs/$(basename $(notdir $(CONFIG)))
 
 # The maskfold command sets the allocator tuning itself (pipeline/tools/env.py); nothing to export here.
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo demo-data test check folds external train-all ensemble bench clean
+.PHONY: help setup demo demo-data test check folds external train train-all ensemble predict compare cache bench clean clean-runs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo
+	@echo "  Variables: CONFIG=configs/x.yaml (default configs/demo.yaml)  SET=\"train.epochs=3 backbones.0.lr=1e-4\""
+	@echo "             JOBS=N (pairs trained at once)  RUNS=\"runs/a runs/b\" (compare)  BACKBONE= FOLD= (train)"
+	@echo "             RUN=runs/x IMAGES=folder OUT=file.csv (predict; RUN defaults to runs/<config name>)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,9 +64,24 @@ train-all: setup ## Train every (backbone, fold) pair of CONFIG (JOBS=N in paral
 ensemble: setup ## Blend predictions; write <run_dir>/submission.csv and ensemble/report.md
 	$(MASKFOLD) ensemble --config $(CONFIG) $(SETS)
 
+train: setup ## Train one pair: make train BACKBONE=resnet10t FOLD=0
+	$(MASKFOLD) train --config $(CONFIG) $(SETS) --backbone $(BACKBONE) --fold $(FOLD)
+
+predict: setup ## Predict a folder of photos with a finished run: make predict IMAGES=dir [RUN=runs/x] [OUT=f.csv]
+	$(MASKFOLD) predict --run $(RUN) --images $(IMAGES) --out $(OUT)
+
+compare: setup ## Compare finished runs side by side: make compare RUNS="runs/a runs/b"
+	$(MASKFOLD) compare $(RUNS)
+
+cache: setup ## List the shared photo caches (make cache PRUNE=1 removes them all)
+	$(MASKFOLD) cache $(if $(PRUNE),--prune)
+
 bench: setup ## Loader, train-step, inference and whole-loop figures for CONFIG (needs folds)
 	$(MASKFOLD) bench --config $(CONFIG) $(SETS) --out runs/bench.json
 
-clean: ## Remove run outputs and caches (keeps .venv)
-	rm -rf runs .pytest_cache
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+clean: ## Remove Python and test caches (keeps runs/, trained models and .venv)
+	rm -rf .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+clean-runs: ## Delete runs/: every trained model, prediction, submission and the photo cache
+	rm -rf runs

@@ -1,8 +1,11 @@
-"""Blending out-of-fold and test predictions: votes, backbone weights and per-class offsets fitted on OOF.
+"""Blending out-of-fold and test predictions of several members (a member: one backbone of one run).
 
-Works on arrays only; ensemble.run reads the files. Macro F1 rewards recall on rare classes that argmax
-under-predicts, so a per-class additive offset on log-probabilities is tuned to maximise it. Both fits use OOF
-predictions, so their honest gain is measured with a nested split over persons.
+Works on arrays only; ensemble.run reads the files. The blends: a soft or hard vote with equal weights; weights
+searched on the simplex; greedy ensemble selection (Caruana et al. 2004: forward selection with replacement, the
+weights being how often each member was picked); stacking (a multinomial logistic regression on the members'
+log-probabilities). Macro F1 rewards recall on rare classes that argmax under-predicts, so per-class offsets on
+log-probabilities can be tuned on top of any of them. Everything fitted uses OOF predictions, so its honest gain
+is measured nested: fitted on some persons (stacking: some folds), scored on the others.
 """
 from __future__ import annotations
 
@@ -98,29 +101,94 @@ def tune_offsets(probs: np.ndarray, y: np.ndarray, rounds: int = 3) -> np.ndarra
     return offsets
 
 
-def fit(probs: list[np.ndarray], y: np.ndarray, method: str, weights: bool, offsets: bool):
-    """(backbone weights, class offsets) fitted on the given OOF predictions."""
-    if method == "hard":
-        return np.ones(len(probs)) / len(probs), np.zeros(NUM_CLASSES)
-    w = search_weights(probs, y) if weights else np.ones(len(probs)) / len(probs)
-    off = tune_offsets(soft_vote(probs, w), y) if offsets else np.zeros(NUM_CLASSES)
-    return w, off
-
-
 def combine(probs: list[np.ndarray], method: str, w=None) -> np.ndarray:
     return hard_vote(probs) if method == "hard" else soft_vote(probs, w)
 
 
-def nested_predictions(probs: list[np.ndarray], y: np.ndarray, groups: np.ndarray, splits: int, method: str,
-                       weights: bool, offsets: bool, seed: int = 0) -> np.ndarray:
-    """Each person-group part predicted with weights and offsets fitted on the other parts only."""
-    uniq = np.unique(groups)
-    rng = np.random.default_rng(seed)
-    part_of = dict(zip(uniq, rng.permutation(len(uniq)) % splits))
-    part = np.array([part_of[g] for g in groups])
+def greedy_selection(probs: list[np.ndarray], y: np.ndarray, steps: int = 25) -> np.ndarray:
+    """Caruana's forward selection with replacement: each step adds the member that most raises the bag's macro F1
+    (ties: the earlier member); the weights are the pick counts over `steps`."""
+    counts = np.zeros(len(probs))
+    total = np.zeros_like(probs[0])
+    for _ in range(steps):
+        trial = [fast_macro_f1(y, predict_with((total + p) / (counts.sum() + 1))) for p in probs]
+        best = int(np.argmax(trial))
+        counts[best] += 1
+        total = total + probs[best]
+    return counts / counts.sum()
+
+
+def stack_features(probs: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.log(np.clip(p, 1e-7, None)) for p in probs], axis=1)
+
+
+def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0) -> dict:
+    """Multinomial logistic regression on the members' log-probabilities; returned as plain arrays so that it can
+    be stored in weights.json and applied without scikit-learn's pickles."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=c, max_iter=2000)
+    lr.fit(stack_features(probs), y)
+    coef = np.zeros((NUM_CLASSES, lr.coef_.shape[1]))
+    intercept = np.full(NUM_CLASSES, -30.0)  # a class absent from y is never predicted
+    coef[lr.classes_], intercept[lr.classes_] = lr.coef_, lr.intercept_
+    return {"coef": coef, "intercept": intercept}
+
+
+def apply_stacker(stacker: dict, probs: list[np.ndarray]) -> np.ndarray:
+    z = stack_features(probs) @ np.asarray(stacker["coef"]).T + np.asarray(stacker["intercept"])
+    return softmax(z)
+
+
+# blend kind -> how it is fitted: weights for a vote, or a stacker
+BLENDS = ("equal", "weights", "selection", "stacking")
+
+
+def fit_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, offsets: bool, method: str = "soft",
+              steps: int = 25, c: float = 1.0) -> dict:
+    """One blend fitted on OOF predictions: {"weights", "stacker" (or None), "offsets"}."""
+    n = len(probs)
+    weights, stacker = np.ones(n) / n, None
+    if kind == "weights":
+        weights = search_weights(probs, y)
+    elif kind == "selection":
+        weights = greedy_selection(probs, y, steps)
+    elif kind == "stacking":
+        stacker = fit_stacker(probs, y, c)
+    fitted = {"weights": weights, "stacker": stacker, "offsets": np.zeros(NUM_CLASSES)}
+    if offsets:
+        fitted["offsets"] = tune_offsets(apply_blend(fitted, probs, method), y)
+    return fitted
+
+
+def apply_blend(fitted: dict, probs: list[np.ndarray], method: str = "soft") -> np.ndarray:
+    """Class scores (N, C) of a fitted blend; argmax after adding fitted["offsets"] gives the classes."""
+    if fitted.get("stacker") is not None:
+        return apply_stacker(fitted["stacker"], probs)
+    return combine(probs, method, fitted["weights"])
+
+
+def nested_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, part: np.ndarray, offsets: bool,
+                 method: str = "soft", **kw) -> np.ndarray:
+    """Each part predicted by the blend fitted on the other parts only: the honest figure of a fitted blend."""
     pred = np.zeros(len(y), dtype=np.int64)
-    for k in range(splits):
+    for k in np.unique(part):
         held = part == k
-        w, off = fit([p[~held] for p in probs], y[~held], method, weights, offsets)
-        pred[held] = predict_with(combine([p[held] for p in probs], method, w), off)
+        fitted = fit_blend(kind, [p[~held] for p in probs], y[~held], offsets, method, **kw)
+        pred[held] = predict_with(apply_blend(fitted, [p[held] for p in probs], method), fitted["offsets"])
     return pred
+
+
+def person_parts(groups: np.ndarray, splits: int, seed: int = 0) -> np.ndarray:
+    """A part number per row, the same for every row of a person: the nested split over persons."""
+    uniq = np.unique(groups)
+    part_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % splits))
+    return np.array([part_of[g] for g in groups])
+
+
+def error_correlation(probs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """Pairwise correlation of the members' OOF errors (1 where a member is wrong): low values add most."""
+    errors = np.stack([(p.argmax(1) != y).astype(float) for p in probs])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(np.corrcoef(errors), nan=1.0)
+

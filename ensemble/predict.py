@@ -53,22 +53,28 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     if not files:
         raise FileNotFoundError(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)")
     dev = resolve_device(device or "auto")
-    probs, arr, ok, bad = [], None, None, None
-    for b in fitted["backbones"]:
+    # A blend of several runs names each member's run; a single run's ensemble, its own backbones.
+    members = fitted.get("members") or [{"run": str(run), "backbone": b, "tta": fitted["tta"],
+                                         "n_splits": fitted["n_splits"]} for b in fitted["backbones"]]
+    probs, decoded = [], {}  # decoded: photos as each (cache size, crop) of the members' runs decodes them
+    for m in members:
         fold_probs = []
-        for k in range(fitted["n_splits"]):
-            ckpt = models.load_checkpoint(pair_dir(run, b, k) / "best.pt")
+        for k in range(m["n_splits"]):
+            ckpt = models.load_checkpoint(pair_dir(m["run"], m["backbone"], k) / "best.pt")
             cfg = config_from_dict(ckpt["config"])
-            if arr is None:  # decoding depends on data settings shared by every model of the run
-                arr, ok, bad = decode_all(files, tuple(cfg.data.cache_size), crop_function(cfg.data))
+            key = (tuple(cfg.data.cache_size), cfg.data.crop, cfg.data.crop_margin)
+            if key not in decoded:
+                decoded[key] = decode_all(files, key[0], crop_function(cfg.data))
+            arr, ok, bad = decoded[key]
             model = models.model_from_checkpoint(ckpt).to(dev)
-            tf = build_transform(cfg.augment.val, tuple(cfg.data.cache_size), tuple(ckpt["img_size"]))
+            tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
             loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
-            logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], fitted["tta"],
+            logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], m["tta"],
                                     cfg.train.channels_last, cfg.train.amp if dev.type == "cuda" else "none")
             fold_probs.append(blend.softmax(logits))
         probs.append(np.mean(fold_probs, axis=0))
-    scores = blend.combine(probs, fitted["method"], fitted["weights"])
+    scores = blend.apply_blend({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, probs,
+                               fitted["method"])
     pred = blend.predict_with(scores, np.asarray(fitted["offsets"]))
     final = scores / scores.sum(1, keepdims=True)
     m, g, a = decode_label(pred)

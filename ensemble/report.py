@@ -12,7 +12,7 @@ from pipeline.io import atomic_path, atomic_write_text
 CLASSES = range(NUM_CLASSES)
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(fmt(v) for v in r) + " |" for r in rows
@@ -68,35 +68,79 @@ def plot_class_f1(f1, support, names: list[str], elder: str, path: Path) -> None
     plt.close(fig)
 
 
+def fold_spread(per_fold: list[dict]) -> list[list]:
+    """[backbone, folds, mean, std] of each backbone's per-fold macro F1 (std over folds, ddof=0)."""
+    out = []
+    for b in dict.fromkeys(d["backbone"] for d in per_fold):
+        f1 = np.array([d["f1"] for d in per_fold if d["backbone"] == b])
+        out.append([b, len(f1), float(f1.mean()), float(f1.std())])
+    return out
+
+
+def plot_curves(curves: dict, path: Path) -> None:
+    """curves: backbone -> {fold: metrics DataFrame}. One row of panels per backbone, folds overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("train_loss", "train loss"), ("val_loss", "validation loss (plain CE)"), ("val_f1", "validation macro F1")]
+    fig, axes = plt.subplots(len(curves), 3, figsize=(13, 3.2 * len(curves)), squeeze=False)
+    for row, (backbone, folds) in zip(axes, curves.items()):
+        for ax, (col, title) in zip(row, panels):
+            for k, m in folds.items():
+                if col in m:
+                    ax.plot(m["epoch"], m[col], marker="o", ms=3, label=f"fold {k}")
+            ax.set_title(f"{backbone}: {title}", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        row[2].legend(fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+
+
 def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
-                 chosen: str, age_cuts=(30, 60)) -> list[str]:
+                 chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None) -> list[str]:
     """Write report.md and the PNGs; return the headline lines to print."""
     out.mkdir(parents=True, exist_ok=True)
     names = class_names(age_cuts)
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=CLASSES, zero_division=0)
     plot_confusion(y, pred, names, out / "confusion.png")
     plot_class_f1(f, n, names, age_band_names(age_cuts)[2], out / "class_f1.png")
+    if curves:
+        plot_curves(curves, out / "curves.png")
     lines = ["# Ensemble report", "", "## Scores on out-of-fold predictions", ""]
-    lines += _table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
+    lines += markdown_table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
                     [[k, v["f1"], v["acc"], v["f1_mask"], v["f1_gender"], v["f1_age"]] for k, v in rows.items()])
     lines += ["", "In-sample rows fit and score on the same OOF photos; nested rows fit on some persons and score on "
               "the others, which is the gain to expect on the leaderboard.", "",
               f"Used for the submission and the tables below: **{chosen}**.", ""]
+    if correlation is not None and len(correlation[0]) > 1:
+        members, corr = correlation
+        lines += ["## Which members add something", "", "Correlation of the members' OOF errors (1 where a member is "
+                  "wrong): the lower, the more one member is right where the other is wrong.", ""]
+        lines += markdown_table(["member", *members], [[m, *map(float, row)] for m, row in zip(members, corr)])
+        lines += [""]
+    lines += ["## Each backbone over its folds", ""]
+    lines += markdown_table(["backbone", "folds", "fold macro F1 mean", "std"], fold_spread(per_fold))
+    lines += ["", "Learning curves (train loss, validation loss and macro F1 per epoch, folds overlaid):", "",
+              "![learning curves](curves.png)", ""]
     lines += ["## Each (backbone, fold) on its own fold", ""]
-    lines += _table(["backbone", "fold", "photos", "macro F1", "accuracy"],
+    lines += markdown_table(["backbone", "fold", "photos", "macro F1", "accuracy"],
                     [[d["backbone"], d["fold"], d["photos"], d["f1"], d["acc"]] for d in per_fold])
     lines += ["", "## Per class (final ensemble, OOF)", ""]
-    lines += _table(["class", "name", "precision", "recall", "F1", "photos"],
+    lines += markdown_table(["class", "name", "precision", "recall", "F1", "photos"],
                     [[i, names[i], float(p[i]), float(r[i]), float(f[i]), int(n[i])] for i in CLASSES])
     lines += ["", "![confusion matrix](confusion.png)", "", "![per-class F1](class_f1.png)", ""]
     if test_pred is not None:
         prior = np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
         dist = np.bincount(test_pred, minlength=NUM_CLASSES) / len(test_pred)
         lines += ["## Predicted class distribution on the eval set vs the training prior", ""]
-        lines += _table(["class", "name", "eval predicted", "training prior", "ratio"],
+        lines += markdown_table(["class", "name", "eval predicted", "training prior", "ratio"],
                         [[i, names[i], float(dist[i]), float(prior[i]),
                           float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in CLASSES])
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     head = [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in rows.items()]
-    head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png); submission uses: {chosen}")
+    head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png, curves.png); submission uses: {chosen}")
     return head

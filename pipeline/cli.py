@@ -6,13 +6,16 @@ its stage lazily, so `maskfold --help` stays fast and the rest of the core never
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 import time
 
 import click
 
 from pipeline.config import ConfigError, load_config, save_config
-from pipeline.layout import config_yaml
+from pipeline.io import append_log, run_log
+from pipeline.layout import config_yaml, log_txt
+from pipeline.train.provenance import version
 
 
 def _config_options(f):
@@ -26,9 +29,28 @@ def _config_options(f):
             cfg = load_config(config_path, overrides)
         except ConfigError as e:
             raise click.ClickException(str(e)) from None
-        return f(cfg, **kw)
+        log = log_txt(cfg.run_dir)
+        with run_log(log, _command_line(config_path, overrides, kw)):
+            try:
+                return f(cfg, **kw)
+            except click.ClickException as e:
+                append_log(log, f"Error: {e.format_message()}")
+                raise
 
     return wrapper
+
+
+def _command_line(config_path, overrides, params: dict) -> str:
+    """The command as a user would type it, for the first line of its entry in <run_dir>/log.txt."""
+    words = ["maskfold", *click.get_current_context().command_path.split()[1:], "--config", config_path]
+    words += [w for s in overrides for w in ("--set", s)]
+    for k, v in params.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            words.append(flag)
+        elif v not in (None, False, ()):
+            words += [w for item in (v if isinstance(v, tuple) else (v,)) for w in (flag, str(item))]
+    return shlex.join(words)
 
 
 def _friendly(f):
@@ -48,6 +70,7 @@ def _friendly(f):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version(), "--version", prog_name="maskfold", message="%(prog)s %(version)s")
 def main():
     """maskfold: k-fold ensemble pipeline for the face-mask competition.
 
@@ -159,8 +182,8 @@ def train_cmd(cfg, backbone, fold, device, force):
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
     from pipeline.train.jobs import oof_scores, train_all
+    from pipeline.train.provenance import write_run_json
 
-    save_config(cfg, config_yaml(cfg.run_dir))
     start = time.time()
     if backend == "ray":
         from pipeline.train.ray_jobs import train_all_ray
@@ -173,6 +196,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     for b, s in oof_scores(cfg).items():
         click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds)")
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
+    write_run_json(cfg, start, table)
     busy = table[table["status"] == "busy"]
     if len(busy):
         click.echo(f"{len(busy)} pair(s) were left to another process training them (" + ", ".join(
@@ -185,16 +209,53 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
 
 @main.command("ensemble")
 @_config_options
+@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A finished run whose backbones join the blend (repeatable; default: this config's own run).")
 @_friendly
-def ensemble_cmd(cfg):
+def ensemble_cmd(cfg, runs):
     """Blend OOF/test predictions; write submission.csv and ensemble/report.md."""
     from ensemble.run import run_ensemble
     from ensemble.submission import SubmissionError
 
+    if runs:
+        cfg.ensemble.runs = list(runs)
+    save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
     try:
         run_ensemble(cfg, log=click.echo)
     except SubmissionError as e:
         raise click.ClickException(str(e)) from None
+
+
+@main.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for compare.csv, compare.md and compare.png.")
+@_friendly
+def compare_cmd(run_dirs, out):
+    """Finished runs side by side: OOF and honest ensemble F1, eval F1, time, and the keys they differ in."""
+    from ensemble.compare import compare_runs
+
+    compare_runs(list(run_dirs), out, log=click.echo)
+
+
+@main.command("cache")
+@click.option("--dir", "cache_dir", default="runs/.cache", show_default=True, type=click.Path(file_okay=False),
+              help="The project's photo cache (the configs' cache_dir).")
+@click.option("--prune", is_flag=True, help="Remove caches (all, or those unused for --older-than days).")
+@click.option("--older-than", default=0.0, show_default=True, help="With --prune: days since a cache was last used.")
+def cache_cmd(cache_dir, prune, older_than):
+    """List the decoded-photo caches shared by every run, or free their space with --prune."""
+    from datetime import datetime
+
+    from pipeline.data.cache import list_caches, prune_caches
+
+    rows = prune_caches(cache_dir, older_than) if prune else list_caches(cache_dir)
+    for r in rows:
+        when = datetime.fromtimestamp(r["last_used"]).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{'removed ' if prune else ''}{r['cache']}  {r['photos']} photos at {r['size']}, crop {r['crop']}, "
+                   f"{r['bytes'] / 2**20:.1f} MiB, last used {when}")
+    total = sum(r["bytes"] for r in rows) / 2**20
+    click.echo(f"{len(rows)} cache(s), {total:.1f} MiB {'freed' if prune else 'in ' + cache_dir}")
 
 
 @main.command("predict")

@@ -82,9 +82,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_csv(df, path: str | Path) -> None:
+def atomic_write_csv(df, path: str | Path, float_format: str | None = None) -> None:
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        df.to_csv(tmp, index=False, float_format=float_format)
 
 
 def atomic_save_npz(path: str | Path, **arrays) -> None:
@@ -151,3 +151,60 @@ def file_lock(path: str | Path, wait: bool = False):
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)  # closing releases the flock
+
+
+# ---------------------------------------------------------------- the run's log
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def append_log(path: str | Path, line: str) -> None:
+    """One timestamped line appended to a run's log (O_APPEND: lines of parallel jobs never interleave mid-line)."""
+    with open(path, "a") as f:
+        f.write(f"{_now()} {line}\n")
+
+
+class _Tee:
+    """A text stream that also appends each finished line, timestamped, to a log file.
+
+    Progress bars redraw one line with carriage returns; only the last frame of such a line reaches the log.
+    """
+
+    def __init__(self, stream, log):
+        self.stream, self.log, self.partial = stream, log, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1]
+            if line.strip():
+                self.log.write(f"{_now()} {line}\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def run_log(path: str | Path, command_line: str):
+    """While the block runs, everything printed also goes to `path`, after a line with the command itself."""
+    import sys
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as log:
+        log.write(f"{_now()} $ {command_line}\n")
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield path
+        finally:
+            sys.stdout, sys.stderr = out, err
+

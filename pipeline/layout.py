@@ -3,11 +3,14 @@
     <run_dir>/config.yaml            the resolved config of the last command
     <run_dir>/folds.csv              folds stage
     <run_dir>/external/              external-data stage (pseudo-persons in the competition layout)
-    <run_dir>/cache/                 decoded photos (uint8 memmaps), shared by every fold and backbone
     <run_dir>/models/<backbone>/fold<k>/{best.pt, last.pt, metrics.csv, oof.npz, test.npz, done.json}
     <run_dir>/ensemble/              ensemble stage: report, blend, weights.json (what predict replays)
     <run_dir>/gpu-locks/, tensorboard/  claims of local GPUs; TensorBoard logs when train.tensorboard is on
     <run_dir>/submission.csv
+    <run_dir>/log.txt                what every command printed, timestamped, each entry led by its command line
+    <run_dir>/run.json               provenance of the last train-all: times, host, device, code and library versions
+
+The decoded-photo cache is the project's, not a run's: `cache_dir` (default runs/.cache/), shared by every run.
 
 A pair is finished when its done.json was written under the same training settings (the config hash, which
 leaves out paths and settings that do not change the weights) on the same photos, labels and folds (a digest of
@@ -37,10 +40,11 @@ def _under_run(name: str):
 
 folds_csv = _under_run("folds.csv")
 config_yaml = _under_run("config.yaml")
-cache_dir = _under_run("cache")
 external_dir = _under_run("external")
 ensemble_dir = _under_run("ensemble")
 submission_csv = _under_run("submission.csv")
+log_txt = _under_run("log.txt")
+run_json = _under_run("run.json")
 
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:

@@ -26,7 +26,7 @@ def data_dir(demo_source, tmp_path) -> Path:
 
 def base_sets(tmp_path: Path, data_dir: Path) -> list[str]:
     """--set overrides that point the demo config at a test data set and a run folder under tmp_path."""
-    return [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}",
+    return [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'run' / 'cache'}",
             f"data.label_fixes={ROOT / 'configs' / 'label_fixes.csv'}", "data.use_external=false",
             f"external.path={data_dir / 'elder_pool' / 'faces.csv'}"]
 

@@ -192,7 +192,7 @@ def test_08_label_fix_by_a_shared_id_is_refused(data_dir, tmp_path):
 
 def test_09_cache_temporary_of_a_killed_build_is_removed(data_dir, tmp_path):
     cfg = tiny_config(tmp_path, data_dir)
-    cache = Path(cfg.run_dir) / "cache"
+    cache = Path(cfg.cache_dir)
     cache.mkdir(parents=True)
     killed = subprocess.run([sys.executable, "-c", (
         "import os, sys\nfrom pipeline.io import atomic_path\n"

@@ -76,9 +76,9 @@ def test_nested_figure_shows_no_gain_on_random_predictions():
     probs = [rng.dirichlet(np.ones(18), n), rng.dirichlet(np.ones(18), n)]
     groups = np.repeat(np.arange(n // 6), 6)
     base = blend.fast_macro_f1(y, blend.soft_vote(probs).argmax(1))
-    w, off = blend.fit(probs, y, "soft", True, True)
-    in_sample = blend.fast_macro_f1(y, blend.predict_with(blend.soft_vote(probs, w), off))
-    nested = blend.fast_macro_f1(y, blend.nested_predictions(probs, y, groups, 2, "soft", True, True))
+    fitted = blend.fit_blend("weights", probs, y, offsets=True)
+    in_sample = blend.fast_macro_f1(y, blend.predict_with(blend.soft_vote(probs, fitted["weights"]), fitted["offsets"]))
+    nested = blend.fast_macro_f1(y, blend.nested_blend("weights", probs, y, blend.person_parts(groups, 2), True))
     assert in_sample > base + 0.01  # fitting on the same photos always looks like a gain
     assert nested < base + 0.01  # the honest figure does not
 
@@ -126,7 +126,8 @@ def test_ensemble_writes_submission_report_and_blend(tiny_run):
     fitted = json.loads((run / "ensemble" / "weights.json").read_text())
     assert fitted["backbones"] == ["test_resnet", "test_efficientnet"] and len(fitted["offsets"]) == 18
     assert fitted["chosen"] == max(fitted["honest_f1"], key=fitted["honest_f1"].get)
-    assert set(fitted["honest_f1"]) == {"equal weights", "weights", "weights + offsets"}
+    assert set(fitted["honest_f1"]) == {f"{k}{o}" for k in ("equal weights", "weights", "selection", "stacking")
+                                        for o in ("", " + offsets")}
     assert any("eval macro F1 against" in ln for ln in lines)
     oof = np.load(run / "ensemble" / "oof.npz")
     assert len(oof["image_id"]) == 30 * 7

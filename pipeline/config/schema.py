@@ -107,10 +107,16 @@ class EnsembleConfig:
     method: str = "soft"  # soft | hard
     search_weights: bool = True
     tune_offsets: bool = True
+    selection: bool = True  # greedy ensemble selection (Caruana et al. 2004) as a blend
+    selection_steps: int = 25
+    stacking: bool = True  # a logistic regression on the members' log-probabilities as a blend
+    stacking_c: float = 1.0  # its inverse regularisation strength
     nested_splits: int = 2
-    # Use the variant (equal weights, weights, weights + offsets) with the best honest OOF F1, fitted ones judged
-    # by their nested figure; false: always apply every enabled fit.
+    # Use the blend (equal weights, weights, selection, stacking, each +- offsets) with the best honest OOF F1,
+    # fitted ones judged by their nested figure; false: the last one enabled, fitted on every OOF photo.
     choose_by_nested: bool = True
+    # Finished runs whose backbones are the members (blended into this config's run_dir); empty: this run's own.
+    runs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +136,9 @@ class ExternalConfig:
 class Config:
     data_dir: str = "data"
     run_dir: str | None = None
+    # Decoded photos, shared by every run, fold and backbone: keyed by the photos (real path, size, mtime), the
+    # cache size and the crop, so a second experiment on the same photos builds nothing.
+    cache_dir: str = "runs/.cache"
     seed: int = 42
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -177,6 +186,6 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "tta", "ensemble", "data.label_fixes", "external.path",
+NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "cache_dir", "tta", "ensemble", "data.label_fixes", "external.path",
                     "external.images_dir", "external.templates", "train.num_workers", "train.device",
                     "train.tensorboard")

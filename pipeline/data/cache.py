@@ -1,7 +1,7 @@
-"""The decoded-photo cache: every photo decoded and resized once into a uint8 memmap under the run directory.
+"""The decoded-photo cache: every photo decoded and resized once into a uint8 memmap under `cache_dir`.
 
-Keyed by the photo list (paths, sizes, modification times), the cache size and the crop mode, so every fold and
-backbone of a run shares one cache and a change of data rebuilds it. Decoding a 384x512 JPEG costs about 1 ms;
+Keyed by the photo list (real paths, sizes, modification times), the cache size and the crop mode, so every run,
+fold and backbone on the same photos shares one cache and a change of data builds a new one. Decoding a 384x512 JPEG costs about 1 ms;
 reading a cached row costs microseconds, which is what lets a GPU be fed.
 """
 from __future__ import annotations
@@ -68,6 +68,7 @@ def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path,
     meta = path.with_suffix(".json")
     remove_stale_temporaries(cache_dir)  # a build killed midway leaves a large temporary file
     if path.exists() and meta.exists():
+        os.utime(meta)  # last use, for `maskfold cache --prune --older-than`
         return path
     with file_lock(Path(cache_dir) / f".{key}.lock", wait=True):  # two runs needing it: one builds, one waits
         if not (path.exists() and meta.exists()):
@@ -97,3 +98,31 @@ def _build(files: list[Path], size, path: Path, meta: Path, crop: str, crop_fn, 
 def open_cache(path: str | Path) -> np.ndarray:
     meta = json.loads(Path(path).with_suffix(".json").read_text())
     return np.memmap(path, dtype=np.uint8, mode="r", shape=tuple(meta["shape"]))
+
+
+def list_caches(cache_dir: str | Path) -> list[dict]:
+    """Every finished cache under cache_dir: file, photos, size, crop, bytes, last use (newest first)."""
+    rows = []
+    for meta in Path(cache_dir).glob("*.json"):
+        data = Path(meta).with_suffix(".u8")
+        if not data.is_file():
+            continue
+        info = json.loads(meta.read_text())
+        rows.append({"cache": data.name, "photos": info["files"], "size": "x".join(map(str, info["size"])),
+                     "crop": info["crop"], "bytes": data.stat().st_size, "last_used": meta.stat().st_mtime})
+    return sorted(rows, key=lambda r: -r["last_used"])
+
+
+def prune_caches(cache_dir: str | Path, older_than_days: float = 0.0) -> list[dict]:
+    """Remove caches not used for `older_than_days` (0: all), and temporaries of killed builds; return the removed."""
+    import time
+
+    remove_stale_temporaries(cache_dir)
+    cutoff = time.time() - older_than_days * 86400
+    removed = [r for r in list_caches(cache_dir) if r["last_used"] <= cutoff]
+    for r in removed:
+        data = Path(cache_dir) / r["cache"]
+        data.with_suffix(".json").unlink(missing_ok=True)  # the meta first: a half-removed cache is never "ready"
+        data.unlink(missing_ok=True)
+    return removed
+

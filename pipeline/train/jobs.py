@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from pipeline.config import Config
-from pipeline.io import Busy, file_lock
-from pipeline.layout import finished, gpu_lock, pair_dir
+from pipeline.config import Config, save_config
+from pipeline.io import Busy, append_log, file_lock
+from pipeline.layout import config_yaml, finished, gpu_lock, log_txt, pair_dir
 from pipeline.model.metrics import scores
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import RunData, load_run_data
+from pipeline.train.trainer import require_tensorboard
 
 
 def pairs_of(cfg: Config) -> list[tuple[str, int]]:
@@ -58,10 +59,11 @@ def claim_gpu(run_dir, n_gpus: int):
 
 
 def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: int | None, progress: bool,
-            n_gpus: int = 0, data: RunData | None = None) -> dict:
+            n_gpus: int = 0, data: RunData | None = None, log_file: str | None = None) -> dict:
     """One job: never raises, so one pair's failure cannot stop the others.
 
-    `data` is the checked folds table and caches that train-all loaded once before starting its jobs.
+    `data` is the checked folds table and caches that train-all loaded once before starting its jobs. A job in a
+    process of its own writes its lines to the run's log itself (`log_file`): its prints bypass the parent's log.
     """
     import torch
 
@@ -69,18 +71,23 @@ def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: 
         torch.set_num_threads(threads)
     if n_gpus > 1 and device is None:
         with claim_gpu(cfg.run_dir, n_gpus) as gpu:
-            return run_one(cfg, backbone, fold, gpu, threads, progress, data=data)
+            return run_one(cfg, backbone, fold, gpu, threads, progress, data=data, log_file=log_file)
     start = time.time()
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+        if log_file:
+            append_log(log_file, message)
+
     try:
-        info = train_pair(cfg, backbone, fold, data=data, device=device, progress=progress,
-                          log=lambda m: print(m, flush=True))
+        info = train_pair(cfg, backbone, fold, data=data, device=device, progress=progress, log=log)
     except Exception as e:  # noqa: BLE001 - reported in the summary
         traceback.print_exc()
         return {"backbone": backbone, "fold": fold, "status": "failed", "error": f"{type(e).__name__}: {e}",
                 "seconds": round(time.time() - start, 1)}
     return {"backbone": backbone, "fold": fold, "host": info.get("host"), "device": info.get("device"),
-            "val_f1": info.get("val_f1"), "status": info["status"], "error": info.get("error"),
-            "seconds": round(time.time() - start, 1)}
+            "val_f1": info.get("val_f1"), "status": info["status"], "seconds": round(time.time() - start, 1),
+            **({"error": info["error"]} if info.get("error") else {})}
 
 
 def gpus_to_share(device: str) -> int:
@@ -93,6 +100,8 @@ def gpus_to_share(device: str) -> int:
 
 
 def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
+    require_tensorboard(cfg)
+    save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back
     data = load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
     todo, rows = pending_pairs(cfg)
     log(f"{len(todo)} pair(s) to train, {len(rows)} already finished")
@@ -100,7 +109,8 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     n_gpus = gpus_to_share(cfg.train.device) if jobs > 1 else 0
     results = Parallel(n_jobs=jobs, backend="loky" if jobs > 1 else "sequential")(
-        delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus, data=data) for b, k in todo
+        delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus, data=data,
+                         log_file=str(log_txt(cfg.run_dir)) if jobs > 1 else None) for b, k in todo
     )
     table = pd.DataFrame(rows + list(results)).sort_values(["backbone", "fold"]).reset_index(drop=True)
     return table

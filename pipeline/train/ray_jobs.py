@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import Config
-from pipeline.layout import pair_dir
+from pipeline.config import Config, save_config
+from pipeline.layout import config_yaml, pair_dir
 from pipeline.train.jobs import pending_pairs, run_one
 from pipeline.train.rundata import load_run_data
+from pipeline.train.trainer import require_tensorboard
 
 PROBE_PREFIX = ".storage-probe-"
 
@@ -47,7 +48,11 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
     except ImportError:
         raise RuntimeError("the ray backend needs the `ray` extra: pip install 'maskfold[ray]'") from None
     run_dir = Path(cfg.run_dir).resolve()
-    cfg = dataclasses.replace(cfg, run_dir=str(run_dir), data_dir=str(Path(cfg.data_dir).resolve()))
+    # Nodes may start in other working directories: every path they read is made absolute here.
+    cfg = dataclasses.replace(cfg, run_dir=str(run_dir), data_dir=str(Path(cfg.data_dir).resolve()),
+                              cache_dir=str(Path(cfg.cache_dir).resolve()))
+    require_tensorboard(cfg)
+    save_config(cfg, config_yaml(cfg.run_dir))
     data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
     todo, rows = pending_pairs(cfg)
     rows = [{**r, "attempts": 0} for r in rows]

@@ -14,7 +14,7 @@ from pipeline.config import Config
 from pipeline.contract import DataError, Problem, image_file
 from pipeline.data.cache import build_cache
 from pipeline.faces.crop import crop_function
-from pipeline.layout import cache_dir, eval_digest, folds_csv, read_folds
+from pipeline.layout import eval_digest, folds_csv, read_folds
 
 
 @dataclass
@@ -37,7 +37,7 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     require_folds_match(cfg, contract, folds, path)
     size = tuple(cfg.data.cache_size)
     crop = crop_function(cfg.data)
-    cache = cache_dir(cfg.run_dir)
+    cache = Path(cfg.cache_dir)
     files = [image_file(cfg.data_dir, p) for p in folds["path"]]
     train_cache = build_cache(files, size, cache, cfg.data.crop, crop, log=log)
     eval_cache = None

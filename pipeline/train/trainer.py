@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pipeline.config import Config, LossTerm
+from pipeline.config import Config, ConfigError, LossTerm
 from pipeline.contract import NUM_CLASSES, training_rows
 from pipeline.data.datasets import CachedPhotos
 from pipeline.data.mixing import mix_batch
@@ -36,8 +36,20 @@ from pipeline.model.inference import autocast_for, norm_tensors, predict_logits,
 from pipeline.model.losses import build_loss, class_weights
 from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
+from pipeline.train.provenance import provenance
 from pipeline.train.rundata import RunData
 from pipeline.train.state import rng_state, seed_everything, set_rng_state
+
+
+def require_tensorboard(cfg: Config) -> None:
+    """With train.tensorboard on, fail before any epoch (not after the first) when its extra is missing."""
+    if not cfg.train.tensorboard:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise ConfigError("train.tensorboard is on but tensorboard is not installed: "
+                          "pip install 'maskfold[tensorboard]', or set train.tensorboard: false") from None
 
 
 class Trainer:
@@ -86,6 +98,8 @@ class Trainer:
             self.ema = ModelEmaV3(self.model, decay=t.ema)
         self.norm = norm_tensors(self.mean, self.std, self.device)
         self.epoch, self.best_f1, self.best_epoch, self.history = 0, -1.0, -1, []
+        self.started = time.time()
+        require_tensorboard(cfg)
         self._train_loader = self._val_loader = None
 
     # -- loaders
@@ -288,7 +302,8 @@ class Trainer:
             if improved:
                 atomic_torch_save(self._best_state(), self.dir / "best.pt")
             atomic_torch_save(self._state(), self.dir / "last.pt")
-            atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv")
+            # six significant digits: readable, and a learning rate of 3e-6 keeps its value
+            atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv", float_format="%.6g")
             self._tensorboard(row)
             stale = 0 if improved else stale + 1
             self.log(f"{self.bb.name} fold {self.fold} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} "
@@ -298,10 +313,8 @@ class Trainer:
     def _tensorboard(self, row: dict) -> None:
         if not self.cfg.train.tensorboard:
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise RuntimeError("train.tensorboard is on but tensorboard is not installed: pip install tensorboard") from None
+        from torch.utils.tensorboard import SummaryWriter
+
         with SummaryWriter(str(tensorboard_dir(self.cfg.run_dir, self.bb.name, self.fold))) as w:
             for k, v in row.items():
                 if k != "epoch":
@@ -331,7 +344,9 @@ class Trainer:
                 "test": self.data.eval_cache is not None,
                 "backbone": self.bb.name, "fold": self.fold, "best_epoch": self.best_epoch + 1,
                 "val_f1": best["f1"], "oof_f1_tta": oof_scores["f1"], "epochs_run": self.epoch,
-                "host": socket.gethostname(), "device": str(self.device)}
+                "host": socket.gethostname(), "device": str(self.device),
+                "train_seconds": round(sum(r.get("seconds", 0) for r in self.history), 1),
+                "provenance": provenance(self.started, self.device)}
         atomic_write_text(self.dir / "done.json", json.dumps(info, indent=1))
         return info
 

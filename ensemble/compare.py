@@ -1,0 +1,122 @@
+"""`maskfold compare RUN_DIR...`: finished runs side by side, from their files only.
+
+A row per run: when it ran and for how long, each backbone's OOF macro F1 (all folds, and mean ± std over folds),
+the ensemble's honest (nested) OOF macro F1, the eval F1 where the data ships eval/labels.csv, and the config keys
+in which the runs differ (only those). Runs trained on different photos, labels or folds are marked, since their
+OOF figures are not measured on the same thing.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ensemble.report import markdown_table
+from pipeline.contract import DataError, Problem
+from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
+from pipeline.layout import config_yaml, pair_dir, run_digest, run_json, submission_csv, weights_json
+from pipeline.model.metrics import scores
+
+IGNORED_KEYS = ("run_dir",)  # differs between any two runs by construction
+
+
+def flatten(d, prefix: str = "") -> dict:
+    """{'train': {'lr': 1}} -> {'train.lr': 1}; list items are keyed by index (backbones.0.name)."""
+    out = {}
+    items = d.items() if isinstance(d, dict) else enumerate(d)
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _backbone_scores(run: Path, backbone: str, n_splits: int) -> dict | None:
+    ys, ps, per_fold = [], [], []
+    for k in range(n_splits):
+        f = pair_dir(run, backbone, k) / "oof.npz"
+        if not f.is_file():
+            return None
+        z = np.load(f)
+        pred = z["logits"].argmax(1)
+        ys.append(z["labels"])
+        ps.append(pred)
+        per_fold.append(scores(z["labels"], pred)["f1"])
+    return {"oof": scores(np.concatenate(ys), np.concatenate(ps))["f1"], "mean": float(np.mean(per_fold)),
+            "std": float(np.std(per_fold))}
+
+
+def _eval_f1(run: Path, data_dir: str) -> float | None:
+    truth, sub = Path(data_dir) / "eval" / "labels.csv", submission_csv(run)
+    if not (truth.is_file() and sub.is_file()):
+        return None
+    s = pd.read_csv(sub)
+    t = pd.read_csv(truth).set_index("ImageID").loc[s["ImageID"], "ans"].to_numpy()
+    return scores(t, s["ans"].to_numpy())["f1"]
+
+
+def read_run(run: Path) -> dict:
+    if not config_yaml(run).is_file():
+        raise DataError([Problem(str(run), "not a maskfold run (no config.yaml)")],
+                        hint="name run directories that `maskfold train-all` has written")
+    cfg = yaml.safe_load(config_yaml(run).read_text())
+    info = json.loads(run_json(run).read_text()) if run_json(run).is_file() else {}
+    row = {"run": str(run), "date": info.get("ended", ""), "wall_s": info.get("wall_seconds")}
+    for bb in cfg["backbones"]:
+        s = _backbone_scores(run, bb["name"], cfg["folds"]["n_splits"])
+        row[f"OOF {bb['name']}"] = (f"{s['oof']:.4f} ({s['mean']:.4f} ± {s['std']:.4f})" if s else "unfinished")
+    if weights_json(run).is_file():
+        w = json.loads(weights_json(run).read_text())
+        row["ensemble honest OOF"] = w["honest_f1"][w["chosen"]]
+    else:
+        row["ensemble honest OOF"] = None
+    row["eval F1"] = _eval_f1(run, cfg["data_dir"])
+    return {"row": row, "config": flatten(cfg), "digest": run_digest(run)}
+
+
+def compare_runs(run_dirs: list[str], out_dir: str | Path, log=print) -> pd.DataFrame:
+    runs = [read_run(Path(r)) for r in run_dirs]
+    keys = sorted({k for r in runs for k in r["config"]} - set(IGNORED_KEYS))
+    differ = [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1]
+    groups = {d: chr(ord("A") + i) for i, d in enumerate(dict.fromkeys(r["digest"] for r in runs))}
+    table = pd.DataFrame([r["row"] for r in runs])
+    table["photos+folds"] = [groups[r["digest"]] for r in runs]
+    table["differs in"] = ["; ".join(f"{k}={r['config'].get(k)}" for k in differ) for r in runs]
+    out = Path(out_dir)
+    atomic_write_csv(table, out / "compare.csv")
+    shown = table.astype(object).where(table.notna(), "")
+    markdown = "\n".join(markdown_table(list(table.columns), shown.values.tolist()))
+    atomic_write_text(out / "compare.md", markdown + "\n")
+    _plot(table, out / "compare.png")
+    log(markdown)
+    if len(groups) > 1:
+        log("note: the runs were trained on different photos, labels or folds (column photos+folds): their OOF "
+            "figures are not measured on the same photos")
+    log(f"keys that differ: {', '.join(differ) or 'none'}")
+    log(f"wrote {out / 'compare.csv'}, {out / 'compare.md'} and {out / 'compare.png'}")
+    return table
+
+
+def _plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranked = table.assign(f1=table["ensemble honest OOF"].astype(float)).sort_values("f1", na_position="first")
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(ranked) + 1.5))
+    ax.barh([Path(r).name for r in ranked["run"]], ranked["f1"].fillna(0), color="#4c72b0")
+    for i, v in enumerate(ranked["f1"]):
+        ax.text((v if v == v else 0) + 0.005, i, "unfinished" if v != v else f"{v:.4f}", va="center", fontsize=8)
+    ax.set_xlabel("ensemble OOF macro F1 (honest: nested where anything was fitted)")
+    ax.set_xlim(0, 1.05)
+    ax.set_title("runs ranked by honest OOF macro F1")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

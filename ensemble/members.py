@@ -1,0 +1,151 @@
+"""The ensemble's members and their predictions, read from disk: every backbone of one run, or of several runs.
+
+A member is one backbone of one finished run. Runs blended together must have assigned the same persons to the same
+folds on the same photos and labels, or their out-of-fold predictions would not be out of fold for one another.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ensemble import blend
+from pipeline.config import Config, config_from_dict
+from pipeline.contract import NUM_CLASSES, DataError, Problem, read_eval
+from pipeline.layout import config_yaml, folds_csv, pair_dir, unfinished_reason
+from pipeline.model.metrics import scores
+
+TRAIN_ALL = "run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs"
+
+
+@dataclass
+class Member:
+    name: str  # the backbone, or run/backbone when several runs are blended
+    run: str
+    backbone: str
+    cfg: Config  # the member run's own config (its TTA, folds, data settings)
+
+
+@dataclass
+class Predictions:
+    image_ids: np.ndarray  # OOF ids, in folds.csv order of the competition photos
+    labels: np.ndarray
+    persons: np.ndarray
+    folds: np.ndarray  # each photo's validation fold
+    members: list[Member]
+    oof: dict[str, np.ndarray]  # member -> (N, 18) probabilities
+    per_fold: list[dict]  # member, fold, f1, acc on its own fold
+    test: dict[str, np.ndarray] | None  # member -> (M, 18) probabilities averaged over folds
+    test_ids: np.ndarray | None
+
+
+def run_config(run: str | Path) -> Config:
+    """A finished run's own config (as its last command saved it), pointed at where the run is now."""
+    path = config_yaml(run)
+    if not path.is_file():
+        raise DataError([Problem(str(path), "not found: not a maskfold run directory")],
+                        hint="name run directories that `maskfold train-all` has written")
+    return dataclasses.replace(config_from_dict(yaml.safe_load(path.read_text()), str(path)), run_dir=str(run))
+
+
+def _competition_folds(run: str | Path) -> pd.DataFrame:
+    path = folds_csv(run)
+    if not path.is_file():
+        raise DataError([Problem(str(path), "folds.csv not found")],
+                        hint="run `maskfold folds` and `maskfold train-all` with this config first")
+    folds = pd.read_csv(path, dtype={"person_id": str})
+    return folds[folds["source"] != "external"].reset_index(drop=True)
+
+
+def _assignment(folds: pd.DataFrame) -> str:
+    """Which photos, labels and persons each fold holds: what blended runs must share."""
+    cols = folds[["image_id", "person_id", "label", "fold"]].astype(str).sort_values("image_id")
+    return hashlib.sha256(cols.to_csv(index=False).encode()).hexdigest()
+
+
+def run_labels(runs: list[str]) -> list[str]:
+    """The shortest path endings that tell the runs apart: runs/a, runs/b -> a, b."""
+    parts = [Path(r).resolve().parts for r in runs]
+    for depth in range(1, max(map(len, parts)) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(r) for r in runs]
+
+
+def members_of(cfg: Config) -> list[Member]:
+    """The config's own backbones, or every backbone of each run in ensemble.runs."""
+    if not cfg.ensemble.runs:
+        return [Member(b, cfg.run_dir, b, cfg) for b in cfg.backbone_names()]
+    resolved = [Path(r).resolve() for r in cfg.ensemble.runs]
+    twice = [r for r, p in zip(cfg.ensemble.runs, resolved) if resolved.count(p) > 1]
+    if twice:
+        raise DataError([Problem(str(r), "named more than once in ensemble.runs") for r in twice],
+                        hint="name each run once")
+    out = []
+    for run, label in zip(cfg.ensemble.runs, run_labels(cfg.ensemble.runs)):
+        member_cfg = run_config(run)
+        out += [Member(f"{label}/{b}", run, b, member_cfg) for b in member_cfg.backbone_names()]
+    return out
+
+
+def load_predictions(cfg: Config) -> Predictions:
+    members = members_of(cfg)
+    runs = list(dict.fromkeys(m.run for m in members))
+    folds = _competition_folds(runs[0])
+    first = _assignment(folds)
+    differ = [r for r in runs[1:] if _assignment(_competition_folds(r)) != first]
+    if differ:
+        raise DataError([Problem(r, f"its folds.csv holds other photos, labels or persons-to-folds than {runs[0]}'s")
+                         for r in differ],
+                        hint="blend only runs made on the same data with the same seed and folds.n_splits")
+    ids = folds["image_id"].to_numpy().astype(str)
+    index = pd.Series(np.arange(len(ids)), index=ids)
+    evals, _ = read_eval(cfg.data_dir)
+    missing, oof, test, per_fold = [], {}, {}, []  # missing: (run, what is wrong)
+    for m in members:
+        probs = np.full((len(ids), NUM_CLASSES), np.nan)
+        test_sum, test_n = None, 0
+        for k in range(m.cfg.folds.n_splits):
+            d = pair_dir(m.run, m.backbone, k)
+            why = unfinished_reason(m.cfg, m.backbone, k)
+            if why is not None:
+                missing.append((m.run, f"{m.name} fold {k} ({why})"))
+                continue
+            z = np.load(d / "oof.npz")
+            rows = index.reindex(z["image_id"].astype(str))
+            if rows.isna().any():
+                missing.append((m.run, f"{m.name} fold {k}: oof.npz names photos not in folds.csv; retrain this pair"))
+                continue
+            rows = rows.to_numpy().astype(int)
+            if not np.isnan(probs[rows]).all():
+                missing.append((m.run, f"{m.name} fold {k}: oof.npz repeats photos already predicted by another fold"))
+            probs[rows] = blend.softmax(z["logits"])
+            s = scores(z["labels"], z["logits"].argmax(1))
+            per_fold.append({"backbone": m.name, "fold": k, "f1": s["f1"], "acc": s["acc"], "photos": len(rows)})
+            if evals is not None:
+                zt = np.load(d / "test.npz")
+                if list(zt["image_id"].astype(str)) != list(evals["image_id"]):
+                    missing.append((m.run, f"{m.name} fold {k}: test.npz photos are not {cfg.data_dir}/eval/info.csv's"))
+                    continue
+                p = blend.softmax(zt["logits"])
+                test_sum = p if test_sum is None else test_sum + p
+                test_n += 1
+        uncovered = np.isnan(probs).any(1)
+        if uncovered.any() and not any(x.startswith(f"{m.name} ") for _, x in missing):
+            missing.append((m.run, f"{m.name}: {uncovered.sum()} training photos have no OOF prediction "
+                                   f"(e.g. {ids[uncovered][0]})"))
+        oof[m.name] = probs
+        if test_n:
+            test[m.name] = test_sum / test_n
+    if missing:
+        raise DataError([Problem(str(Path(run) / "models"), "missing or inconsistent predictions: " + x)
+                         for run, x in missing], hint=TRAIN_ALL)
+    return Predictions(ids, folds["label"].to_numpy(), folds["person_id"].to_numpy().astype(str),
+                       folds["fold"].to_numpy(), members, oof, per_fold, test if evals is not None else None,
+                       evals["image_id"].to_numpy().astype(str) if evals is not None else None)
