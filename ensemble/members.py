@@ -37,6 +37,8 @@ class Predictions:
     labels: np.ndarray
     persons: np.ndarray
     folds: np.ndarray  # each photo's validation fold
+    ages: np.ndarray  # each photo's person's age (for F1 around the age cuts)
+    paths: np.ndarray  # each photo's path, as in folds.csv (for the gallery of mistakes)
     members: list[Member]
     oof: dict[str, np.ndarray]  # member -> (N, 18) probabilities
     per_fold: list[dict]  # member, fold, f1, acc on its own fold
@@ -147,5 +149,6 @@ def load_predictions(cfg: Config) -> Predictions:
         raise DataError([Problem(str(Path(run) / "models"), "missing or inconsistent predictions: " + x)
                          for run, x in missing], hint=TRAIN_ALL)
     return Predictions(ids, folds["label"].to_numpy(), folds["person_id"].to_numpy().astype(str),
-                       folds["fold"].to_numpy(), members, oof, per_fold, test if evals is not None else None,
+                       folds["fold"].to_numpy(), folds["age"].to_numpy(), folds["path"].to_numpy().astype(str),
+                       members, oof, per_fold, test if evals is not None else None,
                        evals["image_id"].to_numpy().astype(str) if evals is not None else None)

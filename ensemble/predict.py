@@ -23,6 +23,7 @@ from pipeline.io import atomic_write_csv
 from pipeline.layout import pair_dir, weights_json
 from pipeline.model import models
 from pipeline.model.inference import predict_logits, resolve_device
+from pipeline.progress import bar
 
 
 def find_photos(folder: Path) -> list[Path]:
@@ -57,9 +58,11 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     members = fitted.get("members") or [{"run": str(run), "backbone": b, "tta": fitted["tta"],
                                          "n_splits": fitted["n_splits"]} for b in fitted["backbones"]]
     probs, decoded = [], {}  # decoded: photos as each (cache size, crop) of the members' runs decodes them
+    models_bar = bar(total=sum(m["n_splits"] for m in members), desc="predict", unit="model")
     for m in members:
         fold_probs = []
         for k in range(m["n_splits"]):
+            models_bar.update(1)
             ckpt = models.load_checkpoint(pair_dir(m["run"], m["backbone"], k) / "best.pt")
             cfg = config_from_dict(ckpt["config"])
             key = (tuple(cfg.data.cache_size), cfg.data.crop, cfg.data.crop_margin)
@@ -73,6 +76,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
                                     cfg.train.channels_last, cfg.train.amp if dev.type == "cuda" else "none")
             fold_probs.append(blend.softmax(logits))
         probs.append(np.mean(fold_probs, axis=0))
+    models_bar.close()
     scores = blend.apply_blend({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, probs,
                                fitted["method"])
     pred = blend.predict_with(scores, np.asarray(fitted["offsets"]))

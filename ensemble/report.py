@@ -30,19 +30,24 @@ def plot_confusion(y, pred, names: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = confusion_matrix(y, pred, labels=CLASSES).astype(float)
+    counts = confusion_matrix(y, pred, labels=CLASSES)
+    cm = counts.astype(float)
     cm = np.divide(cm, cm.sum(1, keepdims=True), out=np.zeros_like(cm), where=cm.sum(1, keepdims=True) > 0)
-    fig, ax = plt.subplots(figsize=(10, 9))
+    fig, ax = plt.subplots(figsize=(12, 11))
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(CLASSES, [f"{i} {n}" for i, n in enumerate(names)], rotation=90, fontsize=8)
     ax.set_yticks(CLASSES, [f"{i} {n}" for i, n in enumerate(names)], fontsize=8)
     for i in CLASSES:
         for j in CLASSES:
-            if cm[i, j] >= 0.01:
-                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+            if counts[i, j]:
+                ax.text(j, i, f"{cm[i, j]:.2f}\n{counts[i, j]}", ha="center", va="center", fontsize=5.5,
                         color="white" if cm[i, j] > 0.5 else "black")
+    for edge in range(3, NUM_CLASSES, 3):  # thin: gender blocks; thick: mask blocks (labels are mask*6+gender*3+age)
+        width = 1.6 if edge % 6 == 0 else 0.6
+        ax.axhline(edge - 0.5, color="#444", lw=width)
+        ax.axvline(edge - 0.5, color="#444", lw=width)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true (rows sum to 1)")
+    ax.set_ylabel("true (rate: rows sum to 1; count below)")
     ax.set_title("OOF confusion matrix (ensemble)")
     fig.colorbar(im, fraction=0.046)
     _save_png(fig, path)
@@ -100,8 +105,50 @@ def plot_curves(curves: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path, n: int = 16) -> int:
+    """The n most confident OOF mistakes: photo, truth, prediction and the confidence given to it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    wrong = np.flatnonzero(y != pred)
+    worst = wrong[np.argsort(-confidence[wrong])][:n]
+    cols = 4
+    fig, axes = plt.subplots(max(1, -(-len(worst) // cols)), cols, figsize=(12, 4.2 * max(1, -(-len(worst) // cols))),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst):
+        with Image.open(files[i]) as im:
+            ax.imshow(im.convert("RGB"))
+        ax.set_title(f"true {names[y[i]]}\npred {names[pred[i]]} ({confidence[i]:.2f})", fontsize=9)
+    fig.suptitle("Most confident OOF mistakes")
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+    return len(worst)
+
+
+def near_cut_table(ages, y, pred, cuts) -> list[list]:
+    """[age, photos, class accuracy, age-band accuracy] for the ages just around each cut, where labels are least
+    certain and most errors are."""
+    from pipeline.contract import decode_label
+
+    rows = []
+    for cut in cuts:
+        for age in range(cut - 3, cut + 2):
+            at = ages == age
+            if at.any():
+                rows.append([age, int(at.sum()), float((y[at] == pred[at]).mean()),
+                             float((decode_label(y[at])[2] == decode_label(pred[at])[2]).mean())])
+    return rows
+
+
 def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
-                 chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None) -> list[str]:
+                 chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None,
+                 photos: dict | None = None) -> list[str]:
     """Write report.md and the PNGs; return the headline lines to print."""
     out.mkdir(parents=True, exist_ok=True)
     names = class_names(age_cuts)
@@ -126,13 +173,21 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
     lines += markdown_table(["backbone", "folds", "fold macro F1 mean", "std"], fold_spread(per_fold))
     lines += ["", "Learning curves (train loss, validation loss and macro F1 per epoch, folds overlaid):", "",
               "![learning curves](curves.png)", ""]
-    lines += ["## Each (backbone, fold) on its own fold", ""]
+    lines += ["## Each (backbone, fold) on its own fold (OOF predictions, with the run's TTA)", ""]
     lines += markdown_table(["backbone", "fold", "photos", "macro F1", "accuracy"],
                     [[d["backbone"], d["fold"], d["photos"], d["f1"], d["acc"]] for d in per_fold])
     lines += ["", "## Per class (final ensemble, OOF)", ""]
     lines += markdown_table(["class", "name", "precision", "recall", "F1", "photos"],
                     [[i, names[i], float(p[i]), float(r[i]), float(f[i]), int(n[i])] for i in CLASSES])
     lines += ["", "![confusion matrix](confusion.png)", "", "![per-class F1](class_f1.png)", ""]
+    if photos is not None:
+        lines += ["## Around the age cuts", "", "True age of the person; accuracy of the whole class and of the age band "
+                  "alone (OOF).", ""]
+        lines += markdown_table(["age", "photos", "class accuracy", "age-band accuracy"],
+                                near_cut_table(photos["ages"], y, pred, age_cuts))
+        shown = plot_mistakes(photos["files"], y, pred, photos["confidence"], names, out / "mistakes.png")
+        lines += ["", f"The {shown} most confident OOF mistakes (truth, prediction, confidence):", "",
+                  "![mistakes](mistakes.png)", ""]
     if test_pred is not None:
         prior = np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
         dist = np.bincount(test_pred, minlength=NUM_CLASSES) / len(test_pred)
@@ -142,5 +197,5 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
                           float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in CLASSES])
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     head = [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in rows.items()]
-    head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png, curves.png); submission uses: {chosen}")
+    head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png, curves.png, mistakes.png); submission uses: {chosen}")
     return head

@@ -15,7 +15,7 @@ from ensemble import blend
 from ensemble.members import load_predictions
 from ensemble.submission import validate_submission
 from pipeline.config import Config
-from pipeline.contract import read_eval
+from pipeline.contract import image_file, read_eval
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from pipeline.layout import ensemble_dir, pair_dir, submission_csv, weights_json
 from pipeline.model.metrics import scores
@@ -97,7 +97,9 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                        for k in range(m.cfg.folds.n_splits) if (pair_dir(m.run, m.backbone, k) / "metrics.csv").is_file()}
               for m in preds.members}
     headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels, chosen,
-                            cfg.data.age_cuts, curves, (names, blend.error_correlation(oof, y)))
+                            cfg.data.age_cuts, curves, (names, blend.error_correlation(oof, y)),
+                            {"ages": preds.ages, "files": [image_file(cfg.data_dir, p) for p in preds.paths],
+                             "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)})
     for line in headline:
         log(line)
     if submission is not None:

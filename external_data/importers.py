@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config.typed_yaml import where_relative
 from pipeline.contract import IMAGE_EXTS, parse_gender
 
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
@@ -22,7 +23,7 @@ def import_utkface(folder: str | Path) -> tuple[pd.DataFrame, list[tuple[str, st
     """UTKFace names: {age}_{gender}_{race}_{datetime}.jpg[.chip.jpg]; gender 0 male / 1 female; race 0-4."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: UTKFace folder not found; set external.path")
+        raise FileNotFoundError(f"{folder}: UTKFace folder not found{where_relative(folder)}; set external.path")
     rows, bad = [], []
     for f in sorted(folder.iterdir()):
         if f.name.startswith(".") or not f.is_file():
@@ -73,7 +74,7 @@ def import_csv(table: str | Path, images_dir: str | Path | None = None):
 def _import_table(table, images_dir, parse_age, age_hint):
     table = Path(table)
     if not table.is_file():
-        raise FileNotFoundError(f"{table}: table not found; set external.path")
+        raise FileNotFoundError(f"{table}: table not found{where_relative(table)}; set external.path")
     df = pd.read_csv(table, dtype=str, keep_default_na=False)
     file_col = "file" if "file" in df.columns else "path"
     need = [file_col, "age", "gender"]

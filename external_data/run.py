@@ -24,6 +24,7 @@ from pipeline.data.images import read_rgb
 from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
 from pipeline.layout import external_dir
+from pipeline.progress import bar
 
 IMPORTERS = {"utkface": lambda e: import_utkface(e.path),
              "fairface": lambda e: import_fairface(e.path, e.images_dir),
@@ -62,18 +63,27 @@ def _person_job(rows, out_dir: str, landmarks, templates, seed: int):
     return done
 
 
-def contact_sheet(root: Path, folders: list[str], out: Path, n: int = 12, cell=(96, 128)) -> None:
-    folders = folders[:n]
-    sheet = Image.new("RGB", (cell[0] * len(PHOTOS), cell[1] * max(1, len(folders))), "white")
-    for r, folder in enumerate(folders):
+def contact_sheet(root: Path, table: pd.DataFrame, out: Path, n: int = 12, cell=(96, 128)) -> None:
+    """The first n pseudo-persons, a row each (labelled with person, age and gender), a column per photo name."""
+    from PIL import ImageDraw
+
+    rows = table.head(n).to_dict("records")
+    label_w, head_h = 150, 18
+    sheet = Image.new("RGB", (label_w + cell[0] * len(PHOTOS), head_h + cell[1] * max(1, len(rows))), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, photo in enumerate(PHOTOS):
+        draw.text((label_w + c * cell[0] + 4, 3), photo, fill="black")
+    for r, row in enumerate(rows):
+        y = head_h + r * cell[1]
+        draw.text((4, y + cell[1] // 2 - 14), f"{row['id']}\nage {row['age']}, {row['gender']}", fill="black")
         for c, photo in enumerate(PHOTOS):
-            im = Image.open(root / folder / f"{photo}.jpg").convert("RGB").resize(cell)
-            sheet.paste(im, (c * cell[0], r * cell[1]))
+            im = Image.open(root / row["path"] / f"{photo}.jpg").convert("RGB").resize(cell)
+            sheet.paste(im, (label_w + c * cell[0], y))
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
 
 
-def run_external(cfg: Config, n_jobs: int = 2, log=print) -> dict:
+def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 12) -> dict:
     e = cfg.external
     if e.source not in IMPORTERS:  # the importers are this stage's, so this stage checks the name
         raise ConfigError(f"'external.source' is {e.source!r}; choose one of {', '.join(IMPORTERS)}")
@@ -98,8 +108,12 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print) -> dict:
     jobs = [(f"ext{i + 1:06d}", r) for i, r in enumerate(chosen.to_dict("records"))]
     chunks = [jobs[i :: n_jobs * 4] for i in range(n_jobs * 4)]
     t0 = time.time()
-    results = Parallel(n_jobs=n_jobs)(delayed(_person_job)(c, str(images), landmarks, templates, cfg.seed)
-                                      for c in chunks if c)
+    results = []
+    with bar(total=len(jobs), desc="outside faces", unit="face") as progress:
+        for r in Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(_person_job)(c, str(images), landmarks, templates, cfg.seed) for c in chunks if c):
+            results.append(r)
+            progress.update(len(r))
     overlay_s = time.time() - t0
     made = dict(pid_folder for r in results for pid_folder in r)
     by_id = dict(jobs)
@@ -109,7 +123,7 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print) -> dict:
     table = pd.DataFrame(rows, columns=["id", "gender", "race", "age", "path", "source_file"])
     atomic_write_csv(table, root / "train" / "train.csv")
     if len(table):
-        contact_sheet(images, table["path"].tolist(), root / "contact_sheet.png")
+        contact_sheet(images, table, root / "contact_sheet.png", sheet_persons)
     summary = {"imported": len(faces), "malformed": len(malformed), "selected": len(chosen), "no_face": no_face,
                "persons": len(table), "photos": len(table) * len(PHOTOS), "overlay_seconds": round(overlay_s, 2),
                "faces_per_second": round(len(chosen) / overlay_s, 2) if overlay_s else None,

@@ -99,8 +99,15 @@ def demo_data(out, persons, eval_images, elder_pool, seed):
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
+    from pipeline.model.models import weights_source
 
     train, evals, report = load_data(cfg, scan=True)
+    for b in cfg.backbones:  # the weights too: a run should not fail on them after the data passed
+        ok, where = weights_source(b)
+        if ok:
+            report.notes.append(f"weights of {b.name}: {where}")
+        else:
+            report.problem(f"backbone {b.name}", where)
     click.echo(summary(train, evals, report))
     if report.problems:
         sys.exit(1)
@@ -140,13 +147,14 @@ def bench_cmd(cfg, backbones, device, rounds, out):
 @main.command("external")
 @_config_options
 @click.option("--jobs", default=2, show_default=True, help="Processes for landmarks and overlays.")
+@click.option("--sheet", "sheet_persons", default=12, show_default=True, help="Persons on the contact sheet.")
 @_friendly
-def external_cmd(cfg, jobs):
+def external_cmd(cfg, jobs, sheet_persons):
     """Import older faces, put masks on them, write train-only pseudo-persons to <run_dir>/external/."""
     from external_data.run import run_external
 
     save_config(cfg, config_yaml(cfg.run_dir))
-    run_external(cfg, n_jobs=jobs, log=click.echo)
+    run_external(cfg, n_jobs=jobs, log=click.echo, sheet_persons=sheet_persons)
 
 
 @main.command("train")
@@ -158,9 +166,10 @@ def external_cmd(cfg, jobs):
 @_friendly
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
+    from pipeline.model.models import require_weights
     from pipeline.train.pair import train_pair
 
-    cfg.backbone(backbone)
+    require_weights([cfg.backbone(backbone)], click.echo)
     save_config(cfg, config_yaml(cfg.run_dir))
     info = train_pair(cfg, backbone, fold, device=device, force=force)
     if info["status"] == "busy":
@@ -192,9 +201,11 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
                               retries=retries)
     else:
         table = train_all(cfg, jobs=jobs)
-    click.echo("\nsummary:\n" + table.to_string(index=False))
+    shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"})
+    click.echo("\nsummary:\n" + shown.to_string(index=False))
     for b, s in oof_scores(cfg).items():
-        click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds)")
+        click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds, with TTA "
+                   f"{'+'.join(cfg.tta)})")
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
     write_run_json(cfg, start, table)
     busy = table[table["status"] == "busy"]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.schema import DataConfig
+from pipeline.config.typed_yaml import where_relative
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 PHOTOS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
@@ -177,7 +178,8 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
     report = report or Report()
     csv = data_dir / "train" / "train.csv"
     if not csv.is_file():
-        report.problem(csv, "train.csv not found; data_dir must hold train/train.csv and train/images/")
+        report.problem(csv, f"train.csv not found; data_dir must hold train/train.csv and train/images/"
+                            f"{where_relative(data_dir)}")
         return pd.DataFrame(columns=CONTRACT_COLUMNS), report
     table = read_table(csv, TRAIN_COLUMNS, report)
     if table is None:
@@ -292,7 +294,8 @@ def load_label_fixes(path: str | Path) -> pd.DataFrame:
     """Read the label-fix file. Rows: person_id, field (gender | age | swap), old, new, note."""
     path = Path(path)
     if not path.is_file():
-        raise DataError([Problem(str(path), "label-fix file not found; fix data.label_fixes or set it to null")])
+        raise DataError([Problem(str(path), f"label-fix file not found{where_relative(path)}; fix data.label_fixes "
+                                            f"or set it to null")])
     fixes = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
     need = ["person_id", "field", "old", "new", "note"]
     absent = [c for c in need if c not in fixes.columns]

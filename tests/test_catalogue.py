@@ -61,7 +61,8 @@ def test_01_ray_and_local_agree_on_finished_pairs(data_dir, tmp_path, monkeypatc
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
     from pipeline.train.ray_jobs import train_all_ray
 
-    monkeypatch.chdir(tmp_path)  # the shipped configs name data_dir relative to the working directory
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)  # the shipped configs name their paths relative to the working directory
     sets = [*TINY, "train.epochs=1", "data_dir=data", "run_dir=run", "train.tensorboard=false"]
     cfg = make_config(tmp_path, data_dir, *sets)
     write_folds(cfg, **QUIET)

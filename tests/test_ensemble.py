@@ -119,9 +119,10 @@ def test_ensemble_writes_submission_report_and_blend(tiny_run):
     run = Path(cfg.run_dir)
     sub = pd.read_csv(run / "submission.csv")
     assert list(sub["ImageID"]) == list(pd.read_csv(data / "eval/info.csv")["ImageID"])
-    for name in ("report.md", "confusion.png", "class_f1.png", "weights.json", "oof.npz"):
+    for name in ("report.md", "confusion.png", "class_f1.png", "weights.json", "oof.npz", "curves.png", "mistakes.png"):
         assert (run / "ensemble" / name).is_file(), name
     report = (run / "ensemble" / "report.md").read_text()
+    assert "## Around the age cuts" in report and "most confident OOF mistakes" in report
     assert "nested" in report and "test_efficientnet" in report and "| 17 |" in report
     fitted = json.loads((run / "ensemble" / "weights.json").read_text())
     assert fitted["backbones"] == ["test_resnet", "test_efficientnet"] and len(fitted["offsets"]) == 18

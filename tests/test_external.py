@@ -165,8 +165,12 @@ def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
     shutil.copytree(demo_source, data)
     sets = ["external.max_persons=6", "data.external_cap=5", "data.use_external=true"]
     cfg = make_config(tmp_path, data, *sets)
-    summary = run_external(cfg, n_jobs=1, log=lambda m: None)
+    summary = run_external(cfg, n_jobs=1, log=lambda m: None, sheet_persons=4)
     assert summary["persons"] == 6 and summary["faces_per_second"] > 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "run/external/contact_sheet.png") as sheet:  # a header row, 4 labelled rows
+        assert sheet.size == (150 + 96 * 7, 18 + 128 * 4)
     ext = pd.read_csv(tmp_path / "run/external/train/train.csv", dtype=str)
     real = pd.read_csv(data / "train/train.csv", dtype=str)
     assert ext["id"].is_unique and not set(ext["id"]) & set(real["id"]) and not set(ext["path"]) & set(real["path"])

@@ -68,13 +68,22 @@ def check_value(tp, value, key: str, source: str):
     raise ConfigError(f"{source}: '{key}' has unsupported type {_type_name(tp)}")
 
 
+def unknown_key(cls, key: str, prefix: str, source: str) -> ConfigError:
+    """The error for a key the schema does not have, with the closest known key suggested."""
+    import difflib
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    where = f"{prefix}.{key}" if prefix else key
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return ConfigError(f"{source}: unknown key '{where}'; {hint}(known here: {', '.join(names)})")
+
+
 def build(cls, data: dict, prefix: str, source: str, partial: bool = False):
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
     for k in data:
         if k not in hints:
-            where = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(f"{source}: unknown key '{where}' (known here: {', '.join(names)})")
+            raise unknown_key(cls, k, prefix, source)
     kwargs = {}
     for f in dataclasses.fields(cls):
         where = f"{prefix}.{f.name}" if prefix else f.name
@@ -93,8 +102,7 @@ def check_partial(cls, data: dict, prefix: str, source: str) -> None:
     for k, v in data.items():
         where = f"{prefix}.{k}" if prefix else k
         if k not in hints:
-            known = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise ConfigError(f"{source}: unknown key '{where}' (known here: {known})")
+            raise unknown_key(cls, k, prefix, source)
         tp = hints[k]
         if dataclasses.is_dataclass(tp) and isinstance(v, dict):
             check_partial(tp, v, where, source)
@@ -131,9 +139,19 @@ def _yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+RELATIVE_RULE = "relative paths are read from the working directory"
+
+
+def where_relative(path) -> str:
+    """The words every 'not found' message adds for a relative path: which folder it was read from."""
+    return "" if Path(path).is_absolute() else f" ({RELATIVE_RULE}, {Path.cwd()})"
+
+
 def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
+    """One config file with its `extends:` chain. Every relative path, `extends:` included, is read from the
+    working directory (the project folder), like the paths given on the command line."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: config file not found{where_relative(path)}")
     if path.resolve() in chain:
         raise ConfigError(f"{path}: 'extends' loops back to itself")
     try:
@@ -146,7 +164,7 @@ def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
     check_partial(schema, data, "", str(path))
     if parent is None:
         return data
-    base = read_yaml((path.parent / parent), schema, chain + (path.resolve(),))
+    base = read_yaml(Path(parent), schema, chain + (path.resolve(),))
     return merge(base, data)
 
 

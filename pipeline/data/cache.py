@@ -17,6 +17,7 @@ from joblib import Parallel, delayed
 from pipeline.contract import DataError, Problem
 from pipeline.data.images import inspect_image, read_rgb
 from pipeline.io import atomic_path, atomic_write_text, file_lock, remove_stale_temporaries
+from pipeline.progress import bar
 
 
 def cache_key(files: list[Path], size: tuple[int, int], crop: str = "none") -> str:
@@ -56,7 +57,7 @@ def _fill(tmp: str, shape, start: int, files: list[str], size, crop_fn):
             problem, _ = inspect_image(f)
             failed.append((f, problem or "could not be decoded; replace it with the original photo"))
     arr.flush()
-    return failed, no_face
+    return failed, no_face, len(files)
 
 
 def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path, crop: str = "none",
@@ -84,11 +85,17 @@ def _build(files: list[Path], size, path: Path, meta: Path, crop: str, crop_fn, 
         np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
         step = max(64, len(files) // (n_jobs * 8) + 1)
         chunks = [(s, [str(f) for f in files[s : s + step]]) for s in range(0, len(files), step)]
-        results = Parallel(n_jobs=n_jobs)(delayed(_fill)(str(tmp), shape, s, c, size, crop_fn) for s, c in chunks)
-        failed = [Problem(f, m) for r, _ in results for f, m in r]
+        results = []
+        with bar(total=len(files), desc="photo cache", unit="photo") as progress:
+            for r in Parallel(n_jobs=n_jobs, return_as="generator")(
+                    delayed(_fill)(str(tmp), shape, s, c, size, crop_fn) for s, c in chunks):
+                results.append(r)
+                progress.update(r[2])
+        failed = [Problem(f, m) for r, _, _ in results for f, m in r]
         if failed:
             raise DataError(failed)
-    no_face = sum(n for _, n in results)
+    no_face = sum(n for _, n, _ in results)
+    log(f"photo cache ready: {path}")
     if crop != "none":
         log(f"face crop: no face found in {no_face} of {len(files)} photos; those were centre-cropped")
     atomic_write_text(meta, json.dumps({"shape": shape, "size": list(size), "crop": crop, "files": len(files),

@@ -7,6 +7,7 @@ import timm
 import torch
 
 from pipeline.config import BackboneConfig, ConfigError
+from pipeline.config.typed_yaml import where_relative
 from pipeline.contract import NUM_CLASSES
 
 
@@ -18,7 +19,8 @@ def create(backbone: BackboneConfig, allow_pretrained: bool = True) -> torch.nn.
     pretrained = allow_pretrained and (backbone.pretrained or backbone.weights is not None)
     if pretrained and backbone.weights:
         if not Path(backbone.weights).is_file():
-            raise ConfigError(f"backbone {backbone.name}: weights file {backbone.weights} not found")
+            raise ConfigError(f"backbone {backbone.name}: weights file {backbone.weights} not found"
+                              f"{where_relative(backbone.weights)}")
         kw["pretrained_cfg_overlay"] = {"file": str(Path(backbone.weights).resolve())}
     try:
         return timm.create_model(backbone.name, pretrained=pretrained, **kw)
@@ -57,3 +59,56 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     model = create(bb, allow_pretrained=False)
     model.load_state_dict(ckpt["model"])
     return model.eval()
+
+
+OFFLINE_RECIPE = ("on a machine with internet run `python -c \"import timm; timm.create_model('{name}', pretrained=True)\"`, "
+                  "then either copy its ~/.cache/huggingface/hub here and set HF_HUB_OFFLINE=1, or save the weights "
+                  "to a file and set `weights: /path/to/file` for this backbone")
+
+
+def weights_source(backbone: BackboneConfig, timeout: float = 5.0) -> tuple[bool, str]:
+    """(can the weights be had, from where or why not), checked once before training instead of failing in every
+    pair after a minute of retries: a local file, the hub cache, or the hub over the network."""
+    if backbone.weights:
+        ok = Path(backbone.weights).is_file()
+        return ok, (f"local file {backbone.weights}" if ok else
+                    f"weights file {backbone.weights} not found{where_relative(backbone.weights)}")
+    if not backbone.pretrained:
+        return True, "random initialisation (pretrained: false)"
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(backbone.name)
+    repo = getattr(pcfg, "hf_hub_id", None)
+    if repo is None:
+        return True, f"fetched by timm from {pcfg.url} (not checked)"
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return True, f"hub cache {cached}"
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False, f"{repo} is not in the hub cache and HF_HUB_OFFLINE=1; " + OFFLINE_RECIPE.format(name=backbone.name)
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(repo, timeout=timeout)
+        return True, f"hub {repo} (downloaded on first use)"
+    except Exception as e:  # noqa: BLE001 - any failure to reach the hub means the same to the user
+        return False, (f"{repo} is not in the hub cache and the hub cannot be reached ({type(e).__name__}); "
+                       + OFFLINE_RECIPE.format(name=backbone.name))
+
+
+def require_weights(backbones: list[BackboneConfig], log=print) -> None:
+    """Every backbone's weights can be had, or one ConfigError naming each that cannot and the offline recipe."""
+    problems = []
+    for b in backbones:
+        ok, where = weights_source(b)
+        if ok:
+            log(f"weights of {b.name}: {where}")
+        else:
+            problems.append(f"backbone {b.name}: {where}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+

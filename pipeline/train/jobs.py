@@ -18,6 +18,9 @@ from pipeline.config import Config, save_config
 from pipeline.io import Busy, append_log, file_lock
 from pipeline.layout import config_yaml, finished, gpu_lock, log_txt, pair_dir
 from pipeline.model.metrics import scores
+from pipeline.model.models import require_weights
+from pipeline.progress import bar as progress_bar
+from pipeline.progress import say
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import require_tensorboard
@@ -101,6 +104,7 @@ def gpus_to_share(device: str) -> int:
 
 def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     require_tensorboard(cfg)
+    require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
     save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back
     data = load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
     todo, rows = pending_pairs(cfg)
@@ -108,10 +112,17 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     n_gpus = gpus_to_share(cfg.train.device) if jobs > 1 else 0
-    results = Parallel(n_jobs=jobs, backend="loky" if jobs > 1 else "sequential")(
-        delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus, data=data,
-                         log_file=str(log_txt(cfg.run_dir)) if jobs > 1 else None) for b, k in todo
-    )
+    results = []
+    calls = (delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus, data=data,
+                              log_file=str(log_txt(cfg.run_dir)) if jobs > 1 else None) for b, k in todo)
+    # One outer bar over the pairs (with an ETA); results arrive as jobs finish, in any order.
+    with progress_bar(total=len(todo), desc="train-all", unit="pair", leave=True) as outer:
+        for r in Parallel(n_jobs=jobs, backend="loky" if jobs > 1 else "sequential",
+                          return_as="generator_unordered")(calls):
+            results.append(r)
+            outer.update(1)
+            say(f"pair {len(results)} of {len(todo)}: {r['backbone']} fold {r['fold']} {r['status']} "
+                f"({r['seconds']}s)", log)
     table = pd.DataFrame(rows + list(results)).sort_values(["backbone", "fold"]).reset_index(drop=True)
     return table
 

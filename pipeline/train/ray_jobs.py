@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.config import Config, save_config
 from pipeline.layout import config_yaml, pair_dir
+from pipeline.model.models import require_weights
 from pipeline.train.jobs import pending_pairs, run_one
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import require_tensorboard
@@ -52,6 +53,7 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
     cfg = dataclasses.replace(cfg, run_dir=str(run_dir), data_dir=str(Path(cfg.data_dir).resolve()),
                               cache_dir=str(Path(cfg.cache_dir).resolve()))
     require_tensorboard(cfg)
+    require_weights(cfg.backbones, log)
     save_config(cfg, config_yaml(cfg.run_dir))
     data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
     todo, rows = pending_pairs(cfg)

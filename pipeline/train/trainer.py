@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from pipeline.config import Config, ConfigError, LossTerm
 from pipeline.contract import NUM_CLASSES, training_rows
@@ -36,6 +35,7 @@ from pipeline.model.inference import autocast_for, norm_tensors, predict_logits,
 from pipeline.model.losses import build_loss, class_weights
 from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
+from pipeline.progress import bar as progress_bar
 from pipeline.train.provenance import provenance
 from pipeline.train.rundata import RunData
 from pipeline.train.state import rng_state, seed_everything, set_rng_state
@@ -225,8 +225,8 @@ class Trainer:
         # the GPU every step.
         running, n = torch.zeros((), device=self.device), 0
         preds, truth = [], []
-        bar = tqdm(loader, total=min(len(loader), limit), desc=f"{self.bb.name} f{self.fold} e{e + 1}",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        bar = progress_bar(loader, total=min(len(loader), limit), desc=f"{self.bb.name} f{self.fold} e{e + 1}",
+                           unit="batch", disable=not self.progress)
         self.opt.zero_grad(set_to_none=True)
         for step, (xb, yb) in enumerate(bar):
             if step >= limit:
@@ -272,7 +272,8 @@ class Trainer:
     def validate(self, tta=("orig",)) -> tuple[dict, np.ndarray]:
         model = self.ema.module if self.ema else self.forward
         loader = self.val_loader()
-        logits = predict_logits(model, loader, self.device, self.mean, self.std, tta, self.cfg.train.channels_last, self.amp)
+        logits = predict_logits(model, loader, self.device, self.mean, self.std, tta, self.cfg.train.channels_last,
+                                self.amp, progress=self._bars("validate"))
         loss = float(self.val_criterion(torch.from_numpy(logits), torch.from_numpy(self.val_labels)))
         return {"val_loss": loss, **{f"val_{k}": v for k, v in scores(self.val_labels, logits.argmax(1)).items()}}, logits
 
@@ -306,9 +307,16 @@ class Trainer:
             atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv", float_format="%.6g")
             self._tensorboard(row)
             stale = 0 if improved else stale + 1
-            self.log(f"{self.bb.name} fold {self.fold} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} "
-                     f"val F1 {val['val_f1']:.4f} acc {val['val_acc']:.4f}{' *' if improved else ''} ({row['seconds']}s)")
+            self.log(f"{self.bb.name} fold {self.fold} epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
+                     f"val loss {val['val_loss']:.4f} val F1 {val['val_f1']:.4f} acc {val['val_acc']:.4f} "
+                     f"lr {row['lr']:.2e} ({row['seconds']}s){' * new best, saved' if improved else ''}")
         return self.finish()
+
+    def _bars(self, what: str):
+        """A bar over a prediction's batches (validation, OOF, test), or None when bars are off for this pair."""
+        if not self.progress:
+            return None
+        return lambda loader: progress_bar(loader, desc=f"{self.bb.name} f{self.fold} {what}", unit="batch")
 
     def _tensorboard(self, row: dict) -> None:
         if not self.cfg.train.tensorboard:
@@ -329,17 +337,19 @@ class Trainer:
         tta = self.cfg.tta
         kw = dict(device=self.device, mean=self.mean, std=self.std, tta=tta,
                   channels_last=self.cfg.train.channels_last, amp=self.amp)
-        oof = predict_logits(model, self.val_loader(), **kw)
+        oof = predict_logits(model, self.val_loader(), **kw, progress=self._bars("OOF"))
         ids = self.data.folds["image_id"].to_numpy()
         atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), logits=oof,
                         labels=self.val_labels)
         if self.data.evals is not None and self.data.eval_cache is not None:
             n = len(self.data.evals)
             loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
-            test = predict_logits(model, loader, **kw)
+            test = predict_logits(model, loader, **kw, progress=self._bars("test"))
             atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
                             logits=test)
         oof_scores = scores(self.val_labels, oof.argmax(1))
+        self.log(f"{self.bb.name} fold {self.fold}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
+                 f"TTA {'+'.join(tta)}; best epoch {self.best_epoch + 1})")
         info = {"hash": self.hash, "data": self.digest, "tta": list(tta), "eval": self.data.eval_digest,
                 "test": self.data.eval_cache is not None,
                 "backbone": self.bb.name, "fold": self.fold, "best_epoch": self.best_epoch + 1,

@@ -1,0 +1,66 @@
+"""What a user sees: output that suits a log file, make targets that pass values whole, messages that help."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from tests.conftest import ROOT, TINY, cli_args, tiny_config
+
+
+def test_train_all_into_a_file_has_no_bar_frames_and_a_line_per_epoch(data_dir, tmp_path):
+    tiny_config(tmp_path, data_dir)
+    log = tmp_path / "out.log"
+    cmd = [sys.executable, "-m", "pipeline.cli"] + cli_args("train-all", tmp_path, data_dir, *TINY) + ["--jobs", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "MASKFOLD_BARS"}
+    with open(log, "w") as f:
+        res = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=300)
+    text = log.read_text()
+    assert res.returncode == 0, text[-3000:]
+    assert "\r" not in text
+    for k in (0, 1):
+        for e in (1, 2):
+            assert text.count(f"test_resnet fold {k} epoch {e}/2:") == 1, text
+    assert "pair 2 of 2" in text and "val F1 (best epoch, no TTA)" in text and "with TTA orig+hflip" in text
+    epoch_line = next(line for line in text.splitlines() if "fold 0 epoch 1/2:" in line)
+    assert all(w in epoch_line for w in ("train loss", "val loss", "val F1", "lr ", "new best"))
+
+
+def test_make_passes_a_set_value_with_spaces_as_one_set(tmp_path):
+    out = subprocess.run(["make", "-n", "train-all", "SET=backbones=[{name: resnet10t}] train.epochs=3"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if "maskfold train-all" in x)
+    assert line.count("--set") == 2 and "--set 'backbones=[{name: resnet10t}]' --set train.epochs=3" in line
+
+
+def test_make_clean_keeps_the_runs():
+    out = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "rm -rf runs" not in out.stdout
+    out = subprocess.run(["make", "-n", "clean-runs"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "rm -rf runs" in out.stdout
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epoch'; did you mean 'epochs'\?"):
+        load_config(ROOT / "configs" / "demo.yaml", ["train.epoch=3"])
+
+
+def test_a_missing_relative_path_says_where_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"configs/demo\.yaml: config file not found \(relative paths are read "
+                                          r"from the working directory, "):
+        load_config("configs/demo.yaml")
+
+
+def test_pretrained_weights_that_cannot_be_had_are_named_with_the_offline_recipe(monkeypatch):
+    from pipeline.config import BackboneConfig
+    from pipeline.model.models import require_weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-hub-cache")
+    with pytest.raises(ConfigError, match=r"backbone resnet10t: timm/resnet10t\S* is not in the hub cache .* "
+                                          r"set `weights: /path/to/file`"):
+        require_weights([BackboneConfig(name="resnet10t", pretrained=True), BackboneConfig(name="test_resnet")],
+                        log=lambda m: None)
