@@ -114,8 +114,9 @@ class Busy(RuntimeError):
 
 
 @contextmanager
-def file_lock(path: str | Path, wait: bool = False):
-    """Hold `path` as an exclusive lock; raise Busy when another live process holds it (or wait, with wait=True).
+def file_lock(path: str | Path, wait: bool = False, timeout: float | None = None):
+    """Hold `path` as an exclusive lock; raise Busy when another live process holds it (or wait, with wait=True;
+    with a timeout, wait that many seconds at most).
 
     flock is released by the kernel when its holder dies, however it dies, so a lock left by a killed process is
     free at once; on NFS the server does the same when a lost node's lease runs out. The file names its holder
@@ -126,12 +127,16 @@ def file_lock(path: str | Path, wait: bool = False):
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout is None else time.time() + timeout
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait and deadline is None else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
+            if deadline is not None and time.time() < deadline:
+                time.sleep(0.5)
+                continue
             try:
                 owner = path.read_text().strip()
             except OSError:

@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -6,6 +7,9 @@ import pytest
 from folds.make import write_folds
 from pipeline.config import load_config
 from pipeline.tools.demo_data import make_demo_data
+
+# Every Ray node the tests start (and every process they start) listens on the loopback address only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

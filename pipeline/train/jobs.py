@@ -62,7 +62,8 @@ def claim_gpu(run_dir, n_gpus: int):
 
 
 def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: int | None, progress: bool,
-            n_gpus: int = 0, data: RunData | None = None, log_file: str | None = None) -> dict:
+            n_gpus: int = 0, data: RunData | None = None, log_file: str | None = None,
+            lock_wait_s: float | None = None) -> dict:
     """One job: never raises, so one pair's failure cannot stop the others.
 
     `data` is the checked folds table and caches that train-all loaded once before starting its jobs. A job in a
@@ -74,7 +75,8 @@ def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: 
         torch.set_num_threads(threads)
     if n_gpus > 1 and device is None:
         with claim_gpu(cfg.run_dir, n_gpus) as gpu:
-            return run_one(cfg, backbone, fold, gpu, threads, progress, data=data, log_file=log_file)
+            return run_one(cfg, backbone, fold, gpu, threads, progress, data=data, log_file=log_file,
+                           lock_wait_s=lock_wait_s)
     start = time.time()
 
     def log(message: str) -> None:
@@ -83,7 +85,8 @@ def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: 
             append_log(log_file, message)
 
     try:
-        info = train_pair(cfg, backbone, fold, data=data, device=device, progress=progress, log=log)
+        info = train_pair(cfg, backbone, fold, data=data, device=device, progress=progress, log=log,
+                          lock_wait_s=lock_wait_s)
     except Exception as e:  # noqa: BLE001 - reported in the summary
         traceback.print_exc()
         return {"backbone": backbone, "fold": fold, "status": "failed", "error": f"{type(e).__name__}: {e}",

@@ -12,7 +12,7 @@ from pipeline.train.trainer import Trainer
 
 
 def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = None, device=None, progress=True,
-               log=print, force: bool = False) -> dict:
+               log=print, force: bool = False, lock_wait_s: float | None = None) -> dict:
     """Train one pair (or resume it, or redo only its predictions), holding the pair's lock.
 
     Returns done.json's fields plus status: done, skipped (finished under this config) or busy (another live
@@ -22,7 +22,8 @@ def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = Non
         raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
     with ExitStack() as held:
         try:
-            held.enter_context(file_lock(pair_lock(cfg.run_dir, backbone, fold)))
+            # lock_wait_s: a retry after a lost node may meet its predecessor's lock for a moment
+            held.enter_context(file_lock(pair_lock(cfg.run_dir, backbone, fold), timeout=lock_wait_s))
         except Busy as e:
             log(f"{backbone} fold {fold}: being trained by {e.owner}; left to it")
             return {"backbone": backbone, "fold": fold, "status": "busy", "error": f"held by {e.owner}"}
