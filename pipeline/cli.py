@@ -84,11 +84,13 @@ def main():
 @click.option("--eval-images", default=420, show_default=True, help="Unlabelled eval photos.")
 @click.option("--elder-pool", default=40, show_default=True, help="Unmasked 60+ outside faces for `external`.")
 @click.option("--seed", default=0, show_default=True)
-def demo_data(out, persons, eval_images, elder_pool, seed):
+@click.option("--jobs", default=2, show_default=True, help="Processes drawing the photos.")
+def demo_data(out, persons, eval_images, elder_pool, seed, jobs):
     """Generate a demo data set in the competition layout (with eval/labels.csv truth)."""
     from pipeline.tools.demo_data import make_demo_data
 
-    path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool)
+    path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool,
+                          n_jobs=jobs)
     click.echo(f"wrote {persons} persons ({persons * 7} photos), {eval_images} eval photos and "
                f"{elder_pool} outside 60+ faces to {path}")
 
