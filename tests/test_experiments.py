@@ -33,6 +33,24 @@ def test_two_runs_share_one_photo_cache(data_dir, tmp_path):
     assert not list((tmp_path / "shared").glob("*.u8"))
 
 
+def test_runs_with_their_own_outside_faces_share_the_cache_too(data_dir, tmp_path):
+    """Each run generates its outside faces into its own folder: the same photos by content, so one cache."""
+    from external_data.run import run_external
+    from folds.make import write_folds
+    from tests.conftest import make_config
+
+    built = {}
+    for run in ("a", "b"):
+        cfg = make_config(tmp_path / run, data_dir, *TINY, f"cache_dir={tmp_path / 'shared'}", "data.use_external=true",
+                          "external.max_persons=3")
+        run_external(cfg, n_jobs=1, log=lambda m: None)
+        write_folds(cfg, log=lambda m: None)
+        lines = []
+        load_run_data(cfg, log=lines.append)
+        built[run] = [m for m in lines if m.startswith("building photo cache")]
+    assert len(built["a"]) == 2 and built["b"] == []
+
+
 def test_run_json_log_and_curves(data_dir, tmp_path):
     run = tmp_path / "run"
     for command in ("folds", "train-all", "ensemble"):

@@ -1,7 +1,8 @@
 """The decoded-photo cache: every photo decoded and resized once into a uint8 memmap under `cache_dir`.
 
-Keyed by the photo list (real paths, sizes, modification times), the cache size and the crop mode, so every run,
-fold and backbone on the same photos shares one cache and a change of data builds a new one. Decoding a 384x512 JPEG costs about 1 ms;
+Keyed by the photos' content (a digest per file, read once and remembered by path, size and modification time),
+the cache size and the crop mode, so every run, fold and backbone on the same photos shares one cache, wherever the
+photos lie, and a change of data builds a new one. Decoding a 384x512 JPEG costs about 1 ms;
 reading a cached row costs microseconds, which is what lets a GPU be fed.
 """
 from __future__ import annotations
@@ -20,22 +21,40 @@ from pipeline.io import atomic_path, atomic_write_text, file_lock, remove_stale_
 from pipeline.progress import bar
 
 
-def cache_key(files: list[Path], size: tuple[int, int], crop: str = "none") -> str:
-    """Identity of the photos (real path, size, modification time), the cache size and the crop.
+DIGESTS = "digests.json"  # per-file content digests, keyed by (real path, size, mtime), so each file is read once
 
-    Real paths, so that a relative, absolute or linked spelling of the same data finds the same cache.
-    """
-    h = hashlib.sha256(f"{size[0]}x{size[1]}:{crop}".encode())
-    unreadable = []
+
+def _digests(files: list[Path], cache_dir: Path) -> list[str]:
+    """A content digest per photo. By content, so that the same photos written twice (each run's outside faces are
+    generated into its own run directory) or reached by another path still find one cache."""
+    memo_path = Path(cache_dir) / DIGESTS
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    out, unreadable, fresh = [], [], 0
     for f in files:
         try:
             st = os.stat(f)
+            key = f"{os.path.realpath(f)}|{st.st_size}|{st.st_mtime_ns}"
+            if key not in memo:
+                memo[key] = hashlib.blake2b(Path(f).read_bytes(), digest_size=16).hexdigest()
+                fresh += 1
+            out.append(memo[key])
         except OSError as e:
             unreadable.append(Problem(str(f), f"cannot be read ({e.strerror}); restore the photo or fix the link"))
-            continue
-        h.update(f"{os.path.realpath(f)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     if unreadable:
         raise DataError(unreadable)
+    if fresh:
+        atomic_write_text(memo_path, json.dumps(memo))
+    return out
+
+
+def cache_key(files: list[Path], size: tuple[int, int], crop: str = "none", cache_dir: str | Path = ".") -> str:
+    """Identity of the photos (their content, in order), the cache size and the crop."""
+    h = hashlib.sha256(f"{size[0]}x{size[1]}:{crop}".encode())
+    for d in _digests(files, Path(cache_dir)):
+        h.update(d.encode())
     return h.hexdigest()[:16]
 
 
@@ -64,7 +83,8 @@ def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path,
                 crop_fn=None, n_jobs: int = 2, log=print) -> Path:
     """Return the path of the (N, H, W, 3) uint8 cache for `files`, building it if needed."""
     files = [Path(f) for f in files]
-    key = cache_key(files, size, crop)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    key = cache_key(files, size, crop, cache_dir)
     path = Path(cache_dir) / f"{key}.u8"
     meta = path.with_suffix(".json")
     remove_stale_temporaries(cache_dir)  # a build killed midway leaves a large temporary file
