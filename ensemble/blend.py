@@ -168,6 +168,17 @@ def apply_blend(fitted: dict, probs: list[np.ndarray], method: str = "soft") -> 
     return combine(probs, method, fitted["weights"])
 
 
+def apply_to_test(fitted: dict, per_fold: list[list[np.ndarray]], method: str = "soft") -> np.ndarray:
+    """Class scores on the test photos, from each member's per-fold predictions (members x folds x (M, C)).
+
+    A vote is linear, so it takes the fold means; a stacker was fitted on single-model OOF probabilities, so it is
+    applied to each fold's models as they were and its outputs averaged (fold means are less confident)."""
+    if fitted.get("stacker") is not None:
+        folds = len(per_fold[0])
+        return sum(apply_stacker(fitted["stacker"], [m[k] for m in per_fold]) for k in range(folds)) / folds
+    return apply_blend(fitted, [np.mean(m, axis=0) for m in per_fold], method)
+
+
 def nested_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, part: np.ndarray, offsets: bool,
                  method: str = "soft", **kw) -> np.ndarray:
     """Each part predicted by the blend fitted on the other parts only: the honest figure of a fitted blend."""

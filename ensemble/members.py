@@ -42,7 +42,7 @@ class Predictions:
     members: list[Member]
     oof: dict[str, np.ndarray]  # member -> (N, 18) probabilities
     per_fold: list[dict]  # member, fold, f1, acc on its own fold
-    test: dict[str, np.ndarray] | None  # member -> (M, 18) probabilities averaged over folds
+    test: dict[str, list[np.ndarray]] | None  # member -> its folds' (M, 18) test probabilities
     test_ids: np.ndarray | None
 
 
@@ -112,7 +112,7 @@ def load_predictions(cfg: Config) -> Predictions:
     missing, oof, test, per_fold = [], {}, {}, []  # missing: (run, what is wrong)
     for m in members:
         probs = np.full((len(ids), NUM_CLASSES), np.nan)
-        test_sum, test_n = None, 0
+        test_folds = []
         for k in range(m.cfg.folds.n_splits):
             d = pair_dir(m.run, m.backbone, k)
             why = unfinished_reason(m.cfg, m.backbone, k)
@@ -135,16 +135,14 @@ def load_predictions(cfg: Config) -> Predictions:
                 if list(zt["image_id"].astype(str)) != list(evals["image_id"]):
                     missing.append((m.run, f"{m.name} fold {k}: test.npz photos are not {cfg.data_dir}/eval/info.csv's"))
                     continue
-                p = blend.softmax(zt["logits"])
-                test_sum = p if test_sum is None else test_sum + p
-                test_n += 1
+                test_folds.append(blend.softmax(zt["logits"]))
         uncovered = np.isnan(probs).any(1)
         if uncovered.any() and not any(x.startswith(f"{m.name} ") for _, x in missing):
             missing.append((m.run, f"{m.name}: {uncovered.sum()} training photos have no OOF prediction "
                                    f"(e.g. {ids[uncovered][0]})"))
         oof[m.name] = probs
-        if test_n:
-            test[m.name] = test_sum / test_n
+        if test_folds:
+            test[m.name] = test_folds
     if missing:
         raise DataError([Problem(str(Path(run) / "models"), "missing or inconsistent predictions: " + x)
                          for run, x in missing], hint=TRAIN_ALL)

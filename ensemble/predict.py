@@ -55,7 +55,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
         raise FileNotFoundError(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)")
     dev = resolve_device(device or "auto")
     # A blend of several runs names each member's run; a single run's ensemble, its own backbones.
-    members = fitted.get("members") or [{"run": str(run), "backbone": b, "tta": fitted["tta"],
+    members = fitted.get("members") or [{"run": ".", "backbone": b, "tta": fitted["tta"],
                                          "n_splits": fitted["n_splits"]} for b in fitted["backbones"]]
     probs, decoded = [], {}  # decoded: photos as each (cache size, crop) of the members' runs decodes them
     models_bar = bar(total=sum(m["n_splits"] for m in members), desc="predict", unit="model")
@@ -63,7 +63,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
         fold_probs = []
         for k in range(m["n_splits"]):
             models_bar.update(1)
-            ckpt = models.load_checkpoint(pair_dir(m["run"], m["backbone"], k) / "best.pt")
+            ckpt = models.load_checkpoint(pair_dir(run if m["run"] == "." else m["run"], m["backbone"], k) / "best.pt")
             cfg = config_from_dict(ckpt["config"])
             key = (tuple(cfg.data.cache_size), cfg.data.crop, cfg.data.crop_margin)
             if key not in decoded:
@@ -75,10 +75,10 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
             logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], m["tta"],
                                     cfg.train.channels_last, cfg.train.amp if dev.type == "cuda" else "none")
             fold_probs.append(blend.softmax(logits))
-        probs.append(np.mean(fold_probs, axis=0))
+        probs.append(fold_probs)
     models_bar.close()
-    scores = blend.apply_blend({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, probs,
-                               fitted["method"])
+    scores = blend.apply_to_test({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, probs,
+                                 fitted["method"])
     pred = blend.predict_with(scores, np.asarray(fitted["offsets"]))
     final = scores / scores.sum(1, keepdims=True)
     m, g, a = decode_label(pred)

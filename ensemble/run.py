@@ -72,8 +72,10 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                     pred=final_pred)
     stacker = fitted["stacker"]
     saved = {"method": e.method, "backbones": names, "chosen": chosen, "honest_f1": honest,
-             "members": [{"name": m.name, "run": str(m.run), "backbone": m.backbone, "tta": m.cfg.tta,
-                          "n_splits": m.cfg.folds.n_splits} for m in preds.members],
+             # a member of this run is found beside weights.json ("."), another run's by its absolute path
+             "members": [{"name": m.name, "run": "." if m.run == cfg.run_dir else str(Path(m.run).resolve()),
+                          "backbone": m.backbone, "tta": m.cfg.tta, "n_splits": m.cfg.folds.n_splits}
+                         for m in preds.members],
              "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
              "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
              "tta": cfg.tta, "n_splits": cfg.folds.n_splits}
@@ -82,7 +84,7 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     submission = None
     test_pred = None
     if preds.test is not None:
-        test_scores = blend.apply_blend(fitted, [preds.test[b] for b in names], e.method)
+        test_scores = blend.apply_to_test(fitted, [preds.test[b] for b in names], e.method)
         test_pred = blend.predict_with(test_scores, fitted["offsets"])
         submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
         evals, _ = read_eval(cfg.data_dir)

@@ -182,10 +182,11 @@ class _Tee:
 
     def write(self, text: str) -> int:
         self.stream.write(text)
-        *lines, self.partial = (self.partial + text).split("\n")
+        *lines, partial = (self.partial + text).split("\n")
+        self.partial = partial.rsplit("\r", 1)[-1]  # a redrawn bar keeps only its last frame
         for line in lines:
             line = line.rsplit("\r", 1)[-1]
-            if line.strip():
+            if line.strip() and "\x1b[" not in line:  # cursor moves of stacked bars are not log lines
                 self.log.write(f"{_now()} {line}\n")
         return len(text)
 

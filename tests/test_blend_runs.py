@@ -90,3 +90,24 @@ def test_a_run_with_other_folds_is_refused_by_name(two_runs):
     cfg = make_config(tmp / "blend-c", data, f"ensemble.runs=[{runs['a']}, {other.run_dir}]")
     with pytest.raises(DataError, match=rf"{other.run_dir}: its folds.csv holds other photos, labels or persons"):
         run_ensemble(cfg, log=lambda m: None)
+
+
+def test_predict_uses_the_run_it_is_given(two_runs, tmp_path):
+    """A run's own models are found beside its weights.json: a copy predicts with its own files, from anywhere."""
+    import shutil
+
+    tmp, data, runs = two_runs
+    from ensemble.members import run_config
+
+    run_ensemble(run_config(runs["a"]), log=lambda m: None)
+    saved = json.loads((Path(runs["a"]) / "ensemble" / "weights.json").read_text())
+    assert [m["run"] for m in saved["members"]] == ["."]
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["a"], copy)
+    shutil.rmtree(Path(runs["a"]) / "models")  # the original is gone: only the copy's models can be used
+    try:
+        df = predict_folder(copy, data / "eval" / "images", tmp_path / "p.csv", log=lambda m: None)
+        assert len(df) == 12
+    finally:
+        shutil.copytree(copy / "models", Path(runs["a"]) / "models")
+

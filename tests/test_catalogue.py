@@ -43,6 +43,8 @@ def assert_message(res, *parts, code=1):
     assert "Traceback" not in res.output
     for p in parts:
         assert p in res.output, res.output
+    shown = [line for line in res.output.splitlines() if parts and parts[0] in line]
+    print(f"\n[{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}] {shown[0] if shown else ''}")
 
 
 def person(data_dir, i=0):

@@ -64,3 +64,18 @@ def test_pretrained_weights_that_cannot_be_had_are_named_with_the_offline_recipe
                                           r"set `weights: /path/to/file`"):
         require_weights([BackboneConfig(name="resnet10t", pretrained=True), BackboneConfig(name="test_resnet")],
                         log=lambda m: None)
+
+
+def test_the_run_log_keeps_lines_not_bar_frames(tmp_path):
+    import io
+
+    from pipeline.io import _Tee
+
+    log = io.StringIO()
+    tee = _Tee(io.StringIO(), log)
+    tee.write("outer:  10%|#\r")
+    for i in range(50):
+        tee.write(f"\ninner: {i}%|##\x1b[A")  # stacked bars: a newline, then back up a line
+    tee.write("\rdone with the step\n")
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("done with the step") and len(tee.partial) < 100

@@ -141,7 +141,8 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
                     blind.add(str(cause).split()[1])
                     notes.setdefault((b, k), []).append(str(cause).split(";")[0])
                     elsewhere = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"][:12] not in blind
-                                 and n["Resources"].get("CPU", 0) >= cpus_per_job]
+                                 and n["Resources"].get("CPU", 0) >= cpus_per_job
+                                 and n["Resources"].get("GPU", 0) >= gpus]
                     if elsewhere and len(notes[(b, k)]) <= retries:
                         target = elsewhere[(k + len(notes[(b, k)])) % len(elsewhere)]
                         strategy = NodeAffinitySchedulingStrategy(node_id=target, soft=True)

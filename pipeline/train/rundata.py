@@ -37,11 +37,12 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     require_folds_match(cfg, contract, folds, path)
     size = tuple(cfg.data.cache_size)
     crop = crop_function(cfg.data)
+    crop_key = cfg.data.crop if cfg.data.crop == "none" else f"{cfg.data.crop}:{cfg.data.crop_margin}"
     cache = Path(cfg.cache_dir)
     files = [image_file(cfg.data_dir, p) for p in folds["path"]]
-    train_cache = build_cache(files, size, cache, cfg.data.crop, crop, log=log)
+    train_cache = build_cache(files, size, cache, crop_key, crop, log=log)
     eval_cache = None
     if evals is not None and len(evals):
         eval_cache = build_cache([image_file(cfg.data_dir, p) for p in evals["path"]], size, cache,
-                                 cfg.data.crop, crop, log=log)
+                                 crop_key, crop, log=log)
     return RunData(folds, evals, train_cache, eval_cache, digest, eval_digest(cfg.data_dir) if evals is not None else None)
