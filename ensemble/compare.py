@@ -66,7 +66,8 @@ def read_run(run: Path) -> dict:
                         hint="name run directories that `maskfold train-all` has written")
     cfg = yaml.safe_load(config_yaml(run).read_text())
     info = json.loads(run_json(run).read_text()) if run_json(run).is_file() else {}
-    row = {"run": str(run), "date": info.get("ended", ""), "wall_s": info.get("wall_seconds")}
+    wall = info.get("wall_seconds")
+    row = {"run": str(run), "date": info.get("ended", ""), "train-all wall": f"{wall:.0f} s" if wall else ""}
     for bb in cfg["backbones"]:
         s = _backbone_scores(run, bb["name"], cfg["folds"]["n_splits"])
         row[f"OOF {bb['name']}"] = (f"{s['oof']:.4f} ({s['mean']:.4f} ± {s['std']:.4f})" if s else "unfinished")

@@ -125,7 +125,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
             ax.imshow(im.convert("RGB"))
         ax.set_title(f"true {names[y[i]]}\npred {names[pred[i]]} ({confidence[i]:.2f})", fontsize=9)
     fig.suptitle("Most confident OOF mistakes")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title above the first row
     _save_png(fig, path)
     plt.close(fig)
     return len(worst)
