@@ -24,13 +24,13 @@ IGNORED_KEYS = ("run_dir",)  # differs between any two runs by construction
 
 
 def flatten(d, prefix: str = "") -> dict:
-    """{'train': {'lr': 1}} -> {'train.lr': 1}; list items are keyed by index (backbones.0.name)."""
+    """{'train': {'lr': 1}} -> {'train.lr': 1}; items of a list of mappings are keyed by index (backbones.0.name)."""
     out = {}
     items = d.items() if isinstance(d, dict) else enumerate(d)
     for k, v in items:
         key = f"{prefix}{k}"
-        if isinstance(v, (dict, list)) and v:
-            out.update(flatten(v, key + "."))
+        if v and (isinstance(v, dict) or (isinstance(v, list) and all(isinstance(x, dict) for x in v))):
+            out.update(flatten(v, key + "."))  # lists of settings (backbones) by index; lists of values whole
         else:
             out[key] = v
     return out
@@ -68,16 +68,18 @@ def read_run(run: Path) -> dict:
     info = json.loads(run_json(run).read_text()) if run_json(run).is_file() else {}
     wall = info.get("wall_seconds")
     row = {"run": str(run), "date": info.get("ended", ""), "train-all wall": f"{wall:.0f} s" if wall else ""}
-    for bb in cfg["backbones"]:
-        s = _backbone_scores(run, bb["name"], cfg["folds"]["n_splits"])
-        row[f"OOF {bb['name']}"] = (f"{s['oof']:.4f} ({s['mean']:.4f} ± {s['std']:.4f})" if s else "unfinished")
-    if weights_json(run).is_file():
-        w = json.loads(weights_json(run).read_text())
-        row["ensemble honest OOF"] = w["honest_f1"][w["chosen"]]
-    else:
-        row["ensemble honest OOF"] = None
+    w = json.loads(weights_json(run).read_text()) if weights_json(run).is_file() else None
+    # a blend of several runs has members in other runs; a run's own members are its backbones (".")
+    members = (w or {}).get("members") or [{"name": b["name"], "run": ".", "backbone": b["name"],
+                                            "n_splits": cfg["folds"]["n_splits"]} for b in cfg["backbones"]]
+    for m in members:
+        where = run if m["run"] == "." else Path(m["run"])
+        s = _backbone_scores(where, m["backbone"], m["n_splits"])
+        row[f"OOF {m['name']}"] = (f"{s['oof']:.4f} ({s['mean']:.4f} ± {s['std']:.4f})" if s else "unfinished")
+    row["ensemble honest OOF"] = w["honest_f1"][w["chosen"]] if w else None
     row["eval F1"] = _eval_f1(run, cfg["data_dir"])
-    return {"row": row, "config": flatten(cfg), "digest": run_digest(run)}
+    first = run if members[0]["run"] == "." else Path(members[0]["run"])
+    return {"row": row, "config": flatten(cfg), "digest": run_digest(run) or run_digest(first)}
 
 
 def compare_runs(run_dirs: list[str], out_dir: str | Path, log=print) -> pd.DataFrame:
@@ -109,9 +111,12 @@ def _plot(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ranked = table.assign(f1=table["ensemble honest OOF"].astype(float)).sort_values("f1", na_position="first")
+    from ensemble.members import run_labels
+
+    ranked = table.assign(f1=table["ensemble honest OOF"].astype(float), label=run_labels(list(table["run"])))
+    ranked = ranked.sort_values("f1", na_position="first")
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(ranked) + 1.5))
-    ax.barh([Path(r).name for r in ranked["run"]], ranked["f1"].fillna(0), color="#4c72b0")
+    ax.barh(range(len(ranked)), ranked["f1"].fillna(0), color="#4c72b0", tick_label=list(ranked["label"]))
     for i, v in enumerate(ranked["f1"]):
         ax.text((v if v == v else 0) + 0.005, i, "unfinished" if v != v else f"{v:.4f}", va="center", fontsize=8)
     ax.set_xlabel("ensemble OOF macro F1 (honest: nested where anything was fitted)")

@@ -65,6 +65,13 @@ def test_two_runs_blended_into_a_third(two_runs):
     assert "Which members add something" in report and "| a/run/test_resnet |" in report
     for label in ("selection", "stacking", "stacking + offsets"):
         assert f"ensemble + {label} (in-sample)" in report and f"ensemble + {label} (nested" in report
+    # compare shows the blend beside its runs, with its members' scores and the same photos+folds
+    from ensemble.compare import compare_runs
+
+    table = compare_runs([runs["a"], runs["b"], cfg.run_dir], tmp / "cmp", log=lambda m: None)
+    blend_row = table.iloc[2]
+    assert blend_row["OOF a/run/test_resnet"] == table.iloc[0]["OOF test_resnet"]
+    assert set(table["photos+folds"]) == {"A"}
 
 
 @pytest.mark.parametrize("kind", ["selection", "stacking"])

@@ -79,3 +79,12 @@ def test_the_run_log_keeps_lines_not_bar_frames(tmp_path):
     tee.write("\rdone with the step\n")
     lines = log.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].endswith("done with the step") and len(tee.partial) < 100
+
+
+def test_pretrained_true_for_a_model_without_weights_is_refused(monkeypatch):
+    from pipeline.config import BackboneConfig
+    from pipeline.model.models import weights_source
+
+    ok, why = weights_source(BackboneConfig(name="botnet50ts_256", pretrained=True))
+    assert not ok and "timm has no pretrained weights for botnet50ts_256" in why
+

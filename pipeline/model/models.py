@@ -79,9 +79,12 @@ def weights_source(backbone: BackboneConfig, timeout: float = 5.0) -> tuple[bool
     from timm.models import get_pretrained_cfg
 
     pcfg = get_pretrained_cfg(backbone.name)
-    repo = getattr(pcfg, "hf_hub_id", None)
-    if repo is None:
-        return True, f"fetched by timm from {pcfg.url} (not checked)"
+    repo, url = getattr(pcfg, "hf_hub_id", None), getattr(pcfg, "url", "")
+    if not repo and not url:
+        return False, (f"timm has no pretrained weights for {backbone.name}; set `pretrained: false`, or name a tag "
+                       f"that has them (timm.list_pretrained('{backbone.name.split('.')[0]}*'))")
+    if not repo:
+        return True, f"fetched by timm from {url} (not checked)"
     for filename in ("model.safetensors", "pytorch_model.bin"):
         cached = try_to_load_from_cache(repo, filename)
         if isinstance(cached, str):
