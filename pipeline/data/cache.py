@@ -20,7 +20,6 @@ from pipeline.data.images import inspect_image, read_rgb
 from pipeline.io import atomic_path, atomic_write_text, file_lock, remove_stale_temporaries
 from pipeline.progress import bar
 
-
 DIGESTS = "digests.json"  # per-file content digests, keyed by (real path, size, mtime), so each file is read once
 
 
