@@ -44,6 +44,7 @@ external_dir = _under_run("external")
 ensemble_dir = _under_run("ensemble")
 submission_csv = _under_run("submission.csv")
 log_txt = _under_run("log.txt")
+job_lines = _under_run(".job-lines.txt")  # parallel jobs' lines on their way to the terminal and log.txt
 run_json = _under_run("run.json")
 
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -33,3 +37,37 @@ def say(message: str, log=print) -> None:
         tqdm.write(message, file=sys.stdout)
     else:
         log(message)
+
+
+@contextmanager
+def relay(path: Path, log=print, every: float = 0.3):
+    """While the block runs, print each line that other processes append to `path`, through `say`.
+
+    Parallel jobs write their lines to a file instead of the terminal, where they would tear the outer bar; the
+    parent prints them above its bar (and so into the run's log, once)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    path.touch()
+    stop = threading.Event()
+
+    def follow():
+        with open(path) as f:
+            partial = ""
+            while True:
+                partial += f.read()
+                *lines, partial = partial.split("\n")
+                for line in lines:
+                    say(line, log)
+                if stop.is_set():
+                    return
+                time.sleep(every)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        path.unlink(missing_ok=True)
+

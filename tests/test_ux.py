@@ -27,6 +27,22 @@ def test_train_all_into_a_file_has_no_bar_frames_and_a_line_per_epoch(data_dir, 
     assert all(w in epoch_line for w in ("train loss", "val loss", "val F1", "lr ", "new best"))
 
 
+def test_parallel_jobs_lines_reach_the_output_and_the_log_once(data_dir, tmp_path):
+    tiny_config(tmp_path, data_dir)
+    out = tmp_path / "out.log"
+    cmd = [sys.executable, "-m", "pipeline.cli"] + cli_args("train-all", tmp_path, data_dir, *TINY) + ["--jobs", "2"]
+    with open(out, "w") as f:
+        res = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=300,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    printed, logged = out.read_text(), (tmp_path / "run" / "log.txt").read_text()
+    assert res.returncode == 0, printed[-3000:]
+    for k in (0, 1):
+        for e in (1, 2):
+            line = f"test_resnet fold {k} epoch {e}/2:"
+            assert printed.count(line) == 1 and logged.count(line) == 1, (line, printed)
+    assert not (tmp_path / "run" / ".job-lines.txt").exists()
+
+
 def test_make_passes_a_set_value_with_spaces_as_one_set(tmp_path):
     out = subprocess.run(["make", "-n", "train-all", "SET=backbones=[{name: resnet10t}] train.epochs=3"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -15,12 +15,12 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from pipeline.config import Config, save_config
-from pipeline.io import Busy, append_log, file_lock
-from pipeline.layout import config_yaml, finished, gpu_lock, log_txt, pair_dir
+from pipeline.io import Busy, file_lock
+from pipeline.layout import config_yaml, finished, gpu_lock, job_lines, pair_dir
 from pipeline.model.metrics import scores
 from pipeline.model.models import require_weights
 from pipeline.progress import bar as progress_bar
-from pipeline.progress import say
+from pipeline.progress import relay, say
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import require_tensorboard
@@ -62,12 +62,12 @@ def claim_gpu(run_dir, n_gpus: int):
 
 
 def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: int | None, progress: bool,
-            n_gpus: int = 0, data: RunData | None = None, log_file: str | None = None,
+            n_gpus: int = 0, data: RunData | None = None, lines_file: str | None = None,
             lock_wait_s: float | None = None) -> dict:
     """One job: never raises, so one pair's failure cannot stop the others.
 
     `data` is the checked folds table and caches that train-all loaded once before starting its jobs. A job in a
-    process of its own writes its lines to the run's log itself (`log_file`): its prints bypass the parent's log.
+    process of its own appends its lines to `lines_file`, which the parent prints (progress.relay).
     """
     import torch
 
@@ -75,14 +75,16 @@ def run_one(cfg: Config, backbone: str, fold: int, device: str | None, threads: 
         torch.set_num_threads(threads)
     if n_gpus > 1 and device is None:
         with claim_gpu(cfg.run_dir, n_gpus) as gpu:
-            return run_one(cfg, backbone, fold, gpu, threads, progress, data=data, log_file=log_file,
+            return run_one(cfg, backbone, fold, gpu, threads, progress, data=data, lines_file=lines_file,
                            lock_wait_s=lock_wait_s)
     start = time.time()
 
     def log(message: str) -> None:
-        print(message, flush=True)
-        if log_file:
-            append_log(log_file, message)
+        if lines_file:
+            with open(lines_file, "a") as f:  # O_APPEND: parallel jobs' lines never interleave mid-line
+                f.write(message + "\n")
+        else:
+            print(message, flush=True)
 
     try:
         info = train_pair(cfg, backbone, fold, data=data, device=device, progress=progress, log=log,
@@ -116,10 +118,15 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     n_gpus = gpus_to_share(cfg.train.device) if jobs > 1 else 0
     results = []
+    lines = job_lines(cfg.run_dir)
     calls = (delayed(run_one)(cfg, b, k, None, threads, progress=jobs == 1, n_gpus=n_gpus, data=data,
-                              log_file=str(log_txt(cfg.run_dir)) if jobs > 1 else None) for b, k in todo)
-    # One outer bar over the pairs (with an ETA); results arrive as jobs finish, in any order.
-    with progress_bar(total=len(todo), desc="train-all", unit="pair", leave=True) as outer:
+                              lines_file=str(lines) if jobs > 1 else None) for b, k in todo)
+    # One outer bar over the pairs (with an ETA); results arrive as jobs finish, in any order. Parallel jobs'
+    # lines are relayed above it.
+    with ExitStack() as stack:
+        if jobs > 1:
+            stack.enter_context(relay(lines, log))
+        outer = stack.enter_context(progress_bar(total=len(todo), desc="train-all", unit="pair", leave=True))
         for r in Parallel(n_jobs=jobs, backend="loky" if jobs > 1 else "sequential",
                           return_as="generator_unordered")(calls):
             results.append(r)
