@@ -53,6 +53,9 @@ def require_clean(cfg: Config, scan: bool = False):
     return train, evals, report
 
 
+FOLDS_HINT = "run `maskfold folds` with this config (after `maskfold external` when data.use_external is on)"
+
+
 def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame, path: Path) -> None:
     """What training checks of folds.csv: valid folds, the same photos and labels as the data, the same external
     persons as <run_dir>/external. Raises DataError naming folds.csv and the stage that fixes it."""
@@ -60,17 +63,17 @@ def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame
 
     problems = fold_problems(folds)
     if problems:
-        raise DataError([Problem(str(path), f"{p}; rerun `maskfold folds`") for p in problems])
+        raise DataError([Problem(str(path), p) for p in problems], hint=FOLDS_HINT)
     ext = folds["source"] == "external"
     a = contract.set_index("image_id")[["path", "label"]].sort_index()
     b = folds[~ext].set_index("image_id")[["path", "label"]].sort_index()
     if not a.index.equals(b.index) or not (a.values == b.values).all():
-        raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed); "
-                                            "rerun `maskfold folds`")])
+        raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed)")],
+                        hint=FOLDS_HINT)
     external = read_external(cfg.run_dir, cfg.data)["image_id"] if cfg.data.use_external else pd.Series([], dtype=str)
     if set(folds.loc[ext, "image_id"]) != set(external):
         raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
-                                            "data.use_external; rerun `maskfold folds`")])
+                                            "data.use_external")], hint=FOLDS_HINT)
 
 
 def summary(train: pd.DataFrame, evals: pd.DataFrame | None, report: Report) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.checks import require_clean, require_folds_match
+from pipeline.checks import FOLDS_HINT, require_clean, require_folds_match
 from pipeline.config import Config
 from pipeline.contract import DataError, Problem, image_file
 from pipeline.data.cache import build_cache
@@ -32,7 +32,7 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     contract, evals, _ = require_clean(cfg)
     path = folds_csv(cfg.run_dir)
     if not path.is_file():
-        raise DataError([Problem(str(path), "folds.csv not found; run `maskfold folds` first")])
+        raise DataError([Problem(str(path), "folds.csv not found")], hint=FOLDS_HINT)
     folds, digest = read_folds(cfg.run_dir)
     require_folds_match(cfg, contract, folds, path)
     size = tuple(cfg.data.cache_size)
