@@ -17,8 +17,8 @@ import yaml
 from ensemble.report import markdown_table
 from pipeline.contract import DataError, Problem
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
-from pipeline.layout import config_yaml, pair_dir, run_digest, run_json, submission_csv, weights_json
-from pipeline.model.metrics import scores
+from pipeline.layout import config_yaml, run_digest, run_json, submission_csv, weights_json
+from pipeline.model.metrics import backbone_oof, scores
 
 IGNORED_KEYS = ("run_dir",)  # differs between any two runs by construction
 
@@ -37,18 +37,11 @@ def flatten(d, prefix: str = "") -> dict:
 
 
 def _backbone_scores(run: Path, backbone: str, n_splits: int) -> dict | None:
-    ys, ps, per_fold = [], [], []
-    for k in range(n_splits):
-        f = pair_dir(run, backbone, k) / "oof.npz"
-        if not f.is_file():
-            return None
-        z = np.load(f)
-        pred = z["logits"].argmax(1)
-        ys.append(z["labels"])
-        ps.append(pred)
-        per_fold.append(scores(z["labels"], pred)["f1"])
-    return {"oof": scores(np.concatenate(ys), np.concatenate(ps))["f1"], "mean": float(np.mean(per_fold)),
-            "std": float(np.std(per_fold))}
+    """OOF macro F1 over all folds, and its mean and std over folds; None unless every fold has predictions."""
+    oof = backbone_oof(run, backbone, n_splits)
+    if oof is None or oof["folds"] < n_splits:
+        return None
+    return {"oof": oof["scores"]["f1"], "mean": float(np.mean(oof["fold_f1"])), "std": float(np.std(oof["fold_f1"]))}
 
 
 def _eval_f1(run: Path, data_dir: str) -> float | None:

@@ -6,7 +6,6 @@ folds on the same photos and labels, or their out-of-fold predictions would not 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import yaml
 from ensemble import blend
 from pipeline.config import Config, config_from_dict
 from pipeline.contract import NUM_CLASSES, DataError, Problem, read_eval
-from pipeline.layout import config_yaml, folds_csv, pair_dir, unfinished_reason
+from pipeline.layout import config_yaml, folds_csv, folds_digest, pair_dir, unfinished_reason
 from pipeline.model.metrics import scores
 
 TRAIN_ALL = "run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs"
@@ -64,12 +63,6 @@ def _competition_folds(run: str | Path) -> pd.DataFrame:
     return folds[folds["source"] != "external"].reset_index(drop=True)
 
 
-def _assignment(folds: pd.DataFrame) -> str:
-    """Which photos, labels and persons each fold holds: what blended runs must share."""
-    cols = folds[["image_id", "person_id", "label", "fold"]].astype(str).sort_values("image_id")
-    return hashlib.sha256(cols.to_csv(index=False).encode()).hexdigest()
-
-
 def run_labels(runs: list[str]) -> list[str]:
     """The shortest path endings that tell the runs apart: runs/a, runs/b -> a, b."""
     parts = [Path(r).resolve().parts for r in runs]
@@ -100,8 +93,9 @@ def load_predictions(cfg: Config) -> Predictions:
     members = members_of(cfg)
     runs = list(dict.fromkeys(m.run for m in members))
     folds = _competition_folds(runs[0])
-    first = _assignment(folds)
-    differ = [r for r in runs[1:] if _assignment(_competition_folds(r)) != first]
+    # blended runs must share the competition photos, labels and persons-to-folds (outside faces may differ)
+    first = folds_digest(folds)
+    differ = [r for r in runs[1:] if folds_digest(_competition_folds(r)) != first]
     if differ:
         raise DataError([Problem(r, f"its folds.csv holds other photos, labels or persons-to-folds than {runs[0]}'s")
                          for r in differ],

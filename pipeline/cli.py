@@ -101,15 +101,13 @@ def demo_data(out, persons, eval_images, elder_pool, seed, jobs):
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
-    from pipeline.model.models import weights_source
+    from pipeline.model.models import weights_report
 
     train, evals, report = load_data(cfg, scan=True)
-    for b in cfg.backbones:  # the weights too: a run should not fail on them after the data passed
-        ok, where = weights_source(b)
-        if ok:
-            report.notes.append(f"weights of {b.name}: {where}")
-        else:
-            report.problem(f"backbone {b.name}", where)
+    found, missing = weights_report(cfg.backbones)  # the weights too: a run should not fail on them after the data
+    report.notes += found
+    for who, why in missing:
+        report.problem(who, why)
     click.echo(summary(train, evals, report))
     if report.problems:
         sys.exit(1)

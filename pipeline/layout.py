@@ -119,12 +119,14 @@ def read_done(run_dir, backbone: str, fold: int) -> dict | None:
         return None
 
 
-def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
-    """None when the pair is finished under this config; else why not, in a few words."""
-    d = pair_dir(cfg.run_dir, backbone, fold)
+def pair_status(cfg, backbone: str, fold: int) -> tuple[dict | None, str | None]:
+    """(done.json, None) when the pair is finished under this config; else (done.json or None, why not)."""
     done = read_done(cfg.run_dir, backbone, fold)
-    if done is None:
-        return "not trained"
+    return done, None if done is None else _unfinished(cfg, backbone, fold, done)
+
+
+def _unfinished(cfg, backbone: str, fold: int, done: dict) -> str | None:
+    d = pair_dir(cfg.run_dir, backbone, fold)
     if done.get("hash") != cfg.pair_hash(backbone):
         return "trained under other settings"
     if done.get("data") != run_digest(cfg.run_dir):
@@ -141,6 +143,13 @@ def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
     return None
 
 
+def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
+    """None when the pair is finished under this config; else why not, in a few words."""
+    done, why = pair_status(cfg, backbone, fold)
+    return "not trained" if done is None else why
+
+
 def finished(cfg, backbone: str, fold: int) -> dict | None:
     """The done.json of a pair finished under this config (see the module docstring), else None."""
-    return read_done(cfg.run_dir, backbone, fold) if unfinished_reason(cfg, backbone, fold) is None else None
+    done, why = pair_status(cfg, backbone, fold)
+    return done if done is not None and why is None else None

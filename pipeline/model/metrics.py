@@ -17,3 +17,21 @@ def scores(y_true, y_pred) -> dict:
     for name, t, p in zip(("mask", "gender", "age"), decode_label(y_true), decode_label(y_pred)):
         out[f"f1_{name}"] = macro_f1(t, p, n=2 if name == "gender" else 3)
     return out
+
+
+def backbone_oof(run_dir, backbone: str, n_splits: int) -> dict | None:
+    """A backbone's out-of-fold scores over the folds whose oof.npz exists: {"scores", "folds", "fold_f1"}."""
+    from pipeline.layout import pair_dir
+
+    ys, ps, fold_f1 = [], [], []
+    for k in range(n_splits):
+        f = pair_dir(run_dir, backbone, k) / "oof.npz"
+        if f.is_file():
+            z = np.load(f)
+            ys.append(z["labels"])
+            ps.append(z["logits"].argmax(1))
+            fold_f1.append(macro_f1(ys[-1], ps[-1]))
+    if not ys:
+        return None
+    return {"scores": scores(np.concatenate(ys), np.concatenate(ps)), "folds": len(ys), "fold_f1": fold_f1}
+

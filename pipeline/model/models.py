@@ -103,15 +103,24 @@ def weights_source(backbone: BackboneConfig, timeout: float = 5.0) -> tuple[bool
                        + OFFLINE_RECIPE.format(name=backbone.name))
 
 
-def require_weights(backbones: list[BackboneConfig], log=print) -> None:
-    """Every backbone's weights can be had, or one ConfigError naming each that cannot and the offline recipe."""
-    problems = []
+def weights_report(backbones: list[BackboneConfig]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(where each available backbone's weights come from, [(backbone, why not)] for the others)."""
+    found, missing = [], []
     for b in backbones:
         ok, where = weights_source(b)
         if ok:
-            log(f"weights of {b.name}: {where}")
+            found.append(f"weights of {b.name}: {where}")
         else:
-            problems.append(f"backbone {b.name}: {where}")
+            missing.append((f"backbone {b.name}", where))
+    return found, missing
+
+
+def require_weights(backbones: list[BackboneConfig], log=print) -> None:
+    """Every backbone's weights can be had, or one ConfigError naming each that cannot and the offline recipe."""
+    found, missing = weights_report(backbones)
+    for line in found:
+        log(line)
+    problems = [f"{who}: {why}" for who, why in missing]
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -10,14 +10,13 @@ import time
 import traceback
 from contextlib import ExitStack, contextmanager
 
-import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
 from pipeline.config import Config, save_config
 from pipeline.io import Busy, file_lock
-from pipeline.layout import config_yaml, finished, gpu_lock, job_lines, pair_dir
-from pipeline.model.metrics import scores
+from pipeline.layout import config_yaml, finished, gpu_lock, job_lines
+from pipeline.model.metrics import backbone_oof
 from pipeline.model.models import require_weights
 from pipeline.progress import bar as progress_bar
 from pipeline.progress import relay, say
@@ -141,13 +140,7 @@ def oof_scores(cfg: Config) -> dict[str, dict]:
     """Each backbone's out-of-fold scores over the folds that have predictions."""
     out = {}
     for b in cfg.backbone_names():
-        y, p = [], []
-        for k in range(cfg.folds.n_splits):
-            f = pair_dir(cfg.run_dir, b, k) / "oof.npz"
-            if f.is_file():
-                z = np.load(f)
-                y.append(z["labels"])
-                p.append(z["logits"].argmax(1))
-        if y:
-            out[b] = {**scores(np.concatenate(y), np.concatenate(p)), "folds": len(y)}
+        oof = backbone_oof(cfg.run_dir, b, cfg.folds.n_splits)
+        if oof:
+            out[b] = {**oof["scores"], "folds": oof["folds"]}
     return out

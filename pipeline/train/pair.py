@@ -6,7 +6,7 @@ from contextlib import ExitStack
 
 from pipeline.config import Config
 from pipeline.io import Busy, file_lock
-from pipeline.layout import PAIR_FILES, pair_dir, pair_lock, read_done, unfinished_reason
+from pipeline.layout import PAIR_FILES, pair_dir, pair_lock, pair_status
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import Trainer
 
@@ -31,12 +31,11 @@ def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = Non
             for name in PAIR_FILES:
                 (pair_dir(cfg.run_dir, backbone, fold) / name).unlink(missing_ok=True)
         else:
-            why = unfinished_reason(cfg, backbone, fold)
-            if why is None:
-                done = read_done(cfg.run_dir, backbone, fold)
+            done, why = pair_status(cfg, backbone, fold)
+            if done is not None and why is None:
                 log(f"{backbone} fold {fold}: already finished under this config (val F1 {done['val_f1']:.4f}); skipped")
                 return {**done, "status": "skipped"}
-            if why != "not trained":
+            if why is not None:
                 log(f"{backbone} fold {fold}: {why}")
         data = data or load_run_data(cfg, log=log)
         start = time.time()
