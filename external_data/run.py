@@ -16,10 +16,11 @@ import pandas as pd
 from joblib import Parallel, delayed
 from PIL import Image
 
+from external_data.geometry import competition_framing
 from external_data.importers import import_csv, import_fairface, import_utkface, select
-from external_data.persons import make_person
+from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person
 from pipeline.config import Config, ConfigError
-from pipeline.contract import PHOTOS
+from pipeline.contract import PHOTOS, DataError, read_train
 from pipeline.data.images import read_rgb
 from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
@@ -45,7 +46,7 @@ def landmark_source(name: str, table_path: str | None):
     return lambda f, img: table.get(str(Path(f).resolve()))
 
 
-def _person_job(rows, out_dir: str, landmarks, templates, seed: int):
+def _person_job(rows, out_dir: str, landmarks, templates, seed: int, framing: str, geometry: np.ndarray, walls):
     done = []
     for pid, r in rows:
         img = read_rgb(r["file"])
@@ -56,7 +57,8 @@ def _person_job(rows, out_dir: str, landmarks, templates, seed: int):
         folder = f"{pid}_{r['gender']}_{r['race']}_{r['age']}"
         dest = Path(out_dir) / folder
         dest.mkdir(parents=True, exist_ok=True)
-        photos = make_person(img, lm, templates, np.random.default_rng([seed, int(pid[3:])]))
+        photos = make_person(img, lm, templates, np.random.default_rng([seed, int(pid[3:])]), framing, geometry,
+                             walls)
         for name, arr in photos.items():
             Image.fromarray(arr).save(dest / f"{name}.jpg", quality=92)
         done.append((pid, folder))
@@ -83,10 +85,37 @@ def contact_sheet(root: Path, table: pd.DataFrame, out: Path, n: int = 12, cell=
         sheet.save(tmp, format="PNG")
 
 
+def _framing(cfg: Config, log) -> tuple[np.ndarray, np.ndarray | None]:
+    """Face positions and sizes, and walls, from the competition photos (a fixed framing when there are none)."""
+    try:
+        train, _ = read_train(cfg.data_dir, cfg.data)
+    except (DataError, OSError):
+        train = None
+    if train is None or not len(train):
+        log(f"face geometry: no competition photos under {cfg.data_dir}; external faces use one fixed framing")
+        return DEFAULT_GEOMETRY, None
+    return competition_framing(train, cfg.data_dir, seed=cfg.seed, log=log)
+
+
+def _train_detector(images: Path, table: pd.DataFrame, root: Path, log) -> bool:
+    """Train the `masked` face detector (data.face_detector) on these pseudo-persons; False without dlib."""
+    from pipeline.faces import boxes, landmarks
+
+    model = root / boxes.MASKED_MODEL
+    model.unlink(missing_ok=True)  # a detector trained on the previous photos must not outlive them
+    if not landmarks.available():
+        log("masked-face detector: the `faces` extra is missing; not trained")
+        return False
+    persons = [{p: str(images / folder / f"{p}.jpg") for p in PHOTOS} for folder in table["path"]]
+    return boxes.train_masked_detector(persons, model, log=log)
+
+
 def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 12) -> dict:
     e = cfg.external
     if e.source not in IMPORTERS:  # the importers are this stage's, so this stage checks the name
         raise ConfigError(f"'external.source' is {e.source!r}; choose one of {', '.join(IMPORTERS)}")
+    if e.framing not in FRAMINGS:
+        raise ConfigError(f"'external.framing' is {e.framing!r}; choose one of {', '.join(FRAMINGS)}")
     if not e.path:
         raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
     start = time.time()
@@ -98,6 +127,7 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 1
         f"{e.min_age}+{'' if e.max_age is None else f' to {e.max_age}'}")
     templates = load_maskthe_face(e.templates) if e.templates else None
     landmarks = landmark_source(e.landmarks, e.path)
+    geometry, walls = _framing(cfg, log) if e.framing == "portrait" else (DEFAULT_GEOMETRY, None)
 
     root = external_dir(cfg.run_dir)
     images = root / "train" / "images"
@@ -111,7 +141,8 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 1
     results = []
     with bar(total=len(jobs), desc="outside faces", unit="face") as progress:
         for r in Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(_person_job)(c, str(images), landmarks, templates, cfg.seed) for c in chunks if c):
+                delayed(_person_job)(c, str(images), landmarks, templates, cfg.seed, e.framing, geometry, walls)
+                for c in chunks if c):
             results.append(r)
             progress.update(len(r))
     overlay_s = time.time() - t0
@@ -124,8 +155,11 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 1
     atomic_write_csv(table, root / "train" / "train.csv")
     if len(table):
         contact_sheet(images, table, root / "contact_sheet.png", sheet_persons)
+    detector = _train_detector(images, table, root, log)
     summary = {"imported": len(faces), "malformed": len(malformed), "selected": len(chosen), "no_face": no_face,
-               "persons": len(table), "photos": len(table) * len(PHOTOS), "overlay_seconds": round(overlay_s, 2),
+               "persons": len(table), "photos": len(table) * len(PHOTOS), "framing": e.framing,
+               "geometry_from": len(geometry) if geometry is not DEFAULT_GEOMETRY else 0,
+               "masked_face_detector": detector, "overlay_seconds": round(overlay_s, 2),
                "faces_per_second": round(len(chosen) / overlay_s, 2) if overlay_s else None,
                "seconds": round(time.time() - start, 2)}
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=1))
@@ -134,3 +168,16 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 1
     log(f"overlay throughput: {summary['faces_per_second']} faces/s ({n_jobs} processes); "
         f"contact sheet: {root / 'contact_sheet.png'}")
     return summary
+
+
+def probe_external(cfg: Config, n_jobs: int = 2, log=print) -> dict | None:
+    """Run the domain probe on the written external photos; its figures go to external/probe.json."""
+    from external_data.probe import run_probe
+
+    root = external_dir(cfg.run_dir)
+    if not (root / "train" / "train.csv").is_file():
+        raise FileNotFoundError(f"{root / 'train' / 'train.csv'}: no external photos to probe; "
+                                "run `maskfold external` without --probe first")
+    result = run_probe(cfg, n_jobs=n_jobs, log=log)
+    atomic_write_text(root / "probe.json", json.dumps(result, indent=1))
+    return result

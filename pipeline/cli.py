@@ -148,13 +148,19 @@ def bench_cmd(cfg, backbones, device, rounds, out):
 @_config_options
 @click.option("--jobs", default=2, show_default=True, help="Processes for landmarks and overlays.")
 @click.option("--sheet", "sheet_persons", default=12, show_default=True, help="Persons on the contact sheet.")
+@click.option("--probe", "probe_only", is_flag=True,
+              help="Only measure how easily the written external photos are told from competition photos.")
 @_friendly
-def external_cmd(cfg, jobs, sheet_persons):
-    """Import older faces, put masks on them, write train-only pseudo-persons to <run_dir>/external/."""
-    from external_data.run import run_external
+def external_cmd(cfg, jobs, sheet_persons, probe_only):
+    """Import older faces, put masks on them, write train-only pseudo-persons to <run_dir>/external/.
+
+    Ends with the domain probe's figure (also alone with --probe), written to <run_dir>/external/probe.json."""
+    from external_data.run import probe_external, run_external
 
     save_config(cfg, config_yaml(cfg.run_dir))
-    run_external(cfg, n_jobs=jobs, log=click.echo, sheet_persons=sheet_persons)
+    if not probe_only:
+        run_external(cfg, n_jobs=jobs, log=click.echo, sheet_persons=sheet_persons)
+    probe_external(cfg, n_jobs=jobs, log=click.echo)
 
 
 @main.command("train")

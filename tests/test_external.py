@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from external_data.importers import import_csv, import_fairface, import_utkface, select
-from external_data.persons import frame_like_competition, make_person, mask_pool
+from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person, mask_pool
 from external_data.run import run_external
 from pipeline.faces.masks import load_maskthe_face, place_mask, procedural_mask
 from pipeline.tools.demo_data import render_portrait, sample_person
@@ -119,7 +119,7 @@ def test_placement_geometry(idx):
     if idx >= len(templates):
         pytest.skip("MaskTheFace templates absent")
     img, lm = _face()
-    framed, flm = frame_like_competition(img, lm)
+    framed, flm = FRAMINGS["portrait"](img, lm, np.random.default_rng(idx), DEFAULT_GEOMETRY[0])
     t = templates[idx]
     mouth = flm[[62, 66]].mean(0)
     _, worn = place_mask(framed, flm, t, "worn")
@@ -208,7 +208,7 @@ def test_face_crop_finds_the_face_and_falls_back_to_a_centre_crop(tmp_path):
     face = read_rgb(sorted(UTK.glob("70_*"))[0])  # 200x200 tight crop
     portrait = np.full((512, 384, 3), 90, np.uint8)
     portrait[140:340, 92:292] = face  # the face where a competition portrait has it
-    crop = FaceCropper(margin=0.6)
+    crop = FaceCropper(margin=0.3)  # the chip is all face, so its box is as wide as the chip
     (x0, y0, x1, y1), found = crop.box(portrait, 3 / 4)
     assert found and x0 <= 120 and x1 >= 260 and y0 <= 180 and y1 >= 300 and (x1 - x0) < 384
     out, found = crop(portrait, (96, 128))

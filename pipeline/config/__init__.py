@@ -62,6 +62,10 @@ def _validate(cfg: Config, source: str) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    from pipeline.faces.boxes import bad_chain
+
+    if why := bad_chain(cfg.data.face_detector):
+        raise ConfigError(f"{source}: 'data.face_detector' is {why}")
     if not cfg.backbones:
         raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
     names = cfg.backbone_names()

@@ -27,6 +27,8 @@ class DataConfig:
     cache_size: list[int] = field(default_factory=lambda: [192, 256])  # width, height of the decoded cache
     crop: str = "none"  # none | face: crop every photo to the detected face box (plus margin)
     crop_margin: float = 0.6
+    # Detectors tried in order until one finds a face (pipeline.faces.boxes): hog, cnn, masked, joined by '+'.
+    face_detector: str = "hog+masked"
     use_external: bool = False  # add <run_dir>/external pseudo-persons to every training fold
     external_cap: int = 0  # at most this many external persons (0: all)
 
@@ -130,6 +132,7 @@ class ExternalConfig:
     max_persons: int = 0  # 0: all
     landmarks: str = "dlib"  # dlib | file (landmarks.json beside the table, as the demo pool ships)
     templates: str | None = None  # MaskTheFace folder holding masks/masks.cfg; none: procedural masks only
+    framing: str = "portrait"  # portrait | blur: how a face crop becomes a 384x512 photo (external_data.persons)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pipeline.progress import bar
 DIGESTS = "digests.json"  # per-file content digests, keyed by (real path, size, mtime), so each file is read once
 
 
-def _digests(files: list[Path], cache_dir: Path) -> list[str]:
+def content_digests(files: list[Path], cache_dir: Path) -> list[str]:
     """A content digest per photo. By content, so that the same photos written twice (each run's outside faces are
     generated into its own run directory) or reached by another path still find one cache."""
     memo_path = Path(cache_dir) / DIGESTS
@@ -52,7 +52,7 @@ def _digests(files: list[Path], cache_dir: Path) -> list[str]:
 def cache_key(files: list[Path], size: tuple[int, int], crop: str = "none", cache_dir: str | Path = ".") -> str:
     """Identity of the photos (their content, in order), the cache size and the crop."""
     h = hashlib.sha256(f"{size[0]}x{size[1]}:{crop}".encode())
-    for d in _digests(files, Path(cache_dir)):
+    for d in content_digests(files, Path(cache_dir)):
         h.update(d.encode())
     return h.hexdigest()[:16]
 
@@ -61,7 +61,7 @@ def decode(file, size: tuple[int, int], crop_fn=None) -> tuple[np.ndarray, bool]
     """One photo as the cache holds it: (uint8 H x W x 3 at `size`, whether a face was found when cropping)."""
     if crop_fn is None:
         return read_rgb(file, size), True
-    return crop_fn(read_rgb(file), size)
+    return crop_fn(read_rgb(file), size, file)
 
 
 def _fill(tmp: str, shape, start: int, files: list[str], size, crop_fn):

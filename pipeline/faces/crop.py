@@ -1,6 +1,7 @@
 """`data.crop: face`: every photo cropped to its detected face box plus a margin, the same for competition,
 external and eval photos, so outside faces (often tight crops) and competition portraits meet in one framing.
-A photo with no detected face gets a centre crop instead; the cache counts those.
+Boxes come from pipeline.faces.boxes (the `data.face_detector` chain, cached once per photo). A photo with no
+detected face gets a centre crop instead; the cache counts those.
 """
 from __future__ import annotations
 
@@ -8,22 +9,53 @@ import cv2
 import numpy as np
 
 from pipeline.config.schema import DataConfig
+from pipeline.faces import boxes as face_boxes
 from pipeline.faces import landmarks as faces
 
 
-def crop_function(data_cfg: DataConfig):
-    """What the photo cache applies to each photo: None (whole photo) or a FaceCropper."""
-    return None if data_cfg.crop == "none" else FaceCropper(data_cfg.crop_margin)
+def crop_key(data_cfg: DataConfig, run_dir) -> str:
+    """The crop's part of the photo cache's key: the mode, margin and detectors (with the trained one's digest)."""
+    if data_cfg.crop == "none":
+        return "none"
+    return f"{data_cfg.crop}:{data_cfg.crop_margin}:{face_boxes.detector_identity(data_cfg.face_detector, run_dir)}"
+
+
+def crop_function(data_cfg: DataConfig, files=None, cache_dir=None, run_dir=None, log=print):
+    """What the photo cache applies to each photo: None (whole photo) or a FaceCropper.
+
+    With `files`, their boxes are found first (in parallel, from and into the box cache)."""
+    if data_cfg.crop == "none":
+        return None
+    faces.require()  # fail at once, with the install hint, when the extra is missing
+    found = None
+    if files is not None:
+        found = dict(zip(map(str, files), face_boxes.face_boxes(files, data_cfg.face_detector, cache_dir, run_dir,
+                                                                log=log)))
+    model = face_boxes.masked_model(run_dir) if run_dir is not None else None
+    return FaceCropper(data_cfg.crop_margin, found, data_cfg.face_detector,
+                       str(model) if model is not None and model.is_file() else None)
 
 
 class FaceCropper:
-    def __init__(self, margin: float = 0.6):
-        self.margin = margin
-        faces.require()  # fail at once, with the install hint, when the extra is missing
+    def __init__(self, margin: float = 0.6, found: dict | None = None, detector: str = "hog",
+                 masked_model: str | None = None):
+        self.margin, self.found, self.detector, self.masked_model = margin, found or {}, detector, masked_model
 
-    def box(self, img: np.ndarray, aspect: float):
+    def detect(self, img: np.ndarray, file=None):
+        """The box found beforehand for `file`, else the chain run on the spot (photos outside the box cache)."""
+        if file is not None and str(file) in self.found:
+            return self.found[str(file)]
+        for name in face_boxes.chain(self.detector):
+            if name == "masked" and self.masked_model is None:
+                continue
+            box = face_boxes.detect(img, name, self.masked_model)
+            if box is not None:
+                return box
+        return None
+
+    def box(self, img: np.ndarray, aspect: float, file=None):
         h, w = img.shape[:2]
-        found = faces.detect_box(img)
+        found = self.detect(img, file)
         if found is None:
             bw = w * 0.6
             cx, cy = w / 2, h * 0.45
@@ -36,7 +68,7 @@ class FaceCropper:
         y0 = int(np.clip(cy - bh / 2, 0, max(0, h - bh)))
         return (x0, y0, int(min(w, x0 + bw)), int(min(h, y0 + bh))), found is not None
 
-    def __call__(self, img: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
-        (x0, y0, x1, y1), found = self.box(img, size[0] / size[1])
+    def __call__(self, img: np.ndarray, size: tuple[int, int], file=None) -> tuple[np.ndarray, bool]:
+        (x0, y0, x1, y1), found = self.box(img, size[0] / size[1], file)
         crop = img[y0:y1, x0:x1]
         return cv2.resize(crop, tuple(size), interpolation=cv2.INTER_AREA), found

@@ -18,13 +18,14 @@ class FacesUnavailable(RuntimeError):
     pass
 
 
-def _predictor_path() -> Path:
+def model_file(name: str) -> Path:
+    """A model file that face_recognition_models ships (68-point predictor, CNN detector)."""
     # face_recognition_models imports pkg_resources, which new setuptools no longer ships: locate its files
     # without importing it.
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
         raise FacesUnavailable("face landmarks need the `faces` extra: pip install 'maskfold[faces]'")
-    return Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
+    return Path(spec.origin).parent / "models" / name
 
 
 def _models():
@@ -34,7 +35,7 @@ def _models():
         except ImportError:
             raise FacesUnavailable("face detection needs the `faces` extra: pip install 'maskfold[faces]'") from None
         _MODELS["detector"] = dlib.get_frontal_face_detector()
-        _MODELS["predictor"] = dlib.shape_predictor(str(_predictor_path()))
+        _MODELS["predictor"] = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
         _MODELS["rect"] = dlib.rectangle
     return _MODELS
 

@@ -184,15 +184,26 @@ def _write_eval(person: dict, photo: str, path: Path) -> None:
     _save(render_person(person, [photo])[photo], path)
 
 
+POOL_SIDE = 200  # outside face sets come as tight square crops (UTKFace: 200x200, the face filling most of it)
+
+
 def _write_pool_face(person: dict, path: Path) -> list:
     rng = np.random.default_rng(person["seed"])
     arr, lm = render_portrait(person, rng)
-    _save(_finish(arr, rng), path)
-    return lm.round(2).tolist()
+    arr = _finish(arr, rng)
+    jaw = float(np.linalg.norm(lm[16] - lm[0]))
+    cx, cy = lm[27:36].mean(axis=0)
+    side = 1.8 * jaw
+    s = POOL_SIDE / side
+    M = np.array([[s, 0, -s * (cx - side / 2)], [0, s, -s * (cy - 0.45 * side)]])
+    crop = cv2.warpAffine(arr, M, (POOL_SIDE, POOL_SIDE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    _save(crop, path)
+    return (lm @ M[:, :2].T + M[:, 2]).round(2).tolist()
 
 
 def make_elder_pool(out: Path, faces: int, rng: np.random.Generator, n_jobs: int = 2) -> None:
-    """Unmasked 60+ faces with their landmarks: the demo's stand-in for an outside face set such as UTKFace.
+    """Unmasked 60+ faces, cropped tight like UTKFace's, with their landmarks: the demo's stand-in for an outside
+    face set.
 
     Written as a plain table (faces.csv: file, age, gender, race) with landmarks.json beside it, so the
     external stage reads it with its csv importer and file landmarks.

@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.checks import FOLDS_HINT, require_clean, require_folds_match
 from pipeline.config import Config
-from pipeline.contract import DataError, Problem, image_file
+from pipeline.contract import MASKS, DataError, Problem, image_file
 from pipeline.data.cache import build_cache
-from pipeline.faces.crop import crop_function
+from pipeline.faces.crop import crop_function, crop_key
 from pipeline.layout import eval_digest, folds_csv, read_folds
 
 
@@ -36,13 +37,28 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     folds, digest = read_folds(cfg.run_dir)
     require_folds_match(cfg, contract, folds, path)
     size = tuple(cfg.data.cache_size)
-    crop = crop_function(cfg.data)
-    crop_key = cfg.data.crop if cfg.data.crop == "none" else f"{cfg.data.crop}:{cfg.data.crop_margin}"
     cache = Path(cfg.cache_dir)
     files = [image_file(cfg.data_dir, p) for p in folds["path"]]
-    train_cache = build_cache(files, size, cache, crop_key, crop, log=log)
-    eval_cache = None
-    if evals is not None and len(evals):
-        eval_cache = build_cache([image_file(cfg.data_dir, p) for p in evals["path"]], size, cache,
-                                 crop_key, crop, log=log)
+    eval_files = [image_file(cfg.data_dir, p) for p in evals["path"]] if evals is not None else []
+    crop = crop_function(cfg.data, files + eval_files, cache, cfg.run_dir, log)
+    if crop is not None:
+        log(face_share(crop, folds, files, eval_files, cfg.data.face_detector))
+    key = crop_key(cfg.data, cfg.run_dir)
+    train_cache = build_cache(files, size, cache, key, crop, log=log)
+    eval_cache = build_cache(eval_files, size, cache, key, crop, log=log) if eval_files else None
     return RunData(folds, evals, train_cache, eval_cache, digest, eval_digest(cfg.data_dir) if evals is not None else None)
+
+
+def face_share(crop, folds: pd.DataFrame, files, eval_files, detector: str) -> str:
+    """The share of photos with a detected face, per mask state (competition, external) and for the eval set."""
+    found = np.array([crop.found.get(str(f)) is not None for f in files])
+    external = (folds["source"] == "external").to_numpy()
+    mask = folds["mask"].to_numpy()
+    parts = []
+    for source, rows in (("competition", ~external), ("external", external)):
+        if rows.any():
+            shares = [f"{m} {found[rows & (mask == m)].mean():.1%}" for m in MASKS if (rows & (mask == m)).any()]
+            parts.append(f"{source}: {' · '.join(shares)}")
+    if eval_files:
+        parts.append(f"eval: {np.mean([crop.found.get(str(f)) is not None for f in eval_files]):.1%}")
+    return f"faces found ({detector}) — " + "; ".join(parts)
