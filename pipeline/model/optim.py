@@ -15,15 +15,14 @@ from timm.scheduler.scheduler import Scheduler
 
 from pipeline.config.schema import TrainConfig
 
-# config name -> (timm optimiser name, extra arguments). timm's sgd is SGD with Nesterov momentum, as before.
-OPTIMIZERS = {"adam": ("adam", {}), "adamw": ("adamw", {}), "sgd": ("sgd", {"nesterov": True})}
+# config name -> timm optimiser name. timm's sgd is SGD with Nesterov momentum, as the hand-built one was.
+OPTIMIZERS = {"adam": "adam", "adamw": "adamw", "sgd": "sgd"}
 
 
 def build_optimizer(model: torch.nn.Module, t: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """model: the timm model itself (pipeline.model.heads.timm_body), whose layer names timm groups by."""
-    name, extra = OPTIMIZERS[t.optimizer]
-    return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=t.weight_decay, momentum=t.momentum,
-                               filter_bias_and_bn=t.no_decay_norm_bias, layer_decay=t.layer_decay, **extra)
+    return create_optimizer_v2(model, opt=OPTIMIZERS[t.optimizer], lr=lr, weight_decay=t.weight_decay,
+                               momentum=t.momentum, filter_bias_and_bn=t.no_decay_norm_bias, layer_decay=t.layer_decay)
 
 
 def _cosine(opt, t: TrainConfig, epochs: int, steps_per_epoch: int) -> Scheduler:
