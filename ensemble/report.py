@@ -146,10 +146,42 @@ def near_cut_table(ages, y, pred, cuts) -> list[list]:
     return rows
 
 
+# Technique keys the report names when a run sets them away from their default: (dotted key, default).
+TECHNIQUES = (
+    ("train.head", "joint"),
+    ("data.soften_near_cut", 0),
+    ("train.layer_decay", None),
+)
+
+
+def techniques_used(cfg_dict: dict) -> list[str]:
+    """'head multi', 'soften_near_cut 3', ... for each technique key whose value is not its default."""
+    used = []
+    for key, default in TECHNIQUES:
+        node = cfg_dict
+        for part in key.split("."):
+            node = node.get(part, default) if isinstance(node, dict) else default
+        if node != default:
+            used.append(f"{key.rpartition('.')[2]} {node}")
+    return used
+
+
+def techniques_lines(run: list[str], members: dict[str, list[str]] | None = None) -> list[str]:
+    """'techniques: ...' for the run, and one line for each member (of a blend) that used others."""
+    lines = [f"techniques: {', '.join(run)}"] if run else []
+    for name, used in (members or {}).items():
+        if used != run:
+            lines.append(f"techniques of {name}: {', '.join(used) or 'defaults'}")
+    return lines
+
+
 def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
                  chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None,
-                 photos: dict | None = None) -> list[str]:
-    """Write report.md and the PNGs; return the headline lines to print."""
+                 photos: dict | None = None, techniques: list[str] | None = None) -> list[str]:
+    """Write report.md and the PNGs; return the headline lines to print.
+
+    techniques: lines from techniques_lines, shown under the title (none when every technique key is default).
+    """
     out.mkdir(parents=True, exist_ok=True)
     names = class_names(age_cuts)
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=CLASSES, zero_division=0)
@@ -157,7 +189,10 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
     plot_class_f1(f, n, names, age_band_names(age_cuts)[2], out / "class_f1.png")
     if curves:
         plot_curves(curves, out / "curves.png")
-    lines = ["# Ensemble report", "", "## Scores on out-of-fold predictions", ""]
+    lines = ["# Ensemble report", ""]
+    for line in techniques or []:
+        lines += [line, ""]
+    lines += ["## Scores on out-of-fold predictions", ""]
     lines += markdown_table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
                     [[k, v["f1"], v["acc"], v["f1_mask"], v["f1_gender"], v["f1_age"]] for k, v in rows.items()])
     lines += ["", "In-sample rows fit and score on the same OOF photos; nested rows fit on some persons and score on "
@@ -196,6 +231,6 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
                         [[i, names[i], float(dist[i]), float(prior[i]),
                           float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in CLASSES])
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    head = [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in rows.items()]
+    head = list(techniques or []) + [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in rows.items()]
     head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png, curves.png, mistakes.png); submission uses: {chosen}")
     return head

@@ -93,7 +93,7 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     else:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
 
-    from ensemble.report import write_report
+    from ensemble.report import techniques_lines, techniques_used, write_report
 
     curves = {m.name: {k: pd.read_csv(pair_dir(m.run, m.backbone, k) / "metrics.csv")
                        for k in range(m.cfg.folds.n_splits) if (pair_dir(m.run, m.backbone, k) / "metrics.csv").is_file()}
@@ -101,7 +101,9 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels, chosen,
                             cfg.data.age_cuts, curves, (names, blend.error_correlation(oof, y)),
                             {"ages": preds.ages, "files": [image_file(cfg.data_dir, p) for p in preds.paths],
-                             "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)})
+                             "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)},
+                            techniques_lines(techniques_used(cfg.to_dict()),
+                                             {m.name: techniques_used(m.cfg.to_dict()) for m in preds.members}))
     for line in headline:
         log(line)
     if submission is not None:

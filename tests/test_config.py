@@ -94,23 +94,27 @@ def test_every_shipped_config_loads():
 @pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_builds_its_parts(path):
     """Not only loads: each backbone's model, transforms, loss, optimizer and scheduler are built from it."""
+    import numpy as np
+
     from pipeline.data.transforms import build_transform
     from pipeline.model import models
-    from pipeline.model.losses import build_loss
+    from pipeline.model.heads import build_criterion, timm_body
     from pipeline.model.optim import build_optimizer, build_scheduler
 
     cfg = load_config(path)
     for bb in cfg.backbones:
         settings = cfg.resolved(bb)
-        model = models.create(bb, allow_pretrained=False)  # hub weights are not needed to check the wiring
+        # hub weights are not needed to check the wiring
+        model = models.create(bb, allow_pretrained=False, head=cfg.train.head)
         for steps in (cfg.augment.train, cfg.augment.val):
             build_transform(steps, cfg.data.cache_size, settings["img_size"])
-        loss = build_loss(cfg.train.loss)
-        opt = build_optimizer(model.parameters(), cfg.train, settings["lr"])
+        loss = build_criterion(cfg.train, np.ones(NUM_CLASSES))
+        opt = build_optimizer(timm_body(model), cfg.train, settings["lr"])
         sched = build_scheduler(opt, cfg.train, settings["epochs"], steps_per_epoch=10)
         x = torch.zeros(2, 3, 64, 64)  # a small input: the wiring, not the speed, is under test
         out = model(x)
         loss(out, torch.tensor([0, 17])).backward()
         opt.step()
-        sched.step() if cfg.train.scheduler != "plateau" else sched.step(0.5)
+        sched.step_update(1)
+        sched.step(1, 0.5)
         assert out.shape == (2, NUM_CLASSES)

@@ -46,6 +46,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
 def _validate(cfg: Config, source: str) -> None:
     # The registries the builders use are the lists of allowed names (imported here: they load torch).
     from pipeline.data.mixing import MIX_KINDS
+    from pipeline.model.heads import HEADS
     from pipeline.model.losses import LOSSES
     from pipeline.model.optim import OPTIMIZERS, SCHEDULERS
 
@@ -53,6 +54,7 @@ def _validate(cfg: Config, source: str) -> None:
         "train.optimizer": (cfg.train.optimizer, tuple(OPTIMIZERS)),
         "train.scheduler": (cfg.train.scheduler, SCHEDULERS),
         "train.amp": (cfg.train.amp, AMP_MODES),
+        "train.head": (cfg.train.head, tuple(HEADS)),
         "train.mix.kind": (cfg.train.mix.kind, MIX_KINDS),
         "ensemble.method": (cfg.ensemble.method, ENSEMBLE_METHODS),
         "data.crop": (cfg.data.crop, CROPS),
@@ -80,6 +82,7 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'data.age_cuts' must be two increasing ages, got {cfg.data.age_cuts}")
     if cfg.folds.n_splits < 2:
         raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
+    _check_techniques(cfg, source)
     _check_backbone_names(cfg, source)
     from pipeline.data.transforms import build_transform  # albumentations loads only when a config is checked
 
@@ -88,6 +91,32 @@ def _validate(cfg: Config, source: str) -> None:
     for t in cfg.tta:
         if t not in ("orig", "hflip") and not (t.startswith("crop") and t[4:].isdigit() and 50 <= int(t[4:]) < 100):
             raise ConfigError(f"{source}: 'tta' entry {t!r}; use orig, hflip or cropNN (50-99)")
+
+
+def _check_techniques(cfg: Config, source: str) -> None:
+    """Numbers that would train something other than what they say: each error names the key and the fix."""
+    from pipeline.contract import TASKS
+
+    t, d = cfg.train, cfg.data
+    if len(t.head_weights) != len(TASKS) or min(t.head_weights) < 0 or sum(t.head_weights) <= 0:
+        raise ConfigError(f"{source}: 'train.head_weights' is {t.head_weights}; give {len(TASKS)} non-negative loss "
+                          f"weights, one per head ({', '.join(name for name, _ in TASKS)}), e.g. [1.0, 1.0, 1.0]")
+    gap = min(d.age_cuts[0], d.age_cuts[1] - d.age_cuts[0])
+    if not 0 <= d.soften_near_cut < gap:
+        raise ConfigError(f"{source}: 'data.soften_near_cut' is {d.soften_near_cut}; use 0 (off) or a number of years "
+                          f"below each cut, less than {gap} so that it stays inside one age band")
+    if t.layer_decay is not None and not 0 < t.layer_decay <= 1:
+        raise ConfigError(f"{source}: 'train.layer_decay' is {t.layer_decay}; use null (off) or a factor in (0, 1], "
+                          f"e.g. 0.75: each layer below the head trains at that fraction of the one above")
+    for key in ("warmup_lr", "min_lr"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"{source}: 'train.{key}' is {getattr(t, key)}; a learning rate must be 0 or more")
+    for i, b in enumerate(cfg.backbones):
+        lr = cfg.resolved(b)["lr"]
+        if t.min_lr >= lr:
+            key = f"backbones.{i}.lr" if b.lr is not None else "train.lr"
+            raise ConfigError(f"{source}: 'train.min_lr' ({t.min_lr}) is not below '{key}' ({lr}); the schedule would "
+                              f"never lower the lr: set train.min_lr below it (default 0)")
 
 
 AMP_MODES = ("bf16", "fp16", "none")

@@ -23,6 +23,10 @@ class DataConfig:
     # People whose age lies this many years below a cut (3: ages 27-29 and 57-59) are left out of training
     # folds only; validation keeps them so out-of-fold F1 stays honest.
     drop_near_cut: int = 0
+    # Training folds only: a person this many years below a cut (ages cut-N..cut-1) gets a soft target that puts
+    # part of its mass on the band above, more the closer to the cut, always under half (pipeline.contract
+    # .training_targets). Validation keeps the hard labels.
+    soften_near_cut: int = 0
     label_fixes: str | None = "configs/label_fixes.csv"
     cache_size: list[int] = field(default_factory=lambda: [192, 256])  # width, height of the decoded cache
     crop: str = "none"  # none | face: crop every photo to the detected face box (plus margin)
@@ -73,8 +77,13 @@ class TrainConfig:
     optimizer: str = "adamw"  # adam | adamw | sgd
     weight_decay: float = 0.01
     momentum: float = 0.9
+    # Parameter groups from timm: no weight decay on norm and bias parameters unless this is false.
+    no_decay_norm_bias: bool = True
+    layer_decay: float | None = None  # layer-wise lr decay (e.g. 0.75): each layer below the head gets lr * this
     scheduler: str = "cosine"  # cosine | step | plateau | none
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 1.0  # cosine only: linear warm-up from warmup_lr to the lr
+    warmup_lr: float = 0.0
+    min_lr: float = 0.0  # where cosine ends, and plateau's floor
     step_size: int = 3
     step_gamma: float = 0.5
     plateau_patience: int = 1
@@ -90,6 +99,8 @@ class TrainConfig:
     sampler_power: float = 0.0  # 0: natural frequencies, 1: every class drawn equally often
     class_weight_power: float = 0.0  # loss weight per class = frequency ** -power (normalised)
     loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
+    head: str = "joint"  # joint: one 18-way head | multi: mask, gender and age-band heads (pipeline.model.heads)
+    head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # multi: mask, gender, age loss weights
     mix: MixConfig = field(default_factory=MixConfig)
     tensorboard: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N

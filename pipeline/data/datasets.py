@@ -9,14 +9,20 @@ from pipeline.data.cache import open_cache
 
 
 class CachedPhotos(Dataset):
-    """Photos from the cache file (a path: each loader worker maps it itself) or from an array in memory."""
+    """Photos from the cache file (a path: each loader worker maps it itself) or from an array in memory.
 
-    def __init__(self, cache, rows: np.ndarray, labels: np.ndarray | None = None, transform=None):
+    Items are (photo, label), or (photo, label, target) when targets (one (18,) row per photo: the training targets
+    of pipeline.contract.training_targets) are given.
+    """
+
+    def __init__(self, cache, rows: np.ndarray, labels: np.ndarray | None = None, transform=None,
+                 targets: np.ndarray | None = None):
         self.in_memory = isinstance(cache, np.ndarray)
         self.cache_path = None if self.in_memory else str(cache)
         self.rows = np.asarray(rows)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.transform = transform
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
         self._arr = cache if self.in_memory else None  # a file is opened lazily, in the worker that reads it
 
     def __len__(self) -> int:
@@ -36,6 +42,8 @@ class CachedPhotos(Dataset):
             img = self.transform(image=img)["image"]
         x = torch.from_numpy(np.ascontiguousarray(img))
         y = -1 if self.labels is None else int(self.labels[i])
+        if self.targets is not None:
+            return x, y, torch.from_numpy(self.targets[i])
         return x, y
 
     def __getstate__(self):

@@ -58,12 +58,16 @@ MIX_KINDS = ("none", *MIXES)
 
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, kind: str, alpha: float, gen: np.random.Generator,
-              num_classes: int = NUM_CLASSES) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Returns (mixed x, soft targets, lambda = label mass kept by each photo's own label)."""
+              num_classes: int = NUM_CLASSES, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Returns (mixed x, soft targets, lambda = label mass kept by each photo's own target).
+
+    targets: the photos' own (B, C) soft targets (softened ages) to mix; by default the labels one-hot. Partners
+    are chosen by the hard labels.
+    """
     if kind not in MIXES:
         raise ValueError(f"unknown mix kind {kind!r}")
     fn, elder_only = MIXES[kind]
-    t = torch.nn.functional.one_hot(labels.long(), num_classes).float()
+    t = torch.nn.functional.one_hot(labels.long(), num_classes).float() if targets is None else targets.float()
     perm = _partners(labels, gen, elder_only)
     x, lam = fn(x, perm, alpha, gen)
     return x, lam * t + (1 - lam) * t[perm], lam

@@ -20,7 +20,13 @@ def as_soft(target: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class CrossEntropy(nn.Module):
-    """-sum_c w_c t_c log p_c, averaged over the batch; label smoothing mixes t with the uniform vector."""
+    """-sum_c w_c t_c log p_c, averaged over the batch; label smoothing mixes t with the uniform vector.
+
+    Targets go to F.cross_entropy as probabilities even when hard: with class-index targets and class weights it
+    divides by the summed weights of the batch's labels instead of by the batch size, which is another loss.
+    """
+
+    on_heads = True  # a sum over photos of a per-class term: it applies to each of the three heads as it stands
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, class_weights=None, **_):
         super().__init__()
@@ -28,14 +34,14 @@ class CrossEntropy(nn.Module):
         self.register_buffer("w", _weights(class_weights, num_classes))
 
     def forward(self, logits, target):
-        t = as_soft(target, self.num_classes)
-        t = t * (1 - self.eps) + self.eps / self.num_classes
-        logp = F.log_softmax(logits.float(), dim=1)
-        return -(t * logp * self.w).sum(1).mean()
+        return F.cross_entropy(logits.float(), as_soft(target, self.num_classes), weight=self.w,
+                               label_smoothing=self.eps)
 
 
 class Focal(nn.Module):
     """-alpha * sum_c w_c t_c (1 - p_c)^gamma log p_c: down-weights photos the model already gets right."""
+
+    on_heads = True
 
     def __init__(self, num_classes: int, gamma: float = 2.0, alpha: float | None = None, class_weights=None,
                  label_smoothing: float = 0.0, **_):
@@ -53,6 +59,12 @@ class Focal(nn.Module):
 
 class SoftMacroF1(nn.Module):
     """1 - mean over classes of the soft F1 computed from probabilities: the metric itself, made smooth."""
+
+    # With three heads it is computed on the decoded 18-class distribution, not per head: the score is macro F1
+    # over the 18 classes, and F1 does not split over the tasks (a rare class such as incorrect/F/60+ counts
+    # 1/18 of the score, but inside the age head its band is a third of the age F1), so only the 18-class
+    # form keeps "the metric itself"; its gradient still reaches every head through the product.
+    on_heads = False
 
     def __init__(self, num_classes: int, eps: float = 1e-7, **_):
         super().__init__()

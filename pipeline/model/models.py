@@ -1,4 +1,5 @@
-"""Model factory: any timm model with one output per class, its own normalisation, and rebuilding from a checkpoint."""
+"""Model factory: any timm model with 18 class scores (through the head of train.head), its own normalisation, and
+rebuilding from a checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +9,16 @@ import torch
 
 from pipeline.config import BackboneConfig, ConfigError
 from pipeline.config.typed_yaml import where_relative
-from pipeline.contract import NUM_CLASSES
+from pipeline.model.heads import HEADS, timm_body
 
 
-def create(backbone: BackboneConfig, allow_pretrained: bool = True) -> torch.nn.Module:
-    """Build the model. pretrained loads hub weights; `weights` loads a local file (classifier re-initialised)."""
-    kw = {"num_classes": NUM_CLASSES, "drop_rate": backbone.drop_rate}
+def create(backbone: BackboneConfig, allow_pretrained: bool = True, head: str = "joint") -> torch.nn.Module:
+    """Build the model. pretrained loads hub weights; `weights` loads a local file (classifier re-initialised).
+
+    head (train.head) sets the classifier's outputs and wraps the timm model so that it always returns 18 scores.
+    """
+    kind = HEADS[head]
+    kw = {"num_classes": kind.outputs, "drop_rate": backbone.drop_rate}
     if backbone.drop_path_rate:
         kw["drop_path_rate"] = backbone.drop_path_rate
     pretrained = allow_pretrained and (backbone.pretrained or backbone.weights is not None)
@@ -23,7 +28,7 @@ def create(backbone: BackboneConfig, allow_pretrained: bool = True) -> torch.nn.
                               f"{where_relative(backbone.weights)}")
         kw["pretrained_cfg_overlay"] = {"file": str(Path(backbone.weights).resolve())}
     try:
-        return timm.create_model(backbone.name, pretrained=pretrained, **kw)
+        return kind.wrap(timm.create_model(backbone.name, pretrained=pretrained, **kw))
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ConfigError(f"backbone {backbone.name!r} is not a timm model (see timm.list_models())") from None
@@ -37,7 +42,7 @@ def create(backbone: BackboneConfig, allow_pretrained: bool = True) -> torch.nn.
 
 def norm_stats(model: torch.nn.Module) -> tuple[list[float], list[float]]:
     """Per-backbone mean and std (timm's data config), so an ensemble never shares the wrong normalisation."""
-    cfg = timm.data.resolve_model_data_config(model)
+    cfg = timm.data.resolve_model_data_config(timm_body(model))
     return list(cfg["mean"]), list(cfg["std"])
 
 
@@ -56,7 +61,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild a trained model from best.pt: the architecture comes from the config stored beside the weights."""
     bb = BackboneConfig(**ckpt["backbone"])
-    model = create(bb, allow_pretrained=False)
+    model = create(bb, allow_pretrained=False, head=ckpt["config"]["train"].get("head", "joint"))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

@@ -130,13 +130,13 @@ def whole_loop_rate(cfg: Config, data, backbone: str, device: str, steps: int = 
     seen, start = 0, None
     for i in range(steps + 1):
         try:
-            xb, yb = next(it)
+            xb, yb, tb = next(it)
         except StopIteration:  # a small data set: go on into the next epoch
             epoch += 1
             it = iter(trainer.train_loader(epoch))
-            xb, yb = next(it)
+            xb, yb, tb = next(it)
         x = to_model_input(xb, trainer.device, *trainer.norm, cfg.train.channels_last)
-        loss = trainer.criterion(trainer.forward(x), yb.to(trainer.device))
+        loss = trainer.criterion(trainer.forward(x), tb.to(trainer.device))
         loss.backward()
         trainer._optimizer_step()
         if trainer.device.type == "cuda":

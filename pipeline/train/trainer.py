@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import Config, ConfigError, LossTerm
-from pipeline.contract import NUM_CLASSES, training_rows
+from pipeline.contract import NUM_CLASSES, training_rows, training_targets
 from pipeline.data.datasets import CachedPhotos
 from pipeline.data.mixing import mix_batch
 from pipeline.data.samplers import EpochSampler
@@ -31,8 +31,9 @@ from pipeline.io import (
 )
 from pipeline.layout import PAIR_FILES, pair_dir, read_done, tensorboard_dir
 from pipeline.model import models
+from pipeline.model.heads import build_criterion, timm_body
 from pipeline.model.inference import autocast_for, norm_tensors, predict_logits, resolve_device, to_model_input
-from pipeline.model.losses import build_loss, class_weights
+from pipeline.model.losses import build_loss
 from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
 from pipeline.progress import bar as progress_bar
@@ -74,8 +75,9 @@ class Trainer:
         self.val_rows = np.flatnonzero(in_val)
         labels = folds["label"].to_numpy()
         self.train_labels, self.val_labels = labels[self.train_rows], labels[self.val_rows]
+        self.train_targets = training_targets(folds, cfg.data)[self.train_rows]  # soft near the age cuts
 
-        self.model = models.create(self.bb).to(self.device)
+        self.model = models.create(self.bb, head=t.head).to(self.device)
         self.mean, self.std = models.norm_stats(self.model)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -85,11 +87,13 @@ class Trainer:
         self.train_tf = build_transform(cfg.augment.train, cache, size, "augment.train")
         self.val_tf = build_transform(cfg.augment.val, cache, size, "augment.val")
         counts = np.bincount(self.train_labels, minlength=NUM_CLASSES)
-        self.criterion = build_loss(t.loss, NUM_CLASSES, class_weights(counts, t.class_weight_power)).to(self.device)
-        self.val_criterion = build_loss([LossTerm("ce")])  # plain CE: comparable across loss settings
-        self.opt = build_optimizer(self.model.parameters(), t, self.settings["lr"])
+        self.criterion = build_criterion(t, counts).to(self.device)
+        self.val_criterion = build_loss([LossTerm("ce")])  # plain CE: comparable across loss and head settings
+        # built while every parameter is trainable (freeze_epochs comes later): timm leaves frozen ones out
+        self.opt = build_optimizer(timm_body(self.model), t, self.settings["lr"])
         self.steps_per_epoch = self._steps_per_epoch()
         self.sched = build_scheduler(self.opt, t, self.settings["epochs"], self.steps_per_epoch)
+        self.updates = 0  # optimiser steps so far: the schedule's clock
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.ema = None
         if t.ema:
@@ -104,10 +108,10 @@ class Trainer:
 
     # -- loaders
 
-    def _loader(self, rows, labels, transform, train: bool, cache=None):
+    def _loader(self, rows, labels, transform, train: bool, cache=None, targets=None):
         """Built once per pair: workers stay alive across epochs; the sampler carries the epoch's seed."""
         workers = self.cfg.train.num_workers
-        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform)
+        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform, targets)
         sampler = EpochSampler(labels, self.cfg.train.sampler_power,
                                self.cfg.seed * 100003 + self.fold * 1009) if train else None
         return DataLoader(
@@ -119,7 +123,8 @@ class Trainer:
 
     def train_loader(self, epoch: int):
         if self._train_loader is None:
-            self._train_loader = self._loader(self.train_rows, self.train_labels, self.train_tf, True)
+            self._train_loader = self._loader(self.train_rows, self.train_labels, self.train_tf, True,
+                                              targets=self.train_targets)
         self._train_loader.sampler.set_epoch(epoch)
         return self._train_loader
 
@@ -142,7 +147,8 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "ema": self.ema.module.state_dict() if self.ema else None,
-            "epoch": self.epoch, "best_f1": self.best_f1, "best_epoch": self.best_epoch, "history": self.history,
+            "updates": self.updates, "epoch": self.epoch, "best_f1": self.best_f1, "best_epoch": self.best_epoch,
+            "history": self.history,
             "rng": rng_state(), "config": self.cfg.to_dict(), "hash": self.hash, "data": self.digest,
         }
 
@@ -206,7 +212,7 @@ class Trainer:
         if self.ema and state["ema"]:
             self.ema.module.load_state_dict(state["ema"])
         self.epoch, self.best_f1, self.best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
-        self.history = state["history"]
+        self.updates, self.history = state["updates"], state["history"]
         set_rng_state(state["rng"])
         self.log(f"resumed {self.bb.name} fold {self.fold} after epoch {self.epoch} (best F1 {self.best_f1:.4f})")
         return True
@@ -228,14 +234,14 @@ class Trainer:
         bar = progress_bar(loader, total=min(len(loader), limit), desc=f"{self.bb.name} f{self.fold} e{e + 1}",
                            unit="batch", disable=not self.progress)
         self.opt.zero_grad(set_to_none=True)
-        for step, (xb, yb) in enumerate(bar):
+        for step, (xb, yb, tb) in enumerate(bar):
             if step >= limit:
                 break
             x = to_model_input(xb, self.device, *self.norm, t.channels_last)
             y = yb.to(self.device, non_blocking=True)
-            target = y
+            target = tb.to(self.device, non_blocking=True)  # (B, 18): one-hot, or soft near an age cut
             if mix_on and gen.random() < t.mix.prob:
-                x, target, _ = mix_batch(x, y, t.mix.kind, t.mix.alpha, gen)
+                x, target, _ = mix_batch(x, y, t.mix.kind, t.mix.alpha, gen, targets=target)
             with autocast_for(self.device, self.amp):
                 logits = self.forward(x)
                 loss = self.criterion(logits, target) / t.accum_steps
@@ -264,8 +270,8 @@ class Trainer:
         else:
             self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        if t.scheduler != "plateau":
-            self.sched.step()
+        self.updates += 1
+        self.sched.step_update(self.updates)  # a no-op for plateau, which moves once per epoch
         if self.ema:
             self.ema.update(self.model)
 
@@ -289,12 +295,12 @@ class Trainer:
         stale = self.epoch - 1 - self.best_epoch if self.best_epoch >= 0 else 0
         while self.epoch < epochs and not (t.patience and stale >= t.patience):
             start = time.time()
-            row = {"epoch": self.epoch + 1, "lr": self.opt.param_groups[0]["lr"], **self.train_epoch()}
+            # the head's lr: the largest where layer_decay gives lower layers less
+            row = {"epoch": self.epoch + 1, "lr": max(g["lr"] for g in self.opt.param_groups), **self.train_epoch()}
             val, _ = self.validate()
             row.update(val)
             row["seconds"] = round(time.time() - start, 2)
-            if t.scheduler == "plateau":
-                self.sched.step(val["val_f1"])
+            self.sched.step(self.epoch + 1, val["val_f1"])  # only plateau moves here; the others per update
             improved = val["val_f1"] > self.best_f1
             if improved:
                 self.best_f1, self.best_epoch = val["val_f1"], self.epoch
