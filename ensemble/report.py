@@ -11,6 +11,25 @@ from pipeline.io import atomic_path, atomic_write_text
 
 CLASSES = range(NUM_CLASSES)
 
+# (dotted config key, its default): the techniques a run may switch on; report.md names those it did.
+TECHNIQUES = (
+    ("data.use_pseudo", False),
+    ("train.refit", False),
+    ("ensemble.test_from", "folds"),
+)
+
+
+def techniques_used(cfg_dict: dict) -> list[str]:
+    """`key=value` for each technique in TECHNIQUES whose value in the resolved config is not its default."""
+    used = []
+    for key, default in TECHNIQUES:
+        value = cfg_dict
+        for part in key.split("."):
+            value = value.get(part, default) if isinstance(value, dict) else default
+        if value != default:
+            used.append(f"{key}={value}")
+    return used
+
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -148,8 +167,11 @@ def near_cut_table(ages, y, pred, cuts) -> list[list]:
 
 def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
                  chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None,
-                 photos: dict | None = None) -> list[str]:
-    """Write report.md and the PNGs; return the headline lines to print."""
+                 photos: dict | None = None, techniques: list[str] | None = None,
+                 pseudo: dict | None = None) -> list[str]:
+    """Write report.md and the PNGs; return the headline lines to print.
+
+    techniques: techniques_used() of the config; pseudo: run -> pseudo-labelled photos per class it trained on."""
     out.mkdir(parents=True, exist_ok=True)
     names = class_names(age_cuts)
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=CLASSES, zero_division=0)
@@ -157,7 +179,8 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
     plot_class_f1(f, n, names, age_band_names(age_cuts)[2], out / "class_f1.png")
     if curves:
         plot_curves(curves, out / "curves.png")
-    lines = ["# Ensemble report", "", "## Scores on out-of-fold predictions", ""]
+    lines = ["# Ensemble report", "", f"Techniques beyond the defaults: {', '.join(techniques or []) or 'none'}", "",
+             "## Scores on out-of-fold predictions", ""]
     lines += markdown_table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
                     [[k, v["f1"], v["acc"], v["f1_mask"], v["f1_gender"], v["f1_age"]] for k, v in rows.items()])
     lines += ["", "In-sample rows fit and score on the same OOF photos; nested rows fit on some persons and score on "
@@ -188,6 +211,14 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
         shown = plot_mistakes(photos["files"], y, pred, photos["confidence"], names, out / "mistakes.png")
         lines += ["", f"The {shown} most confident OOF mistakes (truth, prediction, confidence):", "",
                   "![mistakes](mistakes.png)", ""]
+    if pseudo:
+        lines += ["## Pseudo-labelled eval photos added to every training fold", "",
+                  "Eval photos another run's ensemble was sure of, trained on in every fold, never validated nor "
+                  "counted in any figure above.", ""]
+        counts = [[i, names[i], *(int(c[i]) for c in pseudo.values())] for i in CLASSES]
+        lines += markdown_table(["class", "name", *(f"photos ({run})" for run in pseudo)],
+                                counts + [["total", "", *(int(c.sum()) for c in pseudo.values())]])
+        lines += [""]
     if test_pred is not None:
         prior = np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
         dist = np.bincount(test_pred, minlength=NUM_CLASSES) / len(test_pred)

@@ -1,5 +1,7 @@
 """`maskfold ensemble`: blends the members' OOF and test predictions (ensemble.members reads them), chooses the
-blend with the best honest OOF figure, and writes the submission, weights.json and the report.
+blend with the best honest OOF figure, and writes the submission, weights.json, the report and test_probs.npz (the
+blended eval probabilities that another run's pseudo stage reads). ensemble.test_from picks the models that
+predict the eval set (the folds, the full-data refits, or both); the OOF figures are always the folds'.
 
 Never loads a model: what it needs from training is on disk as predictions.
 """
@@ -12,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ensemble import blend
-from ensemble.members import load_predictions
+from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
 from pipeline.config import Config
 from pipeline.contract import image_file, read_eval
+from pipeline.data.pseudo import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
-from pipeline.layout import ensemble_dir, pair_dir, submission_csv, weights_json
+from pipeline.layout import ensemble_dir, folds_csv, pair_dir, submission_csv, blended_probs_npz, weights_json
 from pipeline.model.metrics import scores
 
 KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking"}
@@ -30,6 +33,14 @@ def blend_kinds(e) -> list[tuple[str, bool]]:
     kinds = ["equal"] + [k for k, on in (("weights", e.search_weights), ("selection", e.selection),
                                          ("stacking", e.stacking)) if on]
     return [(k, off) for k in kinds for off in ((False, True) if e.tune_offsets else (False,))]
+
+
+def pseudo_added(members) -> dict[str, np.ndarray]:
+    """Pseudo-labelled photos per class that each member's run trained on (runs without any left out)."""
+    runs = list(dict.fromkeys(m.run for m in members))
+    labels = run_labels(runs) if len(runs) > 1 else ["this run"]
+    counts = {label: class_counts(folds_csv(r)) for label, r in zip(labels, runs)}
+    return {label: c for label, c in counts.items() if c is not None}
 
 
 def run_ensemble(cfg: Config, log=print) -> dict:
@@ -78,22 +89,31 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                          for m in preds.members],
              "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
              "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
-             "tta": cfg.tta, "n_splits": cfg.folds.n_splits}
+             "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": e.test_from}
     atomic_write_text(weights_json(cfg.run_dir), json.dumps(saved, indent=1))
 
     submission = None
     test_pred = None
     if preds.test is not None:
-        test_scores = blend.apply_to_test(fitted, [preds.test[b] for b in names], e.method)
+        test_scores = blend.test_scores(fitted, [preds.test[b] for b in names],
+                                        [preds.refit[b] for b in names] if preds.refit else None, e.test_from,
+                                        e.method)
         test_pred = blend.predict_with(test_scores, fitted["offsets"])
         submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
         evals, _ = read_eval(cfg.data_dir)
         validate_submission(submission, evals["image_id"].tolist())
         atomic_write_csv(submission, submission_csv(cfg.run_dir))
+        # what `maskfold pseudo` of another run reads: the blended probabilities (before the offsets), the classes
+        # submitted, and the age cuts that give the classes their meaning
+        atomic_save_npz(blended_probs_npz(cfg.run_dir), image_id=preds.test_ids,
+                        probs=test_scores / test_scores.sum(1, keepdims=True), pred=test_pred,
+                        age_cuts=np.asarray(cfg.data.age_cuts))
+        log(f"eval set predicted by the {e.test_from} models"
+            f"{'' if e.test_from == 'folds' else ' (OOF figures: the folds)'}")
     else:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
 
-    from ensemble.report import write_report
+    from ensemble.report import techniques_used, write_report
 
     curves = {m.name: {k: pd.read_csv(pair_dir(m.run, m.backbone, k) / "metrics.csv")
                        for k in range(m.cfg.folds.n_splits) if (pair_dir(m.run, m.backbone, k) / "metrics.csv").is_file()}
@@ -101,7 +121,8 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels, chosen,
                             cfg.data.age_cuts, curves, (names, blend.error_correlation(oof, y)),
                             {"ages": preds.ages, "files": [image_file(cfg.data_dir, p) for p in preds.paths],
-                             "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)})
+                             "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)},
+                            techniques=techniques_used(cfg.to_dict()), pseudo=pseudo_added(preds.members))
     for line in headline:
         log(line)
     if submission is not None:

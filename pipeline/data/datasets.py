@@ -9,13 +9,19 @@ from pipeline.data.cache import open_cache
 
 
 class CachedPhotos(Dataset):
-    """Photos from the cache file (a path: each loader worker maps it itself) or from an array in memory."""
+    """Photos from the cache file (a path: each loader worker maps it itself) or from an array in memory.
 
-    def __init__(self, cache, rows: np.ndarray, labels: np.ndarray | None = None, transform=None):
+    Items are (photo, label); with `targets` (N, C) given, (photo, target row): soft labels of pseudo-labelled
+    photos travel as probability vectors.
+    """
+
+    def __init__(self, cache, rows: np.ndarray, labels: np.ndarray | None = None, transform=None,
+                 targets: np.ndarray | None = None):
         self.in_memory = isinstance(cache, np.ndarray)
         self.cache_path = None if self.in_memory else str(cache)
         self.rows = np.asarray(rows)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
         self.transform = transform
         self._arr = cache if self.in_memory else None  # a file is opened lazily, in the worker that reads it
 
@@ -35,6 +41,8 @@ class CachedPhotos(Dataset):
                 self.transform.set_random_seed(seed * 1_000_003 + int(i))
             img = self.transform(image=img)["image"]
         x = torch.from_numpy(np.ascontiguousarray(img))
+        if self.targets is not None:
+            return x, torch.from_numpy(self.targets[i])
         y = -1 if self.labels is None else int(self.labels[i])
         return x, y
 

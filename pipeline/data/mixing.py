@@ -59,11 +59,16 @@ MIX_KINDS = ("none", *MIXES)
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, kind: str, alpha: float, gen: np.random.Generator,
               num_classes: int = NUM_CLASSES) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Returns (mixed x, soft targets, lambda = label mass kept by each photo's own label)."""
+    """Returns (mixed x, soft targets, lambda = label mass kept by each photo's own label).
+
+    labels: class indices (B,), or soft targets (B, C) where pseudo-labelled photos carry probabilities."""
     if kind not in MIXES:
         raise ValueError(f"unknown mix kind {kind!r}")
     fn, elder_only = MIXES[kind]
-    t = torch.nn.functional.one_hot(labels.long(), num_classes).float()
+    if labels.dim() == 2:
+        t, labels = labels.float(), labels.argmax(1)
+    else:
+        t = torch.nn.functional.one_hot(labels.long(), num_classes).float()
     perm = _partners(labels, gen, elder_only)
     x, lam = fn(x, perm, alpha, gen)
     return x, lam * t + (1 - lam) * t[perm], lam
