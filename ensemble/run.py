@@ -20,10 +20,20 @@ from pipeline.config import Config
 from pipeline.contract import image_file, read_eval
 from pipeline.data.pseudo import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
-from pipeline.layout import ensemble_dir, folds_csv, pair_dir, submission_csv, blended_probs_npz, weights_json
+from pipeline.layout import (
+    blended_probs_npz,
+    ensemble_dir,
+    folds_csv,
+    pair_dir,
+    read_refit_done,
+    submission_csv,
+    weights_json,
+)
 from pipeline.model.metrics import scores
 
 KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking"}
+TEST_MODELS = {"folds": "the fold models", "refit": "the full-data refits",
+               "both": "the fold models and the full-data refits (their mean)"}
 
 
 def blend_kinds(e) -> list[tuple[str, bool]]:
@@ -33,6 +43,14 @@ def blend_kinds(e) -> list[tuple[str, bool]]:
     kinds = ["equal"] + [k for k, on in (("weights", e.search_weights), ("selection", e.selection),
                                          ("stacking", e.stacking)) if on]
     return [(k, off) for k in kinds for off in ((False, True) if e.tune_offsets else (False,))]
+
+
+def settings_used(cfg: Config, members) -> dict:
+    """The config as a dict, with train.refit on where a member has a refit: `train-all --refit` turns it on for
+    that command only, and the ensemble's own config need not say it."""
+    used = cfg.to_dict()
+    used["train"]["refit"] = cfg.train.refit or any(read_refit_done(m.run, m.backbone) for m in members)
+    return used
 
 
 def pseudo_added(members) -> dict[str, np.ndarray]:
@@ -108,8 +126,8 @@ def run_ensemble(cfg: Config, log=print) -> dict:
         atomic_save_npz(blended_probs_npz(cfg.run_dir), image_id=preds.test_ids,
                         probs=test_scores / test_scores.sum(1, keepdims=True), pred=test_pred,
                         age_cuts=np.asarray(cfg.data.age_cuts))
-        log(f"eval set predicted by the {e.test_from} models"
-            f"{'' if e.test_from == 'folds' else ' (OOF figures: the folds)'}")
+        log(f"eval set predicted by {TEST_MODELS[e.test_from]} (ensemble.test_from: {e.test_from}; the OOF figures "
+            f"are the folds')")
     else:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
 
@@ -122,7 +140,8 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                             cfg.data.age_cuts, curves, (names, blend.error_correlation(oof, y)),
                             {"ages": preds.ages, "files": [image_file(cfg.data_dir, p) for p in preds.paths],
                              "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)},
-                            techniques=techniques_used(cfg.to_dict()), pseudo=pseudo_added(preds.members))
+                            techniques=techniques_used(settings_used(cfg, preds.members)),
+                            pseudo=pseudo_added(preds.members))
     for line in headline:
         log(line)
     if submission is not None:

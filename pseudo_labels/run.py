@@ -42,7 +42,7 @@ from pipeline.contract import (
 )
 from pipeline.data.pseudo import format_probs
 from pipeline.io import pid_alive
-from pipeline.layout import pseudo_dir, blended_probs_npz
+from pipeline.layout import blended_probs_npz, pseudo_dir
 
 TABLE_COLUMNS = ["id", "gender", "race", "age", "path", "label", "confidence", "soft_label"]
 

@@ -20,7 +20,7 @@ from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.contract import NUM_CLASSES, DataError
 from pipeline.data.pseudo import read_pseudo, soft_targets
-from pipeline.layout import folds_csv, pair_dir, pseudo_dir, read_done, refit_dir, blended_probs_npz, unfinished_reason
+from pipeline.layout import blended_probs_npz, folds_csv, pair_dir, pseudo_dir, read_done, refit_dir, unfinished_reason
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
@@ -132,8 +132,8 @@ def test_pseudo_labels_from_a_finished_run_end_to_end(refit_run):
     cfg_a, data, tmp = refit_run
     top = np.load(blended_probs_npz(cfg_a.run_dir))["probs"].max(1)
     threshold = float(np.floor(np.median(top) * 1e4) / 1e4)  # about half of A's eval photos
-    sets = [*TINY, "train.epochs=1", "ensemble.stacking=false", f"run_dir={tmp / 'b'}", f"pseudo.from_run={cfg_a.run_dir}",
-            "data.use_pseudo=true", f"pseudo.threshold={threshold}"]
+    sets = [*TINY, "train.epochs=1", "ensemble.stacking=false", f"run_dir={tmp / 'b'}",
+            f"pseudo.from_run={cfg_a.run_dir}", "data.use_pseudo=true", f"pseudo.threshold={threshold}"]
     for command in ("pseudo", "folds", "train-all", "ensemble"):
         res = CliRunner().invoke(main, cli_args(command, tmp, data, *sets))
         assert res.exit_code == 0, res.output
@@ -195,6 +195,14 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
         assert list(ids) == pd.read_csv(data / "eval" / "info.csv")["ImageID"].tolist()
     again = CliRunner().invoke(main, cli_args("train-all", tmp, data, *TINY, *BACKBONES, "train.refit=true"))
     assert again.exit_code == 0 and "0 refit(s) to train, 2 already finished" in again.output
+    # a lost test.npz is predicted again from the refit's best.pt, without training it again
+    d = refit_dir(cfg.run_dir, "test_resnet")
+    stamp = (d / "best.pt").stat().st_mtime_ns
+    (d / "test.npz").unlink()
+    again = CliRunner().invoke(main, cli_args("train-all", tmp, data, *TINY, *BACKBONES, "train.refit=true"))
+    assert again.exit_code == 0 and "1 refit(s) to train, 1 already finished" in again.output
+    assert (d / "test.npz").is_file() and (d / "best.pt").stat().st_mtime_ns == stamp
+    assert "test_resnet refit epoch" not in again.output
 
     with_refit, same_probs = ensemble_with(cfg, "folds")
     assert with_refit == without_refit and np.array_equal(same_probs, folds_probs)
@@ -208,7 +216,7 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
     _, both_probs = ensemble_with(cfg, "both")
     assert np.allclose(both_probs, (folds_probs + refit_probs) / 2)
     report = (Path(cfg.run_dir) / "ensemble" / "report.md").read_text()
-    assert "Techniques beyond the defaults: ensemble.test_from=both" in report
+    assert "Techniques beyond the defaults: train.refit=True, ensemble.test_from=both" in report
 
 
 def test_techniques_used_and_the_new_keys_are_checked(tmp_path):

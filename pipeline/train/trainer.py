@@ -232,7 +232,8 @@ class Trainer:
         self.epoch, self.best_f1, self.best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
         self.history = state["history"]
         set_rng_state(state["rng"])
-        self.log(f"resumed {self.name} after epoch {self.epoch} (best F1 {self.best_f1:.4f})")
+        best = f" (best F1 {self.best_f1:.4f})" if self.best_f1 >= 0 else ""  # a refit validates nothing
+        self.log(f"resumed {self.name} after epoch {self.epoch}{best}")
         return True
 
     # -- epochs
