@@ -87,8 +87,8 @@ def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame
     if set(folds.loc[ext, "image_id"]) != set(external):
         raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
                                             "data.use_external")], hint=FOLDS_HINT)
-    if _pseudo_labels(folds[folds["source"] == "pseudo"]) != (_pseudo_labels(read_pseudo(cfg)) if cfg.data.use_pseudo
-                                                             else set()):
+    pseudo = read_pseudo(cfg) if cfg.data.use_pseudo else folds.iloc[:0]
+    if _pseudo_labels(folds[folds["source"] == "pseudo"]) != _pseudo_labels(pseudo):
         raise DataError([Problem(str(path), "folds.csv's pseudo-labelled photos or their labels differ from "
                                             "<run_dir>/pseudo or from data.use_pseudo")], hint=FOLDS_HINT)
 
