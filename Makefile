@@ -8,6 +8,7 @@ JOBS ?= 1
 RUNS ?= $(patsubst %/run.json,%,$(wildcard runs/*/run.json))
 BACKBONE ?=
 FOLD ?= 0
+REFIT ?=
 IMAGES ?=
 OUT ?= predictions.csv
 # SET="k=v k2=[a, b]" -> one --set per key=value: split only where a new `key=` begins, so values may hold spaces.
@@ -18,13 +19,14 @@ RUN ?= runs/$(basename $(notdir $(CONFIG)))
 # The maskfold command sets the allocator tuning itself (pipeline/tools/env.py); nothing to export here.
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo demo-data test check folds external train train-all ensemble predict compare cache bench clean clean-runs
+.PHONY: help setup demo demo-data test check folds external pseudo train train-all ensemble predict compare cache bench clean clean-runs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 	@echo
 	@echo "  Variables: CONFIG=configs/x.yaml (default configs/demo.yaml)  SET=\"train.epochs=3 backbones.0.lr=1e-4\""
 	@echo "             JOBS=N (pairs trained at once)  RUNS=\"runs/a runs/b\" (compare)  BACKBONE= FOLD= (train)"
+	@echo "             REFIT=1 (train-all: then each backbone on every person, train.refit)"
 	@echo "             RUN=runs/x IMAGES=folder OUT=file.csv (predict; RUN defaults to runs/<config name>)"
 
 $(VENV)/.installed: pyproject.toml
@@ -58,8 +60,11 @@ folds: setup ## Write <run_dir>/folds.csv
 external: setup ## Masked pseudo-persons from outside faces -> <run_dir>/external/
 	$(MASKFOLD) external --config $(CONFIG) $(SETS)
 
-train-all: setup ## Train every (backbone, fold) pair of CONFIG (JOBS=N in parallel)
-	$(MASKFOLD) train-all --config $(CONFIG) $(SETS) --jobs $(JOBS)
+pseudo: setup ## Eval photos labelled by pseudo.from_run's ensemble -> <run_dir>/pseudo/ (set data.use_pseudo)
+	$(MASKFOLD) pseudo --config $(CONFIG) $(SETS)
+
+train-all: setup ## Train every (backbone, fold) pair of CONFIG (JOBS=N in parallel; REFIT=1: then full-data refits)
+	$(MASKFOLD) train-all --config $(CONFIG) $(SETS) --jobs $(JOBS) $(if $(REFIT),--refit)
 
 ensemble: setup ## Blend predictions; write <run_dir>/submission.csv and ensemble/report.md
 	$(MASKFOLD) ensemble --config $(CONFIG) $(SETS)

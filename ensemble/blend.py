@@ -179,6 +179,19 @@ def apply_to_test(fitted: dict, per_fold: list[list[np.ndarray]], method: str = 
     return apply_blend(fitted, [np.mean(m, axis=0) for m in per_fold], method)
 
 
+def test_scores(fitted: dict, folds: list[list[np.ndarray]] | None, refit: list[np.ndarray] | None,
+                test_from: str = "folds", method: str = "soft") -> np.ndarray:
+    """Class scores on the test photos from the models that ensemble.test_from names: each member's fold models
+    (`folds`: members x folds x (M, C)), each member's full-data refit (`refit`: members x (M, C)), or both, as
+    the mean of the two. The blend was fitted on the folds' OOF predictions either way."""
+    parts = []
+    if test_from in ("folds", "both"):
+        parts.append(apply_to_test(fitted, folds, method))
+    if test_from in ("refit", "both"):
+        parts.append(apply_to_test(fitted, [[r] for r in refit], method))
+    return parts[0] if len(parts) == 1 else (parts[0] + parts[1]) / 2
+
+
 def nested_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, part: np.ndarray, offsets: bool,
                  method: str = "soft", **kw) -> np.ndarray:
     """Each part predicted by the blend fitted on the other parts only: the honest figure of a fitted blend."""

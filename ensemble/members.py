@@ -15,8 +15,16 @@ import yaml
 
 from ensemble import blend
 from pipeline.config import Config, config_from_dict
-from pipeline.contract import NUM_CLASSES, DataError, Problem, read_eval
-from pipeline.layout import config_yaml, folds_csv, folds_digest, pair_dir, unfinished_reason
+from pipeline.contract import NUM_CLASSES, DataError, Problem, read_eval, train_only
+from pipeline.layout import (
+    config_yaml,
+    folds_csv,
+    folds_digest,
+    pair_dir,
+    refit_dir,
+    refit_status,
+    unfinished_reason,
+)
 from pipeline.model.metrics import scores
 
 TRAIN_ALL = "run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs"
@@ -43,6 +51,7 @@ class Predictions:
     per_fold: list[dict]  # member, fold, f1, acc on its own fold
     test: dict[str, list[np.ndarray]] | None  # member -> its folds' (M, 18) test probabilities
     test_ids: np.ndarray | None
+    refit: dict[str, np.ndarray] | None = None  # member -> its refit's (M, 18) test probabilities (ensemble.test_from)
 
 
 def run_config(run: str | Path) -> Config:
@@ -60,7 +69,8 @@ def _competition_folds(run: str | Path) -> pd.DataFrame:
         raise DataError([Problem(str(path), "folds.csv not found")],
                         hint="run `maskfold folds` and `maskfold train-all` with this config first")
     folds = pd.read_csv(path, dtype={"person_id": str})
-    return folds[folds["source"] != "external"].reset_index(drop=True)
+    # train-only photos (external, pseudo-labelled) are never predicted out of fold; their soft labels go with them
+    return folds[~train_only(folds)].drop(columns="soft_label", errors="ignore").reset_index(drop=True)
 
 
 def run_labels(runs: list[str]) -> list[str]:
@@ -103,7 +113,7 @@ def load_predictions(cfg: Config) -> Predictions:
     ids = folds["image_id"].to_numpy().astype(str)
     index = pd.Series(np.arange(len(ids)), index=ids)
     evals, _ = read_eval(cfg.data_dir)
-    missing, oof, test, per_fold = [], {}, {}, []  # missing: (run, what is wrong)
+    missing, oof, test, refit, per_fold = [], {}, {}, {}, []  # missing: (run, what is wrong)
     for m in members:
         probs = np.full((len(ids), NUM_CLASSES), np.nan)
         test_folds = []
@@ -137,10 +147,26 @@ def load_predictions(cfg: Config) -> Predictions:
         oof[m.name] = probs
         if test_folds:
             test[m.name] = test_folds
+        if evals is not None and cfg.ensemble.test_from != "folds":
+            refit[m.name] = _refit_test(m, evals, cfg, missing)
     if missing:
         raise DataError([Problem(str(Path(run) / "models"), "missing or inconsistent predictions: " + x)
                          for run, x in missing], hint=TRAIN_ALL)
     return Predictions(ids, folds["label"].to_numpy(), folds["person_id"].to_numpy().astype(str),
                        folds["fold"].to_numpy(), folds["age"].to_numpy(), folds["path"].to_numpy().astype(str),
                        members, oof, per_fold, test if evals is not None else None,
-                       evals["image_id"].to_numpy().astype(str) if evals is not None else None)
+                       evals["image_id"].to_numpy().astype(str) if evals is not None else None, refit or None)
+
+
+def _refit_test(m: Member, evals: pd.DataFrame, cfg: Config, missing: list) -> np.ndarray | None:
+    """A member's refit test probabilities, or None with what is wrong added to `missing`."""
+    done, why = refit_status(m.cfg, m.backbone)
+    if done is None or why is not None:
+        missing.append((m.run, f"{m.name} refit ({why}; ensemble.test_from is {cfg.ensemble.test_from}: run "
+                               f"`maskfold train-all --refit`)"))
+        return None
+    z = np.load(refit_dir(m.run, m.backbone) / "test.npz")
+    if list(z["image_id"].astype(str)) != list(evals["image_id"]):
+        missing.append((m.run, f"{m.name} refit: test.npz photos are not {cfg.data_dir}/eval/info.csv's"))
+        return None
+    return blend.softmax(z["logits"])

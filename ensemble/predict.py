@@ -1,7 +1,8 @@
-"""`maskfold predict`: any folder of photos through a finished run's ensemble (same TTA, weights and offsets).
+"""`maskfold predict`: any folder of photos through a finished run's ensemble (same TTA, weights and offsets, and the
+same models as the submission: the folds', the refits' or both, as ensemble.test_from chose).
 
-The one part of the ensemble stage that loads models: every fold's best.pt, each rebuilt from the config stored
-beside its weights, so inference cannot drift from training.
+The one part of the ensemble stage that loads models: every fold's (or refit's) best.pt, each rebuilt from the
+config stored beside its weights, so inference cannot drift from training.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipeline.data.datasets import CachedPhotos
 from pipeline.data.transforms import build_transform
 from pipeline.faces.crop import crop_function
 from pipeline.io import atomic_write_csv
-from pipeline.layout import pair_dir, weights_json
+from pipeline.layout import pair_dir, refit_dir, weights_json
 from pipeline.model import models
 from pipeline.model.inference import predict_logits, resolve_device
 from pipeline.progress import bar
@@ -44,6 +45,37 @@ def decode_all(files, size, crop_fn) -> tuple[np.ndarray, list[Path], list[tuple
     return (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)), ok, bad
 
 
+def member_checkpoints(run: Path, member: dict, test_from: str) -> tuple[list[Path], Path | None]:
+    """The best.pt files of a member's fold models and of its refit, as far as test_from uses them."""
+    where = run if member["run"] == "." else Path(member["run"])
+    folds = [] if test_from == "refit" else [pair_dir(where, member["backbone"], k) / "best.pt"
+                                             for k in range(member["n_splits"])]
+    refit = None if test_from == "folds" else refit_dir(where, member["backbone"]) / "best.pt"
+    missing = [p for p in folds + ([refit] if refit else []) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} not found (the ensemble predicted the eval set with the "
+                                f"{test_from} models); rerun `maskfold train-all{' --refit' if refit else ''}` "
+                                f"for that run")
+    return folds, refit
+
+
+def predict_one(checkpoint: Path, tta, files, decoded: dict, dev):
+    """One model's probabilities on the photos, decoded as its run's cache decodes them (decoded: a cache of those
+    decodings by (cache size, crop)); also its config and the readable and unreadable files."""
+    ckpt = models.load_checkpoint(checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    key = (tuple(cfg.data.cache_size), cfg.data.crop, cfg.data.crop_margin)
+    if key not in decoded:
+        decoded[key] = decode_all(files, key[0], crop_function(cfg.data))
+    arr, ok, bad = decoded[key]
+    model = models.model_from_checkpoint(ckpt).to(dev)
+    tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
+    loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
+    logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
+                            cfg.train.amp if dev.type == "cuda" else "none")
+    return blend.softmax(logits), cfg, ok, bad
+
+
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
     run = Path(run_dir)
     fitted_path = weights_json(run)
@@ -57,28 +89,22 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     # A blend of several runs names each member's run; a single run's ensemble, its own backbones.
     members = fitted.get("members") or [{"run": ".", "backbone": b, "tta": fitted["tta"],
                                          "n_splits": fitted["n_splits"]} for b in fitted["backbones"]]
-    probs, decoded = [], {}  # decoded: photos as each (cache size, crop) of the members' runs decodes them
-    models_bar = bar(total=sum(m["n_splits"] for m in members), desc="predict", unit="model")
-    for m in members:
-        fold_probs = []
-        for k in range(m["n_splits"]):
+    # The models that predicted the eval set for the submission (ensemble.test_from): folds, refit or both.
+    test_from = fitted.get("test_from", "folds")
+    checkpoints = [member_checkpoints(run, m, test_from) for m in members]
+    fold_probs, refit_probs, decoded = [], [], {}  # decoded: the photos as each (cache size, crop) decodes them
+    models_bar = bar(total=sum(len(f) + (r is not None) for f, r in checkpoints), desc="predict", unit="model")
+    for m, (folds, refit) in zip(members, checkpoints):
+        probs = []
+        for path in folds + ([refit] if refit else []):
             models_bar.update(1)
-            ckpt = models.load_checkpoint(pair_dir(run if m["run"] == "." else m["run"], m["backbone"], k) / "best.pt")
-            cfg = config_from_dict(ckpt["config"])
-            key = (tuple(cfg.data.cache_size), cfg.data.crop, cfg.data.crop_margin)
-            if key not in decoded:
-                decoded[key] = decode_all(files, key[0], crop_function(cfg.data))
-            arr, ok, bad = decoded[key]
-            model = models.model_from_checkpoint(ckpt).to(dev)
-            tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
-            loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
-            logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], m["tta"],
-                                    cfg.train.channels_last, cfg.train.amp if dev.type == "cuda" else "none")
-            fold_probs.append(blend.softmax(logits))
-        probs.append(fold_probs)
+            p, cfg, ok, bad = predict_one(path, m["tta"], files, decoded, dev)
+            probs.append(p)
+        fold_probs.append(probs[:len(folds)])
+        refit_probs.append(probs[-1] if refit else None)
     models_bar.close()
-    scores = blend.apply_to_test({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, probs,
-                                 fitted["method"])
+    scores = blend.test_scores({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, fold_probs,
+                               refit_probs, test_from, fitted["method"])
     pred = blend.predict_with(scores, np.asarray(fitted["offsets"]))
     final = scores / scores.sum(1, keepdims=True)
     m, g, a = decode_label(pred)

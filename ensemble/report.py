@@ -11,6 +11,28 @@ from pipeline.io import atomic_path, atomic_write_text
 
 CLASSES = range(NUM_CLASSES)
 
+# (dotted config key, its default): the techniques a run may switch on; report.md names those it did.
+TECHNIQUES = (
+    ("train.head", "joint"),
+    ("data.soften_near_cut", 0),
+    ("train.layer_decay", None),
+    ("data.use_pseudo", False),
+    ("train.refit", False),
+    ("ensemble.test_from", "folds"),
+)
+
+
+def techniques_used(cfg_dict: dict) -> list[str]:
+    """`key=value` for each technique in TECHNIQUES whose value in the resolved config is not its default."""
+    used = []
+    for key, default in TECHNIQUES:
+        value = cfg_dict
+        for part in key.split("."):
+            value = value.get(part, default) if isinstance(value, dict) else default
+        if value != default:
+            used.append(f"{key}={value}")
+    return used
+
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -146,26 +168,6 @@ def near_cut_table(ages, y, pred, cuts) -> list[list]:
     return rows
 
 
-# Technique keys the report names when a run sets them away from their default: (dotted key, default).
-TECHNIQUES = (
-    ("train.head", "joint"),
-    ("data.soften_near_cut", 0),
-    ("train.layer_decay", None),
-)
-
-
-def techniques_used(cfg_dict: dict) -> list[str]:
-    """'head multi', 'soften_near_cut 3', ... for each technique key whose value is not its default."""
-    used = []
-    for key, default in TECHNIQUES:
-        node = cfg_dict
-        for part in key.split("."):
-            node = node.get(part, default) if isinstance(node, dict) else default
-        if node != default:
-            used.append(f"{key.rpartition('.')[2]} {node}")
-    return used
-
-
 def techniques_lines(run: list[str], members: dict[str, list[str]] | None = None) -> list[str]:
     """'techniques: ...' for the run, and one line for each member (of a blend) that used others."""
     lines = [f"techniques: {', '.join(run)}"] if run else []
@@ -177,11 +179,12 @@ def techniques_lines(run: list[str], members: dict[str, list[str]] | None = None
 
 def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
                  chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None,
-                 photos: dict | None = None, techniques: list[str] | None = None) -> list[str]:
+                 photos: dict | None = None, techniques: list[str] | None = None,
+                 pseudo: dict | None = None) -> list[str]:
     """Write report.md and the PNGs; return the headline lines to print.
 
-    techniques: lines from techniques_lines, shown under the title (none when every technique key is default).
-    """
+    techniques: lines from techniques_lines, shown under the title (none when every technique key is default);
+    pseudo: run -> pseudo-labelled photos per class it trained on."""
     out.mkdir(parents=True, exist_ok=True)
     names = class_names(age_cuts)
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=CLASSES, zero_division=0)
@@ -223,6 +226,14 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
         shown = plot_mistakes(photos["files"], y, pred, photos["confidence"], names, out / "mistakes.png")
         lines += ["", f"The {shown} most confident OOF mistakes (truth, prediction, confidence):", "",
                   "![mistakes](mistakes.png)", ""]
+    if pseudo:
+        lines += ["## Pseudo-labelled eval photos added to every training fold", "",
+                  "Eval photos another run's ensemble was sure of, trained on in every fold, never validated nor "
+                  "counted in any figure above.", ""]
+        counts = [[i, names[i], *(int(c[i]) for c in pseudo.values())] for i in CLASSES]
+        lines += markdown_table(["class", "name", *(f"photos ({run})" for run in pseudo)],
+                                counts + [["total", "", *(int(c.sum()) for c in pseudo.values())]])
+        lines += [""]
     if test_pred is not None:
         prior = np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
         dist = np.bincount(test_pred, minlength=NUM_CLASSES) / len(test_pred)

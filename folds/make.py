@@ -1,7 +1,7 @@
 """StratifiedGroupKFold over persons: every photo of a person lands in one fold.
 
 Stratified on the person's gender x age class, because each person carries all three mask states; external
-pseudo-persons get fold -1 (always trained on, never validated).
+pseudo-persons and pseudo-labelled eval photos get fold -1 (always trained on, never validated).
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.checks import require_clean
 from pipeline.config import Config
-from pipeline.contract import EXTERNAL_FOLD, NUM_CLASSES, fold_problems
+from pipeline.contract import EXTERNAL_FOLD, NUM_CLASSES, fold_problems, train_only
 from pipeline.data.external import read_external
+from pipeline.data.pseudo import read_pseudo
 from pipeline.io import atomic_write_csv, remove_stale_temporaries
 from pipeline.layout import folds_csv
 
@@ -20,7 +21,7 @@ from pipeline.layout import folds_csv
 def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
     df = df.sort_values("image_id", kind="stable").reset_index(drop=True)  # order-independent output
     fold = np.full(len(df), EXTERNAL_FOLD, dtype=int)
-    real = (df["source"] != "external").to_numpy()
+    real = ~train_only(df)
     sub = df[real]
     persons = sub["person_id"].nunique()
     if persons < n_splits:
@@ -36,7 +37,7 @@ def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
 
 
 def check_folds(df: pd.DataFrame) -> None:
-    """No person in two folds; external persons only in fold -1 and real ones never there."""
+    """No person in two folds, no photo twice; train-only photos only in fold -1 and competition ones never there."""
     problems = fold_problems(df)
     if problems:
         raise AssertionError("; ".join(problems))
@@ -54,11 +55,21 @@ def write_folds(cfg: Config, log=print) -> pd.DataFrame:
         ext = read_external(cfg.run_dir, cfg.data)
         log(f"external persons added to every training fold: {ext['person_id'].nunique()}")
         train = pd.concat([train, ext], ignore_index=True)
+    if cfg.data.use_pseudo:
+        pseudo = read_pseudo(cfg)
+        counts = pseudo["label"].value_counts().sort_index()
+        log(f"pseudo-labelled eval photos added to every training fold: {len(pseudo)} "
+            f"({'soft' if cfg.pseudo.soft else 'hard'} labels; per class: "
+            f"{' '.join(f'{c}:{n}' for c, n in counts.items())})")
+        train = pd.concat([train, pseudo], ignore_index=True)
+        if not (train["soft_label"].fillna("") != "").any():
+            train = train.drop(columns="soft_label")  # hard labels: folds.csv as without pseudo labels, plus rows
     df = assign_folds(train, cfg.folds.n_splits, cfg.seed)
     out = folds_csv(cfg.run_dir)
     remove_stale_temporaries(cfg.run_dir)
     atomic_write_csv(df, out)
-    log(f"photos per class in each fold (fold -1: external, train only):\n{fold_table(df).to_string()}")
+    log(f"photos per class in each fold (fold -1: external and pseudo-labelled, train only):\n"
+        f"{fold_table(df).to_string()}")
     log(f"wrote {out}: {df['person_id'].nunique()} persons, {len(df)} photos, {cfg.folds.n_splits} folds")
     # Decoding every photo takes a while at competition size, so it is check-data's job, not this stage's.
     log("photos were listed here, not decoded: `maskfold check-data` decodes every one and names any broken photo")

@@ -9,7 +9,17 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from pipeline.config import Config
-from pipeline.contract import NUM_CLASSES, DataError, Problem, Report, fold_problems, image_file, read_eval, read_train
+from pipeline.contract import (
+    NUM_CLASSES,
+    DataError,
+    Problem,
+    Report,
+    fold_problems,
+    image_file,
+    read_eval,
+    read_train,
+    train_only,
+)
 from pipeline.data.images import inspect_image
 
 
@@ -53,20 +63,23 @@ def require_clean(cfg: Config, scan: bool = False):
     return train, evals, report
 
 
-FOLDS_HINT = "run `maskfold folds` with this config (after `maskfold external` when data.use_external is on)"
+FOLDS_HINT = ("run `maskfold folds` with this config (after `maskfold external` when data.use_external is on, and "
+              "`maskfold pseudo` when data.use_pseudo is on)")
 
 
 def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame, path: Path) -> None:
     """What training checks of folds.csv: valid folds, the same photos and labels as the data, the same external
-    persons as <run_dir>/external. Raises DataError naming folds.csv and the stage that fixes it."""
+    persons as <run_dir>/external, the same pseudo-labelled photos and labels as <run_dir>/pseudo. Raises DataError
+    naming folds.csv and the stage that fixes it."""
     from pipeline.data.external import read_external
+    from pipeline.data.pseudo import read_pseudo
 
     problems = fold_problems(folds)
     if problems:
         raise DataError([Problem(str(path), p) for p in problems], hint=FOLDS_HINT)
     ext = folds["source"] == "external"
     a = contract.set_index("image_id")[["path", "label"]].sort_index()
-    b = folds[~ext].set_index("image_id")[["path", "label"]].sort_index()
+    b = folds[~train_only(folds)].set_index("image_id")[["path", "label"]].sort_index()
     if not a.index.equals(b.index) or not (a.values == b.values).all():
         raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed)")],
                         hint=FOLDS_HINT)
@@ -74,6 +87,16 @@ def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame
     if set(folds.loc[ext, "image_id"]) != set(external):
         raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
                                             "data.use_external")], hint=FOLDS_HINT)
+    pseudo = read_pseudo(cfg) if cfg.data.use_pseudo else folds.iloc[:0]
+    if _pseudo_labels(folds[folds["source"] == "pseudo"]) != _pseudo_labels(pseudo):
+        raise DataError([Problem(str(path), "folds.csv's pseudo-labelled photos or their labels differ from "
+                                            "<run_dir>/pseudo or from data.use_pseudo")], hint=FOLDS_HINT)
+
+
+def _pseudo_labels(rows: pd.DataFrame) -> set[tuple]:
+    """(image_id, label, soft label) of each pseudo-labelled photo: what training takes from them."""
+    soft = rows["soft_label"].fillna("").astype(str) if "soft_label" in rows else [""] * len(rows)
+    return set(zip(rows["image_id"].astype(str), rows["label"].astype(int), soft))
 
 
 def summary(train: pd.DataFrame, evals: pd.DataFrame | None, report: Report) -> str:

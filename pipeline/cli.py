@@ -1,7 +1,7 @@
 """The `maskfold` command: one sub-command per stage.
 
-This is the only module of pipeline/ that imports a stage (folds, external_data, ensemble); each command imports
-its stage lazily, so `maskfold --help` stays fast and the rest of the core never depends on a stage.
+This is the only module of pipeline/ that imports a stage (folds, external_data, pseudo_labels, ensemble); each
+command imports its stage lazily, so `maskfold --help` stays fast and the rest of the core never depends on a stage.
 """
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def main():
     """maskfold: k-fold ensemble pipeline for the face-mask competition.
 
     Typical run: check-data -> folds -> [external] -> train-all -> ensemble.
+    Pseudo labels: a second run whose pseudo.from_run names the first: pseudo -> folds -> train-all -> ensemble.
     """
 
 
@@ -163,6 +164,17 @@ def external_cmd(cfg, jobs, sheet_persons, probe_only):
     probe_external(cfg, n_jobs=jobs, log=click.echo)
 
 
+@main.command("pseudo")
+@_config_options
+@_friendly
+def pseudo_cmd(cfg):
+    """Label the eval photos with pseudo.from_run's ensemble; write train-only photos to <run_dir>/pseudo/."""
+    from pseudo_labels.run import run_pseudo
+
+    save_config(cfg, config_yaml(cfg.run_dir))
+    run_pseudo(cfg, log=click.echo)
+
+
 @main.command("train")
 @_config_options
 @click.option("--backbone", required=True, help="A backbone name from the config.")
@@ -193,12 +205,16 @@ def train_cmd(cfg, backbone, fold, device, force):
 @click.option("--gpus-per-job", default=None, type=float, help="Ray: GPUs per job (default 1 where GPUs exist).")
 @click.option("--cpus-per-job", default=1, show_default=True, type=float, help="Ray: CPUs per job.")
 @click.option("--retries", default=2, show_default=True, help="Ray: retries of a job whose worker died.")
+@click.option("--refit", is_flag=True, help="Then train each backbone on every person for the median of its folds' "
+                                           "best epochs (sets train.refit).")
 @_friendly
-def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries):
+def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries, refit):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
     from pipeline.train.jobs import oof_scores, train_all
     from pipeline.train.provenance import write_run_json
 
+    if refit:
+        cfg.train.refit = True
     start = time.time()
     if backend == "ray":
         from pipeline.train.ray_jobs import train_all_ray
@@ -218,6 +234,10 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     if len(busy):
         click.echo(f"{len(busy)} pair(s) were left to another process training them (" + ", ".join(
             f"{r.backbone} fold {r.fold}" for r in busy.itertuples()) + "); rerun train-all when it ends")
+    waiting = table[table["status"] == "waiting"]
+    if len(waiting):
+        click.echo(f"{len(waiting)} refit(s) wait for their folds (" + ", ".join(waiting["backbone"]) + "); rerun "
+                   "train-all once every fold is finished")
     failed = table[table["status"] == "failed"]
     if len(failed):
         raise click.ClickException(f"{len(failed)} pair(s) failed: " + ", ".join(

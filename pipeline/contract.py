@@ -46,9 +46,20 @@ def photo_mask(photo: str) -> str:
     return "wear" if photo.startswith("mask") else ("incorrect" if photo == "incorrect_mask" else "normal")
 
 
+def mask_photo(mask: str) -> str:
+    """The photo name that stands for a mask state (the inverse of photo_mask): mask1, incorrect_mask, normal."""
+    return {"wear": "mask1", "incorrect": "incorrect_mask", "normal": "normal"}[mask]
+
+
 def age_band(age, cuts=(30, 60)):
     """0: below the first cut, 1: between, 2: at or above the second. Works on scalars and arrays."""
     return np.searchsorted(np.asarray(cuts), np.asarray(age), side="right")
+
+
+def band_age(band: int, cuts=(30, 60)) -> int:
+    """An age well inside an age band (15, 45, 70 for the default cuts), for photos whose age is unknown and only
+    the band was predicted: far from the cuts, so data.drop_near_cut never drops them."""
+    return (cuts[0] // 2, (cuts[0] + cuts[1]) // 2, cuts[1] + 10)[band]
 
 
 def encode_label(mask, gender, band):
@@ -147,8 +158,11 @@ def _parse_age(value, file, report) -> int | None:
     return age
 
 
-def _person_photos(folder: Path, person: str, report: Report) -> dict[str, str]:
-    """Map each of the 7 photo names to its file name; junk is counted, gaps and extras are problems."""
+def _person_photos(folder: Path, person: str, report: Report, whole: bool = True) -> dict[str, str]:
+    """Map each of the 7 photo names to its file name; junk is counted, gaps and extras are problems.
+
+    whole=False (pseudo-labelled photos: one photo per "person") asks for at least one photo instead of all 7.
+    """
     found: dict[str, str] = {}
     try:
         entries = sorted(folder.iterdir())
@@ -171,13 +185,17 @@ def _person_photos(folder: Path, person: str, report: Report) -> dict[str, str]:
         else:
             found[stem] = name
     missing = [p for p in PHOTOS if p not in found]
-    if missing:
+    if missing and (whole or not found):
         report.problem(folder, f"person {person} is missing photo(s) {', '.join(missing)}; restore them or drop the row")
     return found
 
 
-def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None = None) -> tuple[pd.DataFrame, Report]:
-    """Read train/train.csv and the photo folders into the contract table."""
+def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None = None,
+               whole_persons: bool = True) -> tuple[pd.DataFrame, Report]:
+    """Read train/train.csv and the photo folders into the contract table.
+
+    whole_persons=False accepts a person folder holding only some of the 7 photos (the pseudo-labelled layout).
+    """
     data_dir = Path(data_dir)
     report = report or Report()
     csv = data_dir / "train" / "train.csv"
@@ -215,7 +233,7 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
         if not row.path or not folder.is_dir():
             report.problem(folder, f"person folder for '{row.id}' not found; restore it or drop line {line} of train.csv")
             continue
-        photos = _person_photos(folder, row.path, report)
+        photos = _person_photos(folder, row.path, report, whole_persons)
         if gender is None or age is None:
             continue
         people.append((row.id, row.path, gender, row.race, age, photos))
@@ -391,20 +409,30 @@ def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.Da
     return df, report
 
 
-EXTERNAL_FOLD = -1  # external pseudo-persons: trained on in every fold, never validated
+EXTERNAL_FOLD = -1  # train-only photos (external pseudo-persons, pseudo-labelled eval photos): in every training fold
+TRAIN_ONLY_SOURCES = ("external", "pseudo")  # never validated, never in the OOF predictions
+
+
+def train_only(df: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the rows that are trained on in every fold and never validated (fold -1)."""
+    return df["source"].isin(TRAIN_ONLY_SOURCES).to_numpy()
 
 
 def fold_problems(df: pd.DataFrame) -> list[str]:
-    """What is wrong with a table's `fold` column: a person split across folds, or external rows out of place."""
+    """What is wrong with a table's `fold` column: a person split across folds, train-only rows out of place, or
+    a photo listed twice (it would be trained on twice, or trained on and validated)."""
     problems = []
     per_person = df.groupby("person_id")["fold"].nunique()
     split = per_person[per_person > 1]
     if len(split):
         problems.append(f"persons in more than one fold: {', '.join(split.index[:5])}")
-    ext = (df["source"] == "external").to_numpy()
+    only = train_only(df)
     fold = df["fold"].to_numpy()
-    if (fold[ext] != EXTERNAL_FOLD).any() or (fold[~ext] == EXTERNAL_FOLD).any():
-        problems.append("external photos must have fold -1, and only they")
+    if (fold[only] != EXTERNAL_FOLD).any() or (fold[~only] == EXTERNAL_FOLD).any():
+        problems.append("external photos must have fold -1 (pseudo-labelled ones too), and only they")
+    twice = df["image_id"][df["image_id"].duplicated()].unique()
+    if len(twice):
+        problems.append(f"photos listed more than once: {', '.join(map(str, twice[:5]))}")
     return problems
 
 

@@ -3,8 +3,11 @@
     <run_dir>/config.yaml            the resolved config of the last command
     <run_dir>/folds.csv              folds stage
     <run_dir>/external/              external-data stage (pseudo-persons in the competition layout)
+    <run_dir>/pseudo/                pseudo stage: eval photos labelled by another run's ensemble
     <run_dir>/models/<backbone>/fold<k>/{best.pt, last.pt, metrics.csv, oof.npz, test.npz, done.json}
-    <run_dir>/ensemble/              ensemble stage: report, blend, weights.json (what predict replays)
+    <run_dir>/models/<backbone>/full/{best.pt, last.pt, metrics.csv, test.npz, done.json}   the full-data refit
+    <run_dir>/ensemble/              ensemble stage: report, blend, weights.json (what predict replays),
+                                     test_probs.npz (the blended eval probabilities the pseudo stage reads)
     <run_dir>/gpu-locks/, tensorboard/  claims of local GPUs; TensorBoard logs when train.tensorboard is on
     <run_dir>/submission.csv
     <run_dir>/log.txt                what every command printed, timestamped, each entry led by its command line
@@ -15,7 +18,9 @@ The decoded-photo cache is the project's, not a run's: `cache_dir` (default runs
 A pair is finished when its done.json was written under the same training settings (the config hash, which
 leaves out paths and settings that do not change the weights) on the same photos, labels and folds (a digest of
 folds.csv's content), with the same TTA, and its predictions are all on disk. Paths are never part of that
-identity, so a run trained through Ray, moved, or reached through a link is still recognised.
+identity, so a run trained through Ray, moved, or reached through a link is still recognised. A backbone's refit
+is finished in the same way, its identity being the pair hash plus its epoch count (the median of its folds' best
+epochs), so folds retrained to other best epochs make the refit train again.
 """
 from __future__ import annotations
 
@@ -23,13 +28,16 @@ import functools
 import hashlib
 import io
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
 
 PAIR_FILES = ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json")
 # What identifies a photo set, its labels and its folds; paths are left out (external photos' are absolute).
-DIGEST_COLUMNS = ["image_id", "person_id", "gender", "age", "mask", "label", "source", "fold"]
+# soft_label exists only where pseudo-labelled photos are trained on their blended probabilities.
+DIGEST_COLUMNS = ["image_id", "person_id", "gender", "age", "mask", "label", "source", "fold", "soft_label"]
+REFIT = "full"  # the folder of a backbone's full-data model, beside its fold<k> folders
 
 
 def _under_run(name: str):
@@ -41,6 +49,7 @@ def _under_run(name: str):
 folds_csv = _under_run("folds.csv")
 config_yaml = _under_run("config.yaml")
 external_dir = _under_run("external")
+pseudo_dir = _under_run("pseudo")
 ensemble_dir = _under_run("ensemble")
 submission_csv = _under_run("submission.csv")
 log_txt = _under_run("log.txt")
@@ -56,12 +65,26 @@ def gpu_lock(run_dir, index: int) -> Path:
     return Path(run_dir) / "gpu-locks" / f"cuda{index}.lock"
 
 
-def tensorboard_dir(run_dir, backbone: str, fold: int) -> Path:
-    return Path(run_dir) / "tensorboard" / backbone / f"fold{fold}"
+def tensorboard_dir(run_dir, backbone: str, fold: int | str) -> Path:
+    """fold: a fold number, or REFIT for the full-data model."""
+    return Path(run_dir) / "tensorboard" / backbone / (REFIT if fold == REFIT else f"fold{fold}")
 
 
 def weights_json(run_dir) -> Path:
     return ensemble_dir(run_dir) / "weights.json"
+
+
+def blended_probs_npz(run_dir) -> Path:
+    """The ensemble's blended eval-set probabilities (image_id, probs, pred, age_cuts): what `maskfold pseudo` reads."""
+    return ensemble_dir(run_dir) / "test_probs.npz"
+
+
+def refit_dir(run_dir, backbone: str) -> Path:
+    return Path(run_dir) / "models" / backbone / REFIT
+
+
+def refit_lock(run_dir, backbone: str) -> Path:
+    return refit_dir(run_dir, backbone) / ".lock"
 
 
 def pair_lock(run_dir, backbone: str, fold: int) -> Path:
@@ -112,11 +135,19 @@ def eval_digest(data_dir) -> str | None:
     return _digest(Path(data_dir) / "eval" / "info.csv", "eval")
 
 
-def read_done(run_dir, backbone: str, fold: int) -> dict | None:
+def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads((pair_dir(run_dir, backbone, fold) / "done.json").read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_done(run_dir, backbone: str, fold: int) -> dict | None:
+    return _read_json(pair_dir(run_dir, backbone, fold) / "done.json")
+
+
+def read_refit_done(run_dir, backbone: str) -> dict | None:
+    return _read_json(refit_dir(run_dir, backbone) / "done.json")
 
 
 def pair_status(cfg, backbone: str, fold: int) -> tuple[dict | None, str | None]:
@@ -126,8 +157,12 @@ def pair_status(cfg, backbone: str, fold: int) -> tuple[dict | None, str | None]
 
 
 def _unfinished(cfg, backbone: str, fold: int, done: dict) -> str | None:
-    d = pair_dir(cfg.run_dir, backbone, fold)
-    if done.get("hash") != cfg.pair_hash(backbone):
+    return _not_current(cfg, pair_dir(cfg.run_dir, backbone, fold), done, cfg.pair_hash(backbone), "oof.npz")
+
+
+def _not_current(cfg, d: Path, done: dict, identity: str, *needed: str) -> str | None:
+    """Why a done.json does not describe a finished model under this config (None: it does)."""
+    if done.get("hash") != identity:
         return "trained under other settings"
     if done.get("data") != run_digest(cfg.run_dir):
         return "trained on other photos, labels or folds"
@@ -135,7 +170,7 @@ def _unfinished(cfg, backbone: str, fold: int, done: dict) -> str | None:
         return "predicted with another TTA"
     if done.get("eval") != eval_digest(cfg.data_dir):
         return "test predictions are for another eval set"
-    needed = ["best.pt", "oof.npz"] + (["test.npz"] if done.get("test") else [])
+    needed = ["best.pt", *needed] + (["test.npz"] if done.get("test") else [])
     what = {"best.pt": "weights", "oof.npz": "OOF predictions", "test.npz": "test predictions"}
     lost = [f"no {d / n}: {what[n]}" for n in needed if not (d / n).is_file()]
     if lost:
@@ -153,3 +188,31 @@ def finished(cfg, backbone: str, fold: int) -> dict | None:
     """The done.json of a pair finished under this config (see the module docstring), else None."""
     done, why = pair_status(cfg, backbone, fold)
     return done if done is not None and why is None else None
+
+
+def refit_epochs(cfg, backbone: str) -> tuple[int | None, str | None]:
+    """(epochs, None): the median of the finished folds' best epochs, rounded half up; (None, why) while a fold of
+    the backbone is not finished under this config."""
+    best = []
+    for k in range(cfg.folds.n_splits):
+        done, why = pair_status(cfg, backbone, k)
+        if done is None or why is not None:
+            return None, f"fold {k} is not finished ({why or 'not trained'})"
+        best.append(done["best_epoch"])
+    return max(1, int(statistics.median(best) + 0.5)), None
+
+
+def refit_identity(cfg, backbone: str, epochs: int) -> str:
+    """The refit's hash: its backbone's settings and how many epochs it trains."""
+    return f"{cfg.pair_hash(backbone)}-refit{epochs}"
+
+
+def refit_status(cfg, backbone: str) -> tuple[dict | None, str | None]:
+    """(done.json, None) when the backbone's refit is finished under this config; else (done.json or None, why not)."""
+    done = read_refit_done(cfg.run_dir, backbone)
+    epochs, why = refit_epochs(cfg, backbone)
+    if why is not None:
+        return done, f"no refit yet: {why}"
+    if done is None:
+        return None, "not trained"
+    return done, _not_current(cfg, refit_dir(cfg.run_dir, backbone), done, refit_identity(cfg, backbone, epochs))

@@ -267,8 +267,8 @@ def test_multi_head_run_ensembles_predicts_and_names_its_techniques(data_dir, tm
     assert (train_all(cfg, jobs=1, **QUIET)["status"] == "done").all()
     lines = []
     run_ensemble(cfg, log=lines.append)
-    assert "techniques: head multi, soften_near_cut 3" in lines
-    assert "techniques: head multi, soften_near_cut 3" in (Path(cfg.run_dir) / "ensemble" / "report.md").read_text()
+    assert "techniques: train.head=multi, data.soften_near_cut=3" in lines
+    assert "techniques: train.head=multi, data.soften_near_cut=3" in (Path(cfg.run_dir) / "ensemble" / "report.md").read_text()
     df = predict_folder(cfg.run_dir, data_dir / "eval" / "images", tmp_path / "p.csv", **QUIET)
     df["ImageID"] = [Path(p).name for p in df["path"]]
     sub = pd.read_csv(Path(cfg.run_dir) / "submission.csv").merge(df, on="ImageID")
@@ -280,7 +280,7 @@ def test_multi_head_run_ensembles_predicts_and_names_its_techniques(data_dir, tm
 
 def test_report_names_the_techniques_away_from_their_defaults():
     cfg = {"train": {"head": "multi", "layer_decay": None}, "data": {"soften_near_cut": 3}}
-    assert techniques_used(cfg) == ["head multi", "soften_near_cut 3"]
+    assert techniques_used(cfg) == ["train.head=multi", "data.soften_near_cut=3"]
     assert techniques_used({"train": {}, "data": {}}) == []
-    assert techniques_lines(["head multi"], {"a/resnet": ["head multi"], "b/resnet": []}) == [
-        "techniques: head multi", "techniques of b/resnet: defaults"]
+    assert techniques_lines(["train.head=multi"], {"a/resnet": ["train.head=multi"], "b/resnet": []}) == [
+        "techniques: train.head=multi", "techniques of b/resnet: defaults"]

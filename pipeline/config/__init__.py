@@ -22,12 +22,14 @@ from pipeline.config.schema import (
     FoldsConfig,
     LossTerm,
     MixConfig,
+    PseudoConfig,
     TrainConfig,
 )
 from pipeline.config.typed_yaml import ConfigError, apply_set, build, read_yaml
 
 __all__ = ["AugmentConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig",
-           "ExternalConfig", "FoldsConfig", "LossTerm", "MixConfig", "NOT_IN_PAIR_HASH", "TrainConfig", "config_from_dict",
+           "ExternalConfig", "FoldsConfig", "LossTerm", "MixConfig", "NOT_IN_PAIR_HASH", "PseudoConfig", "TrainConfig",
+           "config_from_dict",
            "load_config", "save_config"]
 
 
@@ -59,6 +61,7 @@ def _validate(cfg: Config, source: str) -> None:
         "ensemble.method": (cfg.ensemble.method, ENSEMBLE_METHODS),
         "data.crop": (cfg.data.crop, CROPS),
         "external.landmarks": (cfg.external.landmarks, LANDMARK_SOURCES),
+        "ensemble.test_from": (cfg.ensemble.test_from, TEST_FROM),
         **{f"train.loss.{i}.name": (term.name, tuple(LOSSES)) for i, term in enumerate(cfg.train.loss)},
     }
     for key, (value, allowed) in choices.items():
@@ -83,6 +86,8 @@ def _validate(cfg: Config, source: str) -> None:
     if cfg.folds.n_splits < 2:
         raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
     _check_techniques(cfg, source)
+    if not 0 < cfg.pseudo.threshold <= 1:
+        raise ConfigError(f"{source}: 'pseudo.threshold' is {cfg.pseudo.threshold}; a probability in (0, 1], e.g. 0.9")
     _check_backbone_names(cfg, source)
     from pipeline.data.transforms import build_transform  # albumentations loads only when a config is checked
 
@@ -123,6 +128,7 @@ AMP_MODES = ("bf16", "fp16", "none")
 ENSEMBLE_METHODS = ("soft", "hard")
 CROPS = ("none", "face")
 LANDMARK_SOURCES = ("dlib", "file")
+TEST_FROM = ("folds", "refit", "both")  # which models predict the eval set
 
 
 def _check_backbone_names(cfg: Config, source: str) -> None:

@@ -35,6 +35,7 @@ class DataConfig:
     face_detector: str = "hog+masked"
     use_external: bool = False  # add <run_dir>/external pseudo-persons to every training fold
     external_cap: int = 0  # at most this many external persons (0: all)
+    use_pseudo: bool = False  # add <run_dir>/pseudo (eval photos labelled by `maskfold pseudo`) to every training fold
 
 
 @dataclass
@@ -105,6 +106,9 @@ class TrainConfig:
     tensorboard: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_steps_per_epoch: int | None = None  # cap for smoke runs
+    # After the folds, train each backbone once more on every person for the median of its folds' best epochs
+    # (models/<backbone>/full/); ensemble.test_from chooses whether it predicts the eval set.
+    refit: bool = False
 
 
 @dataclass
@@ -130,6 +134,9 @@ class EnsembleConfig:
     choose_by_nested: bool = True
     # Finished runs whose backbones are the members (blended into this config's run_dir); empty: this run's own.
     runs: list[str] = field(default_factory=list)
+    # Which models predict the eval set: folds (mean of the fold models), refit (the full-data model of
+    # train.refit) or both (the mean of the two). OOF figures always come from the folds.
+    test_from: str = "folds"
 
 
 @dataclass
@@ -144,6 +151,15 @@ class ExternalConfig:
     landmarks: str = "dlib"  # dlib | file (landmarks.json beside the table, as the demo pool ships)
     templates: str | None = None  # MaskTheFace folder holding masks/masks.cfg; none: procedural masks only
     framing: str = "portrait"  # portrait | blur: how a face crop becomes a 384x512 photo (external_data.persons)
+
+
+@dataclass
+class PseudoConfig:
+    # `maskfold pseudo` labels this run's eval photos with another, finished run's ensemble (never this run's own:
+    # a run would otherwise learn its own mistakes and be scored on nothing new).
+    from_run: str | None = None
+    threshold: float = 0.9  # eval photos whose top blended probability is at least this become training photos
+    soft: bool = False  # train on the blended probabilities instead of the top class
 
 
 @dataclass
@@ -162,6 +178,7 @@ class Config:
     tta: list[str] = field(default_factory=lambda: ["orig"])  # orig | hflip | crop<percent>, e.g. crop90
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     external: ExternalConfig = field(default_factory=ExternalConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
 
     def backbone(self, name: str) -> BackboneConfig:
         for b in self.backbones:
@@ -190,7 +207,8 @@ class Config:
 
         Paths are left out (the photos, labels and folds they lead to are identified by content, see
         pipeline.layout), and so is what does not change the weights: where and how fast it runs, logging, TTA
-        (predictions are redone when only TTA changes) and the ensemble.
+        (predictions are redone when only TTA changes), the ensemble, and whether a full-data refit follows the
+        folds (the refit's own identity adds its epoch count, see pipeline.layout).
         """
         d = self.to_dict()
         d["backbones"] = [dataclasses.asdict(self.backbone(backbone))]
@@ -202,4 +220,4 @@ class Config:
 
 NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "cache_dir", "tta", "ensemble", "data.label_fixes", "external.path",
                     "external.images_dir", "external.templates", "train.num_workers", "train.device",
-                    "train.tensorboard")
+                    "train.tensorboard", "train.refit", "pseudo.from_run")

@@ -1,4 +1,5 @@
-"""train-all: every (backbone, fold) pair of a config, skipping finished ones, surviving failures.
+"""train-all: every (backbone, fold) pair of a config, skipping finished ones, surviving failures; then, with
+train.refit, each backbone's full-data refit (pipeline.train.refit), whose epoch count comes from its folds.
 
 Pairs are independent jobs. Locally they run through joblib (one process per job, one GPU each where there are
 several); `--backend ray` hands them to a Ray cluster (pipeline.train.ray_jobs).
@@ -15,7 +16,7 @@ from joblib import Parallel, delayed
 
 from pipeline.config import Config, save_config
 from pipeline.io import Busy, file_lock
-from pipeline.layout import config_yaml, finished, gpu_lock, job_lines
+from pipeline.layout import REFIT, config_yaml, finished, gpu_lock, job_lines, refit_epochs, refit_status
 from pipeline.model.metrics import backbone_oof
 from pipeline.model.models import require_weights
 from pipeline.progress import bar as progress_bar
@@ -106,13 +107,52 @@ def gpus_to_share(device: str) -> int:
     return 0
 
 
+def pending_refits(cfg: Config) -> tuple[list[tuple[str, str]], list[dict]]:
+    """Which backbones' refits are left to train (as (backbone, REFIT) jobs), and a summary row for each other one:
+    skipped when finished, waiting while a fold of its backbone is not finished (its epoch count is not known)."""
+    todo, rows = [], []
+    for b in cfg.backbone_names():
+        done, why = refit_status(cfg, b)
+        if done is not None and why is None:
+            rows.append({"backbone": b, "fold": REFIT, "status": "skipped", "host": done.get("host"),
+                         "device": done.get("device"), "seconds": 0.0})
+        elif refit_epochs(cfg, b)[0] is None:
+            rows.append({"backbone": b, "fold": REFIT, "status": "waiting", "error": why, "seconds": 0.0})
+        else:
+            todo.append((b, REFIT))
+    return todo, rows
+
+
 def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
+    """Every pending pair, then (train.refit) every backbone's full-data refit; a summary row for each."""
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
     save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back
     data = load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
     todo, rows = pending_pairs(cfg)
     log(f"{len(todo)} pair(s) to train, {len(rows)} already finished")
+    results = run_jobs(cfg, todo, data, jobs, log)
+    table = pd.DataFrame(rows + results).sort_values(["backbone", "fold"]).reset_index(drop=True)
+    if cfg.train.refit:
+        table = pd.concat([table, pd.DataFrame(train_refits(cfg, data, jobs, log))], ignore_index=True)
+    return table
+
+
+def train_refits(cfg: Config, data: RunData, jobs: int = 1, log=print) -> list[dict]:
+    """The refits after the folds: their summary rows (fold = REFIT), in backbone order."""
+    todo, rows = pending_refits(cfg)
+    log(f"{len(todo)} refit(s) to train, {sum(r['status'] == 'skipped' for r in rows)} already finished")
+    for r in rows:
+        if r["status"] == "waiting":
+            log(f"{r['backbone']} refit waits: {r['error']}")
+    results = run_jobs(cfg, todo, data, jobs, log, noun="refit") if todo else []
+    order = {b: i for i, b in enumerate(cfg.backbone_names())}
+    return sorted(rows + results, key=lambda r: order[r["backbone"]])
+
+
+def run_jobs(cfg: Config, todo: list[tuple], data: RunData, jobs: int, log, noun: str = "pair") -> list[dict]:
+    """The jobs of `todo` ((backbone, fold) pairs, or (backbone, REFIT) refits) through joblib; their result rows
+    as they finish."""
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     n_gpus = gpus_to_share(cfg.train.device) if jobs > 1 else 0
@@ -125,15 +165,15 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     with ExitStack() as stack:
         if jobs > 1:
             stack.enter_context(relay(lines, log))
-        outer = stack.enter_context(progress_bar(total=len(todo), desc="train-all", unit="pair", leave=True))
+        desc = "train-all" if noun == "pair" else noun
+        outer = stack.enter_context(progress_bar(total=len(todo), desc=desc, unit=noun, leave=True))
         for r in Parallel(n_jobs=jobs, backend="loky" if jobs > 1 else "sequential",
                           return_as="generator_unordered")(calls):
             results.append(r)
             outer.update(1)
-            say(f"pair {len(results)} of {len(todo)}: {r['backbone']} fold {r['fold']} {r['status']} "
-                f"({r['seconds']}s)", log)
-    table = pd.DataFrame(rows + list(results)).sort_values(["backbone", "fold"]).reset_index(drop=True)
-    return table
+            what = r["backbone"] if r["fold"] == REFIT else f"{r['backbone']} fold {r['fold']}"
+            say(f"{noun} {len(results)} of {len(todo)}: {what} {r['status']} ({r['seconds']}s)", log)
+    return results
 
 
 def oof_scores(cfg: Config) -> dict[str, dict]:

@@ -6,18 +6,23 @@ from contextlib import ExitStack
 
 from pipeline.config import Config
 from pipeline.io import Busy, file_lock
-from pipeline.layout import PAIR_FILES, pair_dir, pair_lock, pair_status
+from pipeline.layout import PAIR_FILES, REFIT, pair_dir, pair_lock, pair_status
+from pipeline.train.refit import train_refit
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import Trainer
 
 
-def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = None, device=None, progress=True,
+def train_pair(cfg: Config, backbone: str, fold: int | str, data: RunData | None = None, device=None, progress=True,
                log=print, force: bool = False, lock_wait_s: float | None = None) -> dict:
     """Train one pair (or resume it, or redo only its predictions), holding the pair's lock.
 
     Returns done.json's fields plus status: done, skipped (finished under this config) or busy (another live
-    process holds the pair; nothing is touched).
+    process holds the pair; nothing is touched). fold=REFIT trains the backbone's full-data refit instead
+    (pipeline.train.refit), so every job runner runs refits as it runs pairs.
     """
+    if fold == REFIT:
+        return train_refit(cfg, backbone, data=data, device=device, progress=progress, log=log, force=force,
+                           lock_wait_s=lock_wait_s)
     if fold < 0 or fold >= cfg.folds.n_splits:
         raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
     with ExitStack() as held:

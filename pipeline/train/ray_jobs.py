@@ -5,7 +5,8 @@ that mounts it elsewhere says so with MASKFOLD_PATH_MAP=/head/path=/node/path (s
 first checks that its node sees what it needs; a job on a node that does not fails at once with one line naming
 the node and the path, and the pair is sent to another node. A job whose node or worker dies is retried by Ray
 and resumes from its last.pt, because train_pair always resumes; finished pairs are skipped before anything is
-submitted, and the pair lock keeps two jobs from ever writing one pair, across nodes too.
+submitted, and the pair lock keeps two jobs from ever writing one pair, across nodes too. With train.refit the
+backbones' full-data refits follow the folds on the driver itself (locally, one after another), not on the cluster.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import pandas as pd
 from pipeline.config import Config, save_config
 from pipeline.layout import config_yaml, folds_csv, pair_dir
 from pipeline.model.models import require_weights
-from pipeline.train.jobs import pending_pairs, run_one
+from pipeline.train.jobs import pending_pairs, run_one, train_refits
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import require_tensorboard
 
@@ -159,4 +160,8 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
         probe.unlink(missing_ok=True)
         if started:
             ray.shutdown()
-    return pd.DataFrame(rows).sort_values(["backbone", "fold"]).reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values(["backbone", "fold"]).reset_index(drop=True)
+    if cfg.train.refit:
+        # One refit per backbone, after every fold: run here, on the driver, one after another.
+        table = pd.concat([table, pd.DataFrame(train_refits(cfg, data, 1, log))], ignore_index=True)
+    return table

@@ -20,6 +20,7 @@ from pipeline.config import Config, ConfigError, LossTerm
 from pipeline.contract import NUM_CLASSES, training_rows, training_targets
 from pipeline.data.datasets import CachedPhotos
 from pipeline.data.mixing import mix_batch
+from pipeline.data.pseudo import with_soft_labels
 from pipeline.data.samplers import EpochSampler
 from pipeline.data.transforms import build_transform
 from pipeline.io import (
@@ -54,13 +55,18 @@ def require_tensorboard(cfg: Config) -> None:
 
 
 class Trainer:
+    """One (backbone, fold) pair. pipeline.train.refit.RefitTrainer overrides the hooks below (identity, output_dir,
+    split, planned_epochs) to train a backbone on every photo instead."""
+
     def __init__(self, cfg: Config, backbone: str, fold: int, data: RunData, device=None, progress=True, log=print):
         self.cfg, self.fold, self.log, self.progress = cfg, fold, log, progress
         self.bb = cfg.backbone(backbone)
-        self.settings = cfg.resolved(self.bb)
-        self.hash = cfg.pair_hash(backbone)
+        # its name in messages, in progress bars and in tensorboard_dir
+        self.name, self.tag, self.board = f"{self.bb.name} fold {fold}", f"f{fold}", fold
+        self.settings = {**cfg.resolved(self.bb), "epochs": self.planned_epochs()}
+        self.hash = self.identity()
         self.digest = data.digest
-        self.dir = pair_dir(cfg.run_dir, backbone, fold)
+        self.dir = self.output_dir()
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
         t = cfg.train
@@ -68,14 +74,11 @@ class Trainer:
         seed_everything(cfg.seed * 1000 + fold)
 
         folds = data.folds
-        in_val = (folds["fold"] == fold).to_numpy()
-        if not in_val.any():
-            raise ValueError(f"fold {fold} is empty; folds.n_splits is {cfg.folds.n_splits}")
-        self.train_rows = np.flatnonzero(~in_val & training_rows(folds, cfg.data))
-        self.val_rows = np.flatnonzero(in_val)
+        self.train_rows, self.val_rows = self.split(folds)
         labels = folds["label"].to_numpy()
         self.train_labels, self.val_labels = labels[self.train_rows], labels[self.val_rows]
-        self.train_targets = training_targets(folds, cfg.data)[self.train_rows]  # soft near the age cuts
+        # one-hot, soft near the age cuts (data.soften_near_cut), pseudo-labelled photos' probabilities where soft
+        self.train_targets = with_soft_labels(folds, training_targets(folds, cfg.data))[self.train_rows]
 
         self.model = models.create(self.bb, head=t.head).to(self.device)
         self.mean, self.std = models.norm_stats(self.model)
@@ -105,6 +108,25 @@ class Trainer:
         self.started = time.time()
         require_tensorboard(cfg)
         self._train_loader = self._val_loader = None
+
+    # -- what a subclass may change
+
+    def planned_epochs(self) -> int:
+        return self.cfg.resolved(self.bb)["epochs"]
+
+    def identity(self) -> str:
+        """The hash that done.json, best.pt and last.pt must carry to count as this pair's."""
+        return self.cfg.pair_hash(self.bb.name)
+
+    def output_dir(self):
+        return pair_dir(self.cfg.run_dir, self.bb.name, self.fold)
+
+    def split(self, folds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows, validation rows): the fold is validated; train-only rows (fold -1) are always trained on."""
+        in_val = (folds["fold"] == self.fold).to_numpy()
+        if not in_val.any():
+            raise ValueError(f"fold {self.fold} is empty; folds.n_splits is {self.cfg.folds.n_splits}")
+        return np.flatnonzero(~in_val & training_rows(folds, self.cfg.data)), np.flatnonzero(in_val)
 
     # -- loaders
 
@@ -163,7 +185,7 @@ class Trainer:
     def start_over(self, why: str | None = None) -> None:
         """Remove every file of an earlier run of this pair, so nothing of it can be resumed or reach the ensemble."""
         if why:
-            self.log(f"{self.bb.name} fold {self.fold}: {why}; starting this pair over")
+            self.log(f"{self.name}: {why}; starting it over")
         for name in PAIR_FILES:
             (self.dir / name).unlink(missing_ok=True)
 
@@ -214,7 +236,8 @@ class Trainer:
         self.epoch, self.best_f1, self.best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
         self.updates, self.history = state["updates"], state["history"]
         set_rng_state(state["rng"])
-        self.log(f"resumed {self.bb.name} fold {self.fold} after epoch {self.epoch} (best F1 {self.best_f1:.4f})")
+        best = f" (best F1 {self.best_f1:.4f})" if self.best_f1 >= 0 else ""  # a refit validates nothing
+        self.log(f"resumed {self.name} after epoch {self.epoch}{best}")
         return True
 
     # -- epochs
@@ -231,7 +254,7 @@ class Trainer:
         # the GPU every step.
         running, n = torch.zeros((), device=self.device), 0
         preds, truth = [], []
-        bar = progress_bar(loader, total=min(len(loader), limit), desc=f"{self.bb.name} f{self.fold} e{e + 1}",
+        bar = progress_bar(loader, total=min(len(loader), limit), desc=f"{self.bb.name} {self.tag} e{e + 1}",
                            unit="batch", disable=not self.progress)
         self.opt.zero_grad(set_to_none=True)
         for step, (xb, yb, tb) in enumerate(bar):
@@ -305,65 +328,81 @@ class Trainer:
             if improved:
                 self.best_f1, self.best_epoch = val["val_f1"], self.epoch
             self.epoch += 1
-            self.history.append(row)
-            if improved:
-                atomic_torch_save(self._best_state(), self.dir / "best.pt")
-            atomic_torch_save(self._state(), self.dir / "last.pt")
-            # six significant digits: readable, and a learning rate of 3e-6 keeps its value
-            atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv", float_format="%.6g")
-            self._tensorboard(row)
+            self._save_epoch(row, improved)
             stale = 0 if improved else stale + 1
             self.log(f"{self.bb.name} fold {self.fold} epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
                      f"val loss {val['val_loss']:.4f} val F1 {val['val_f1']:.4f} acc {val['val_acc']:.4f} "
                      f"lr {row['lr']:.2e} ({row['seconds']}s){' * new best, saved' if improved else ''}")
         return self.finish()
 
+    def _save_epoch(self, row: dict, improved: bool) -> None:
+        """The epoch's record and checkpoints: best.pt when it is the model, last.pt always (what a rerun resumes)."""
+        self.history.append(row)
+        if improved:
+            atomic_torch_save(self._best_state(), self.dir / "best.pt")
+        atomic_torch_save(self._state(), self.dir / "last.pt")
+        # six significant digits: readable, and a learning rate of 3e-6 keeps its value
+        atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv", float_format="%.6g")
+        self._tensorboard(row)
+
     def _bars(self, what: str):
         """A bar over a prediction's batches (validation, OOF, test), or None when bars are off for this pair."""
         if not self.progress:
             return None
-        return lambda loader: progress_bar(loader, desc=f"{self.bb.name} f{self.fold} {what}", unit="batch")
+        return lambda loader: progress_bar(loader, desc=f"{self.bb.name} {self.tag} {what}", unit="batch")
 
     def _tensorboard(self, row: dict) -> None:
         if not self.cfg.train.tensorboard:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        with SummaryWriter(str(tensorboard_dir(self.cfg.run_dir, self.bb.name, self.fold))) as w:
+        with SummaryWriter(str(tensorboard_dir(self.cfg.run_dir, self.bb.name, self.board))) as w:
             for k, v in row.items():
                 if k != "epoch":
                     w.add_scalar(k, v, row["epoch"])
 
     def finish(self) -> dict:
         """best.pt predicts the fold's validation photos (OOF) and the eval photos, with the config's TTA."""
+        best, model = self._best_model()
+        oof = predict_logits(model, self.val_loader(), **self._predict_kw(), progress=self._bars("OOF"))
+        ids = self.data.folds["image_id"].to_numpy()
+        atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), logits=oof,
+                        labels=self.val_labels)
+        self._write_test(model)
+        oof_scores = scores(self.val_labels, oof.argmax(1))
+        self.log(f"{self.bb.name} fold {self.fold}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
+                 f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch + 1})")
+        return self._write_done(fold=self.fold, best_epoch=self.best_epoch + 1, val_f1=best["f1"],
+                                oof_f1_tta=oof_scores["f1"], epochs_run=self.epoch)
+
+    def _best_model(self):
+        """best.pt, and the model it holds on this trainer's device."""
         best = models.load_checkpoint(self.dir / "best.pt")
         model = models.model_from_checkpoint(best).to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        tta = self.cfg.tta
-        kw = dict(device=self.device, mean=self.mean, std=self.std, tta=tta,
-                  channels_last=self.cfg.train.channels_last, amp=self.amp)
-        oof = predict_logits(model, self.val_loader(), **kw, progress=self._bars("OOF"))
-        ids = self.data.folds["image_id"].to_numpy()
-        atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), logits=oof,
-                        labels=self.val_labels)
-        if self.data.evals is not None and self.data.eval_cache is not None:
-            n = len(self.data.evals)
-            loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
-            test = predict_logits(model, loader, **kw, progress=self._bars("test"))
-            atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
-                            logits=test)
-        oof_scores = scores(self.val_labels, oof.argmax(1))
-        self.log(f"{self.bb.name} fold {self.fold}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
-                 f"TTA {'+'.join(tta)}; best epoch {self.best_epoch + 1})")
-        info = {"hash": self.hash, "data": self.digest, "tta": list(tta), "eval": self.data.eval_digest,
-                "test": self.data.eval_cache is not None,
-                "backbone": self.bb.name, "fold": self.fold, "best_epoch": self.best_epoch + 1,
-                "val_f1": best["f1"], "oof_f1_tta": oof_scores["f1"], "epochs_run": self.epoch,
+        return best, model
+
+    def _predict_kw(self) -> dict:
+        return dict(device=self.device, mean=self.mean, std=self.std, tta=self.cfg.tta,
+                    channels_last=self.cfg.train.channels_last, amp=self.amp)
+
+    def _write_test(self, model) -> None:
+        """test.npz: the eval photos' logits, in eval/info.csv order (nothing for a train-only data set)."""
+        if self.data.evals is None or self.data.eval_cache is None:
+            return
+        n = len(self.data.evals)
+        loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
+        test = predict_logits(model, loader, **self._predict_kw(), progress=self._bars("test"))
+        atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
+                        logits=test)
+
+    def _write_done(self, **fields) -> dict:
+        """done.json, written last: the identity that makes this model finished (pipeline.layout), plus `fields`."""
+        info = {"hash": self.hash, "data": self.digest, "tta": list(self.cfg.tta), "eval": self.data.eval_digest,
+                "test": self.data.eval_cache is not None, "backbone": self.bb.name, **fields,
                 "host": socket.gethostname(), "device": str(self.device),
                 "train_seconds": round(sum(r.get("seconds", 0) for r in self.history), 1),
                 "provenance": provenance(self.started, self.device)}
         atomic_write_text(self.dir / "done.json", json.dumps(info, indent=1))
         return info
-
-
