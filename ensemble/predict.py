@@ -19,7 +19,7 @@ from pipeline.contract import IMAGE_EXTS, MASKS, NUM_CLASSES, age_band_names, de
 from pipeline.data.cache import decode
 from pipeline.data.datasets import CachedPhotos
 from pipeline.data.transforms import build_transform
-from pipeline.faces.crop import crop_function
+from pipeline.faces.crop import crop_function, crop_key
 from pipeline.io import atomic_write_csv
 from pipeline.layout import pair_dir, refit_dir, weights_json
 from pipeline.model import models
@@ -64,9 +64,11 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev):
     decodings by (cache size, crop)); also its config and the readable and unreadable files."""
     ckpt = models.load_checkpoint(checkpoint)
     cfg = config_from_dict(ckpt["config"])
-    key = (tuple(cfg.data.cache_size), cfg.data.crop, cfg.data.crop_margin)
+    run_dir = checkpoint.parents[3]  # <run>/models/<backbone>/<fold or full>/best.pt
+    key = (tuple(cfg.data.cache_size), crop_key(cfg.data, run_dir))
     if key not in decoded:
-        decoded[key] = decode_all(files, key[0], crop_function(cfg.data))
+        readable = [f for f in files if Path(f).is_file()]
+        decoded[key] = decode_all(files, key[0], crop_function(cfg.data, readable, cfg.cache_dir, run_dir))
     arr, ok, bad = decoded[key]
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))

@@ -95,7 +95,15 @@ def detect(img: np.ndarray, name: str, model_path: str | None = None) -> list[fl
 def _detect_files(files: list[str], name: str, model_path: str | None) -> list:
     from pipeline.data.images import read_rgb
 
-    return [detect(read_rgb(f), name, model_path) for f in files]
+    out = []
+    for f in files:
+        try:
+            img = read_rgb(f)
+        except Exception:  # noqa: BLE001 - a broken photo is named by the decoding that follows, not here
+            out.append(None)
+            continue
+        out.append(detect(img, name, model_path))
+    return out
 
 
 def _cache_file(cache_dir, name: str, model_path: str | None) -> Path:
