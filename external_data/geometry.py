@@ -36,17 +36,24 @@ def wall_strip(img: np.ndarray) -> np.ndarray:
     return cv2.resize(top, WALL_SIZE, interpolation=cv2.INTER_AREA)
 
 
-def competition_framing(train: pd.DataFrame, data_dir: str, persons: int = 200, seed: int = 0,
-                        log=print) -> tuple[np.ndarray, np.ndarray | None]:
+def competition_framing(train: pd.DataFrame, data_dir: str, persons: int = 200, seed: int = 0, log=print,
+                        wall_photos: list | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(geometry (n, 3), walls (m, h, w, 3)) from up to `persons` normal photos.
 
-    Without measurable faces the geometry is DEFAULT_GEOMETRY; without photos the walls are None (drawn walls)."""
+    Walls come from `wall_photos` when given: eval photos, which no validation fold holds, so nothing of a
+    validation person reaches the external photos that every training fold sees. Without measurable faces the
+    geometry is DEFAULT_GEOMETRY; without photos the walls are None (drawn walls)."""
     from pipeline.faces import landmarks as faces
 
     normal = train[train["photo"] == "normal"]
     normal = normal.sample(min(persons, len(normal)), random_state=seed) if len(normal) else normal
     photos = [read_rgb(image_file(data_dir, p)) for p in normal["path"]]
-    walls = np.stack([wall_strip(img) for img in photos]) if photos else None
+    if wall_photos:
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(wall_photos), min(persons, len(wall_photos)), replace=False)
+        walls = np.stack([wall_strip(read_rgb(wall_photos[i])) for i in sorted(picked)])
+    else:
+        walls = np.stack([wall_strip(img) for img in photos]) if photos else None
     if not faces.available():
         log("face geometry: the `faces` extra is missing, so external faces use one fixed scale and position")
         return DEFAULT_GEOMETRY, walls

@@ -78,7 +78,7 @@ def run_probe(cfg: Config, persons: int = 300, n_jobs: int = 2, log=print) -> di
                       _sample_persons(external, persons, cfg.seed).assign(external=1)], ignore_index=True)
     files = rows["path"].tolist()
     chunks = [files[i : i + 128] for i in range(0, len(files), 128)]
-    crop = crop_function(cfg.data)
+    crop = crop_function(cfg.data, files, cfg.cache_dir, cfg.run_dir, log)
     stats = np.concatenate(Parallel(n_jobs=n_jobs)(delayed(_describe)(c, tuple(cfg.data.cache_size), crop)
                                                    for c in chunks))
     result = {"crop": cfg.data.crop, "framing": cfg.external.framing}

@@ -20,7 +20,7 @@ from external_data.geometry import competition_framing
 from external_data.importers import import_csv, import_fairface, import_utkface, select
 from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person
 from pipeline.config import Config, ConfigError
-from pipeline.contract import PHOTOS, DataError, read_train
+from pipeline.contract import PHOTOS, DataError, image_file, read_eval, read_train
 from pipeline.data.images import read_rgb
 from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
@@ -94,7 +94,10 @@ def _framing(cfg: Config, log) -> tuple[np.ndarray, np.ndarray | None]:
     if train is None or not len(train):
         log(f"face geometry: no competition photos under {cfg.data_dir}; external faces use one fixed framing")
         return DEFAULT_GEOMETRY, None
-    return competition_framing(train, cfg.data_dir, seed=cfg.seed, log=log)
+    evals, _ = read_eval(cfg.data_dir)
+    walls = [str(image_file(cfg.data_dir, p)) for p in evals["path"]] if evals is not None else None
+    walls = [f for f in walls or [] if Path(f).is_file()]
+    return competition_framing(train, cfg.data_dir, seed=cfg.seed, log=log, wall_photos=walls)
 
 
 def _train_detector(images: Path, table: pd.DataFrame, root: Path, log) -> bool:

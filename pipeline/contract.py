@@ -343,7 +343,12 @@ def training_rows(df: pd.DataFrame, data_cfg: DataConfig) -> np.ndarray:
         age = df["age"].to_numpy()
         for cut in data_cfg.age_cuts:
             keep &= ~((age >= cut - data_cfg.drop_near_cut) & (age < cut))
-    return keep
+    return keep | _invented_ages(df)
+
+
+def _invented_ages(df: pd.DataFrame) -> np.ndarray:
+    """Pseudo-labelled photos carry an age made up inside their predicted band: never near a cut, whatever N is."""
+    return (df["source"] == "pseudo").to_numpy() if "source" in df else np.zeros(len(df), dtype=bool)
 
 
 def training_targets(df: pd.DataFrame, data_cfg: DataConfig) -> np.ndarray:
@@ -363,7 +368,7 @@ def training_targets(df: pd.DataFrame, data_cfg: DataConfig) -> np.ndarray:
         age = df["age"].to_numpy()
         for cut in data_cfg.age_cuts:
             d = cut - age
-            near = np.flatnonzero((d >= 1) & (d <= n))
+            near = np.flatnonzero((d >= 1) & (d <= n) & ~_invented_ages(df))
             up = (n + 1 - d[near]) / (2 * (n + 1))
             t[near, labels[near]] = 1 - up
             t[near, labels[near] + 1] = up  # the band above: same mask and gender, band + 1

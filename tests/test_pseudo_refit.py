@@ -205,6 +205,12 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
     assert again.exit_code == 0 and "1 refit(s) to train, 1 already finished" in again.output
     assert (d / "test.npz").is_file() and (d / "best.pt").stat().st_mtime_ns == stamp
     assert "test_resnet refit epoch" not in again.output
+    # ... and so it is when last.pt is gone too: done.json and best.pt say the training finished
+    (d / "test.npz").unlink()
+    (d / "last.pt").unlink()
+    again = CliRunner().invoke(main, cli_args("train-all", tmp, data, *TINY, *BACKBONES, "train.refit=true"))
+    assert again.exit_code == 0 and "trained before; predicting again from best.pt" in again.output
+    assert (d / "test.npz").is_file() and (d / "best.pt").stat().st_mtime_ns == stamp
 
     with_refit, same_probs = ensemble_with(cfg, "folds")
     assert with_refit == without_refit and np.array_equal(same_probs, folds_probs)

@@ -215,6 +215,14 @@ class Config:
         for k in NOT_IN_PAIR_HASH:
             section, _, key = k.rpartition(".")
             (d[section] if section else d).pop(key)
+        # Settings of a switched-off part change nothing: the outside faces, pseudo-labels, face detectors, heads.
+        inactive = {"external": not self.data.use_external, "pseudo": not self.data.use_pseudo,
+                    "data.face_detector": self.data.crop == "none", "data.crop_margin": self.data.crop == "none",
+                    "train.head_weights": self.train.head == "joint"}
+        for k, off in inactive.items():
+            section, _, key = k.rpartition(".")
+            if off:
+                (d[section] if section else d).pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

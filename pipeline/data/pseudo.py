@@ -10,6 +10,7 @@ source=pseudo; the folds stage gives it fold -1, so it is trained on in every fo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from pipeline.config.schema import Config
 from pipeline.contract import CONTRACT_COLUMNS, NUM_CLASSES, DataError, Problem, read_train
-from pipeline.layout import pseudo_dir
+from pipeline.layout import blended_probs_npz, pseudo_dir
 
 PSEUDO_HINT = "run `maskfold pseudo` with this config (pseudo.from_run naming the run whose ensemble labels them)"
 
@@ -43,7 +44,14 @@ def read_pseudo(cfg: Config) -> pd.DataFrame:
              "data.age_cuts": summary.get("age_cuts")}
     wanted = {"pseudo.threshold": cfg.pseudo.threshold, "pseudo.soft": cfg.pseudo.soft,
               "data.age_cuts": list(cfg.data.age_cuts)}
+    if cfg.pseudo.from_run:
+        wrote["pseudo.from_run"] = summary.get("from_run")
+        wanted["pseudo.from_run"] = str(Path(cfg.pseudo.from_run).resolve())
     stale = [f"{k} is {wanted[k]} but the photos were written with {wrote[k]}" for k in wanted if wrote[k] != wanted[k]]
+    source = blended_probs_npz(cfg.pseudo.from_run) if cfg.pseudo.from_run else None
+    if source is not None and source.is_file() and \
+            hashlib.sha256(source.read_bytes()).hexdigest()[:16] != summary.get("source_digest"):
+        stale.append(f"{source} changed (the run was ensembled again) since the photos were labelled")
     if stale:
         raise DataError([Problem(str(root / "summary.json"), "; ".join(stale))], hint=PSEUDO_HINT)
     if summary.get("photos") == 0:  # none was confident enough: nothing to add (the reader refuses an empty table)

@@ -115,16 +115,18 @@ def _cache_file(cache_dir, name: str, model_path: str | None) -> Path:
 
 def detector_identity(text: str, run_dir) -> str:
     """What the photo cache's key needs: the chain, with the masked detector's content digest when it is used."""
-    return "+".join(_cache_file(".", d, _model_path(d, run_dir)).stem for d in chain(text))
+    return "+".join(_cache_file(".", d, model_path(d, run_dir)).stem for d in chain(text))
 
 
-def _model_path(name: str, run_dir) -> str | None:
+def model_path(name: str, run_dir) -> str | None:
     if name != "masked":
         return None
     path = masked_model(run_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: data.face_detector uses 'masked' but there is no trained masked-face "
-                                "detector; run `maskfold external` with this config first (it trains one)")
+                                "detector; run `maskfold external` with this config first (it trains one when the "
+                                "`faces` extra is installed and at least 10 pseudo-persons show a face), or set "
+                                "data.face_detector: hog+cnn")
     return str(path)
 
 
@@ -136,7 +138,7 @@ def face_boxes(files: list, text: str, cache_dir, run_dir, n_jobs: int = 2, log=
     digests = content_digests([Path(f) for f in files], Path(cache_dir))
     found: list = [None] * len(files)
     for name in chain(text):
-        path = _model_path(name, run_dir)
+        path = model_path(name, run_dir)
         cache = _cache_file(cache_dir, name, path)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(cache.with_suffix(".lock"), wait=True):

@@ -31,9 +31,8 @@ def crop_function(data_cfg: DataConfig, files=None, cache_dir=None, run_dir=None
     if files is not None:
         found = dict(zip(map(str, files), face_boxes.face_boxes(files, data_cfg.face_detector, cache_dir, run_dir,
                                                                 log=log)))
-    model = face_boxes.masked_model(run_dir) if run_dir is not None else None
-    return FaceCropper(data_cfg.crop_margin, found, data_cfg.face_detector,
-                       str(model) if model is not None and model.is_file() else None)
+    model = face_boxes.model_path("masked", run_dir) if "masked" in face_boxes.chain(data_cfg.face_detector) else None
+    return FaceCropper(data_cfg.crop_margin, found, data_cfg.face_detector, model)
 
 
 class FaceCropper:
@@ -46,7 +45,7 @@ class FaceCropper:
         if file is not None and str(file) in self.found:
             return self.found[str(file)]
         for name in face_boxes.chain(self.detector):
-            if name == "masked" and self.masked_model is None:
+            if name == "masked" and self.masked_model is None:  # built by hand without one: the others only
                 continue
             box = face_boxes.detect(img, name, self.masked_model)
             if box is not None:

@@ -17,7 +17,16 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.contract import training_rows
 from pipeline.io import Busy, file_lock, remove_stale_temporaries
-from pipeline.layout import PAIR_FILES, REFIT, refit_dir, refit_epochs, refit_identity, refit_lock, refit_status
+from pipeline.layout import (
+    PAIR_FILES,
+    REFIT,
+    read_refit_done,
+    refit_dir,
+    refit_epochs,
+    refit_identity,
+    refit_lock,
+    refit_status,
+)
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import Trainer
 
@@ -39,6 +48,9 @@ class RefitTrainer(Trainer):
     def output_dir(self):
         return refit_dir(self.cfg.run_dir, self.bb.name)
 
+    def read_done(self) -> dict | None:
+        return read_refit_done(self.cfg.run_dir, self.bb.name)
+
     def split(self, folds):
         """Every photo that a training fold may use (data.drop_near_cut still applies); nothing is validated."""
         return np.flatnonzero(training_rows(folds, self.cfg.data)), np.array([], dtype=np.int64)
@@ -56,10 +68,10 @@ class RefitTrainer(Trainer):
         t = self.cfg.train
         while self.epoch < self.epochs:
             start = time.time()
-            row = {"epoch": self.epoch + 1, "lr": self.opt.param_groups[0]["lr"], **self.train_epoch()}
+            row = {"epoch": self.epoch + 1, "lr": max(g["lr"] for g in self.opt.param_groups), **self.train_epoch()}
             row["seconds"] = round(time.time() - start, 2)
             if t.scheduler == "plateau":
-                self.sched.step(row["train_f1"])  # no validation F1 here: the training F1 is the only figure
+                self.sched.step(self.epoch + 1, row["train_f1"])  # no validation F1: the training F1 is the only one
             self.epoch += 1
             last = self.epoch == self.epochs
             if last:

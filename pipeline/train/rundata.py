@@ -52,13 +52,14 @@ def load_run_data(cfg: Config, log=print) -> RunData:
 def face_share(crop, folds: pd.DataFrame, files, eval_files, detector: str) -> str:
     """The share of photos with a detected face, per mask state (competition, external) and for the eval set."""
     found = np.array([crop.found.get(str(f)) is not None for f in files])
-    external = (folds["source"] == "external").to_numpy()
+    source = folds["source"].to_numpy()
     mask = folds["mask"].to_numpy()
     parts = []
-    for source, rows in (("competition", ~external), ("external", external)):
+    for name, rows in (("competition", source == "train"), ("external", source == "external"),
+                       ("pseudo-labelled", source == "pseudo")):
         if rows.any():
             shares = [f"{m} {found[rows & (mask == m)].mean():.1%}" for m in MASKS if (rows & (mask == m)).any()]
-            parts.append(f"{source}: {' · '.join(shares)}")
+            parts.append(f"{name}: {' · '.join(shares)}")
     if eval_files:
         parts.append(f"eval: {np.mean([crop.found.get(str(f)) is not None for f in eval_files]):.1%}")
     return f"faces found ({detector}) — " + "; ".join(parts)

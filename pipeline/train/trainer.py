@@ -189,9 +189,12 @@ class Trainer:
         for name in PAIR_FILES:
             (self.dir / name).unlink(missing_ok=True)
 
+    def read_done(self) -> dict | None:
+        return read_done(self.cfg.run_dir, self.bb.name, self.fold)
+
     def trained_before(self) -> bool:
         """Training finished under these settings and data, and best.pt is whole: only predictions are owed."""
-        done = read_done(self.cfg.run_dir, self.bb.name, self.fold)
+        done = self.read_done()
         if not done or done.get("hash") != self.hash or done.get("data") != self.digest:
             return False
         try:
