@@ -45,8 +45,9 @@ def test_portrait_framing_puts_the_face_where_competition_faces_are_on_a_competi
     # Around the head, the competition wall (up to the sensor noise), not a blurred copy of the face photo.
     corners = np.concatenate([framed[:40, :40].reshape(-1, 3), framed[:40, -40:].reshape(-1, 3)])
     assert np.abs(corners.mean(axis=0) - [200, 150, 90]).max() < 3
-    blurred, _ = FRAMINGS["blur"](img, lm, np.random.default_rng(0), target)
+    blurred, blm = FRAMINGS["blur"](img, lm, np.random.default_rng(0), target)
     assert np.abs(blurred[:40, :40].reshape(-1, 3).mean(axis=0) - [200, 150, 90]).max() > 20
+    assert np.allclose(blm[27:36].mean(axis=0), target[:2], atol=1) and abs(np.linalg.norm(blm[16] - blm[0]) - 180) < 1
     # The face itself is the photo's, sharp: the nose area matches the source scaled by the same factor.
     photos = make_person(img, lm, None, np.random.default_rng(1), "portrait", target[None], wall[None])
     assert set(photos) == {"normal", "mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask"}
@@ -111,7 +112,7 @@ def test_masked_face_detector_finds_98_percent_of_masked_utkface_faces(demo_sour
             "external.balance_gender=true"]
     trained = make_config(tmp_path / "a", demo_source, *sets, "external.max_persons=95")
     summary = run_external(trained, n_jobs=2, log=print)
-    assert summary["masked_face_detector"] and summary["framing"] == "portrait" and summary["geometry_from"] >= 10
+    assert summary["masked_face_detector"] and summary["framing"] == "blur"  # the default
     probe = run_probe(trained, log=print)
     assert all(0 <= probe[m]["auc"] <= 1 for m in ("wear", "incorrect", "normal"))
     held_out = make_config(tmp_path / "b", demo_source, *sets, "external.min_age=30", "external.max_age=59",

@@ -150,7 +150,7 @@ class ExternalConfig:
     max_persons: int = 0  # 0: all
     landmarks: str = "dlib"  # dlib | file (landmarks.json beside the table, as the demo pool ships)
     templates: str | None = None  # MaskTheFace folder holding masks/masks.cfg; none: procedural masks only
-    framing: str = "portrait"  # portrait | blur: how a face crop becomes a 384x512 photo (external_data.persons)
+    framing: str = "blur"  # blur | portrait: how a face crop becomes a 384x512 photo (external_data.persons)
 
 
 @dataclass
