@@ -32,7 +32,10 @@ def base_sets(tmp_path: Path, data_dir: Path) -> list[str]:
     """--set overrides that point the demo config at a test data set and a run folder under tmp_path."""
     return [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'run' / 'cache'}",
             f"data.label_fixes={ROOT / 'configs' / 'label_fixes.csv'}", "data.use_external=false",
-            f"external.path={data_dir / 'elder_pool' / 'faces.csv'}"]
+            f"external.path={data_dir / 'elder_pool' / 'faces.csv'}",
+            # the classic path (one head, no refit) unless a test names these keys: test_heads and
+            # test_pseudo_refit cover the others, and a refit would double every small training here
+            "train.head=joint", "train.refit=false", "ensemble.test_from=folds"]
 
 
 def make_config(tmp_path: Path, data_dir: Path, *overrides: str):

@@ -118,3 +118,10 @@ def test_every_shipped_config_builds_its_parts(path):
         sched.step_update(1)
         sched.step(1, 0.5)
         assert out.shape == (2, NUM_CLASSES)
+
+
+def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
+    (tmp_path / "twice.yaml").write_text("train:\n  refit: true\n  epochs: 3\n  refit: false\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: line 4: 'refit' is written twice in one section \(first on "
+                                          r"line 2\); keep one"):
+        load_config(tmp_path / "twice.yaml")

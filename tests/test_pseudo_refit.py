@@ -228,14 +228,17 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
 
 
 def test_techniques_used_and_the_new_keys_are_checked(tmp_path):
-    cfg = load_config(ROOT / "configs" / "base.yaml")
+    assert techniques_used(load_config(ROOT / "configs" / "base.yaml").to_dict()) == [
+        "train.head=multi", "train.refit=True", "ensemble.test_from=both"]  # the defaults the demo measured best
+    cfg = load_config(ROOT / "configs" / "base.yaml", ["train.head=joint", "train.refit=false",
+                                                       "ensemble.test_from=folds"])
     assert techniques_used(cfg.to_dict()) == []
     assert techniques_used({"data": {"use_pseudo": True}, "ensemble": {"test_from": "refit"}}) == [
         "data.use_pseudo=True", "ensemble.test_from=refit"]
     # train.refit and pseudo.from_run never change a fold's weights; the pseudo settings do
-    refit = load_config(ROOT / "configs" / "base.yaml", ["train.refit=true", "pseudo.from_run=runs/x"])
+    refit = load_config(ROOT / "configs" / "base.yaml", ["train.head=joint", "pseudo.from_run=runs/x"])
     assert refit.pair_hash("efficientnet_b0") == cfg.pair_hash("efficientnet_b0")
-    pseudo = load_config(ROOT / "configs" / "base.yaml", ["data.use_pseudo=true"])
+    pseudo = load_config(ROOT / "configs" / "base.yaml", ["train.head=joint", "data.use_pseudo=true"])
     assert pseudo.pair_hash("efficientnet_b0") != cfg.pair_hash("efficientnet_b0")
     with pytest.raises(ConfigError, match="'ensemble.test_from' is 'all'; choose one of folds, refit, both"):
         load_config(ROOT / "configs" / "base.yaml", ["ensemble.test_from=all"])

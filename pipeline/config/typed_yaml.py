@@ -121,7 +121,19 @@ def merge(base: dict, over: dict) -> dict:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML as a user writes it: `1e-4` and `3E5` are numbers (YAML 1.1 wants `1.0e-4` and reads `1e-4` as text)."""
+    """YAML as a user writes it: `1e-4` and `3E5` are numbers (YAML 1.1 wants `1.0e-4` and reads `1e-4` as text),
+    and a key written twice in one mapping is an error (YAML keeps the last silently: an edit that looks made
+    would not be)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: '{key}' is written twice in one section "
+                                  f"(first on line {seen[key] + 1}); keep one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -158,6 +170,8 @@ def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
         data = _yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     parent = data.pop("extends", None)
