@@ -5,29 +5,19 @@ There is no validation set, so no epoch can be chosen: the last epoch's weights 
 schedule spans exactly those epochs, so training ends at the schedule's low rate instead of wherever a fold's best
 epoch happened to fall. Layout: <run_dir>/models/<backbone>/full/{best.pt, last.pt, metrics.csv, test.npz,
 done.json}; like a fold pair it is held by a lock, resumed from last.pt and skipped when finished
-(pipeline.layout.refit_status). The ensemble uses its test.npz where ensemble.test_from asks for it.
+(pipeline.train.pair.train_refit). The ensemble uses its test.npz where ensemble.test_from asks for it.
 """
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 
 import numpy as np
 
 from pipeline.config import Config
 from pipeline.contract import training_rows
-from pipeline.io import Busy, file_lock, remove_stale_temporaries
-from pipeline.layout import (
-    PAIR_FILES,
-    REFIT,
-    read_refit_done,
-    refit_dir,
-    refit_epochs,
-    refit_identity,
-    refit_lock,
-    refit_status,
-)
-from pipeline.train.rundata import RunData, load_run_data
+from pipeline.io import remove_stale_temporaries
+from pipeline.layout import REFIT, read_refit_done, refit_dir, refit_identity
+from pipeline.train.rundata import RunData
 from pipeline.train.trainer import Trainer
 
 
@@ -90,35 +80,3 @@ class RefitTrainer(Trainer):
                  f"{'written' if self.data.eval_cache is not None else 'not needed (no eval set)'}")
         return self._write_done(fold=REFIT, epochs=self.epochs, best_epoch=self.epochs, epochs_run=self.epoch,
                                 photos=int(len(self.train_rows)))
-
-
-def train_refit(cfg: Config, backbone: str, data: RunData | None = None, device=None, progress=True, log=print,
-                force: bool = False, lock_wait_s: float | None = None) -> dict:
-    """Train a backbone's refit (or resume it, or redo its test predictions), holding its lock; as train_pair.
-
-    Returns done.json's fields plus status: done, skipped or busy. Raises ValueError while a fold of the backbone is
-    not finished, since the epoch count comes from the folds.
-    """
-    epochs, why = refit_epochs(cfg, backbone)
-    if epochs is None:
-        raise ValueError(f"{backbone} cannot be refitted yet: {why}; run `maskfold train-all` first")
-    with ExitStack() as held:
-        try:
-            held.enter_context(file_lock(refit_lock(cfg.run_dir, backbone), timeout=lock_wait_s))
-        except Busy as e:
-            log(f"{backbone} refit: being trained by {e.owner}; left to it")
-            return {"backbone": backbone, "fold": REFIT, "status": "busy", "error": f"held by {e.owner}"}
-        if force:
-            for name in PAIR_FILES:
-                (refit_dir(cfg.run_dir, backbone) / name).unlink(missing_ok=True)
-        else:
-            done, why = refit_status(cfg, backbone)
-            if done is not None and why is None:
-                log(f"{backbone} refit: already finished under this config ({done['epochs']} epochs); skipped")
-                return {**done, "status": "skipped"}
-            if done is not None:
-                log(f"{backbone} refit: {why}")
-        data = data or load_run_data(cfg, log=log)
-        start = time.time()
-        info = RefitTrainer(cfg, backbone, epochs, data, device=device, progress=progress, log=log).fit()
-        return {**info, "status": "done", "seconds": round(time.time() - start, 1)}
