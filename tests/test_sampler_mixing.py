@@ -85,14 +85,21 @@ def test_cutmix_box_area_is_label_mass():
 def test_mixup_blend():
     x, y = const_batch([0, 1, 2, 3])
     out, target, lam = mix_batch(x, y, "mixup", 0.4, np.random.default_rng(3))
+    assert 0 < lam < 1
+    partners = []
     for i in range(4):
-        partner = (out[i, 0, 0, 0] - lam * i) / (1 - lam)
-        j = int(round(partner.item()))
-        assert out[i, 0, 0, 0].item() == pytest.approx(lam * i + (1 - lam) * j, abs=1e-5)
+        # photo i holds the value i everywhere, so a blend with photo j is lam*i + (1-lam)*j everywhere: j must come
+        # out a whole photo index, the same at every pixel, and the partners a permutation of the batch
+        assert torch.allclose(out[i], out[i, 0, 0, 0].expand_as(out[i]))
+        partner = ((out[i, 0, 0, 0] - lam * i) / (1 - lam)).item()
+        j = int(round(partner))
+        assert partner == pytest.approx(j, abs=1e-4) and 0 <= j < 4
+        partners.append(j)
         expected = torch.zeros(18)
         expected[i] += lam
         expected[j] += 1 - lam
         assert torch.allclose(target[i], expected, atol=1e-6)
+    assert sorted(partners) == [0, 1, 2, 3]
 
 
 def test_epoch_sampler_carries_the_epoch_seed_and_repeats_per_epoch():

@@ -21,7 +21,10 @@ OPTIMIZERS = {"adam": "adam", "adamw": "adamw", "sgd": "sgd"}
 
 def build_optimizer(model: torch.nn.Module, t: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """model: the timm model itself (pipeline.model.heads.timm_body), whose layer names timm groups by."""
-    return create_optimizer_v2(model, opt=OPTIMIZERS[t.optimizer], lr=lr, weight_decay=t.weight_decay,
+    name = OPTIMIZERS[t.optimizer]
+    if name == "sgd" and t.momentum == 0:
+        name = "momentum"  # timm's plain SGD: torch refuses Nesterov without momentum
+    return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=t.weight_decay,
                                momentum=t.momentum, filter_bias_and_bn=t.no_decay_norm_bias, layer_decay=t.layer_decay)
 
 
