@@ -52,6 +52,7 @@ class Predictions:
     test: dict[str, list[np.ndarray]] | None  # member -> its folds' (M, 18) test probabilities
     test_ids: np.ndarray | None
     refit: dict[str, np.ndarray] | None = None  # member -> its refit's (M, 18) test probabilities (ensemble.test_from)
+    test_from: str = "folds"  # ensemble.test_from as used: auto resolved to folds or both
 
 
 def run_config(run: str | Path) -> Config:
@@ -99,8 +100,19 @@ def members_of(cfg: Config) -> list[Member]:
     return out
 
 
+def resolve_test_from(cfg: Config, members: list[Member]) -> str:
+    """ensemble.test_from as used. auto follows the run: both (folds and refits) where a member's run trains refits
+    (its train.refit is on, so a missing refit is reported) or every member's refit is finished; else the folds."""
+    if cfg.ensemble.test_from != "auto":
+        return cfg.ensemble.test_from
+    if any(m.cfg.train.refit for m in members):
+        return "both"
+    return "both" if all(refit_status(m.cfg, m.backbone)[1] is None for m in members) else "folds"
+
+
 def load_predictions(cfg: Config) -> Predictions:
     members = members_of(cfg)
+    test_from = resolve_test_from(cfg, members)
     runs = list(dict.fromkeys(m.run for m in members))
     folds = _competition_folds(runs[0])
     # blended runs must share the competition photos, labels and persons-to-folds (outside faces may differ)
@@ -147,7 +159,7 @@ def load_predictions(cfg: Config) -> Predictions:
         oof[m.name] = probs
         if test_folds:
             test[m.name] = test_folds
-        if evals is not None and cfg.ensemble.test_from != "folds":
+        if evals is not None and test_from != "folds":
             refit[m.name] = _refit_test(m, evals, cfg, missing)
     if missing:
         raise DataError([Problem(str(Path(run) / "models"), "missing or inconsistent predictions: " + x)
@@ -155,7 +167,8 @@ def load_predictions(cfg: Config) -> Predictions:
     return Predictions(ids, folds["label"].to_numpy(), folds["person_id"].to_numpy().astype(str),
                        folds["fold"].to_numpy(), folds["age"].to_numpy(), folds["path"].to_numpy().astype(str),
                        members, oof, per_fold, test if evals is not None else None,
-                       evals["image_id"].to_numpy().astype(str) if evals is not None else None, refit or None)
+                       evals["image_id"].to_numpy().astype(str) if evals is not None else None, refit or None,
+                       test_from)
 
 
 def _refit_test(m: Member, evals: pd.DataFrame, cfg: Config, missing: list) -> np.ndarray | None:

@@ -70,6 +70,10 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev):
         readable = [f for f in files if Path(f).is_file()]
         decoded[key] = decode_all(files, key[0], crop_function(cfg.data, readable, cfg.cache_dir, run_dir))
     arr, ok, bad = decoded[key]
+    if not ok:  # a header-only CSV and exit 0 would pass for a prediction
+        shown = "; ".join(f"{f} ({why})" for f, why in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        raise ValueError(f"none of the {len(files)} photos could be read, nothing written: {shown}; check the folder "
+                         f"given with --images")
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)

@@ -29,6 +29,8 @@ def techniques_used(cfg_dict: dict) -> list[str]:
         value = cfg_dict
         for part in key.split("."):
             value = value.get(part, default) if isinstance(value, dict) else default
+        if key == "ensemble.test_from" and value == "auto":  # follows the run: both where it trains refits
+            value = "both" if cfg_dict.get("train", {}).get("refit") else "folds"
         if value != default:
             used.append(f"{key}={value}")
     return used

@@ -45,11 +45,13 @@ def blend_kinds(e) -> list[tuple[str, bool]]:
     return [(k, off) for k in kinds for off in ((False, True) if e.tune_offsets else (False,))]
 
 
-def settings_used(cfg: Config, members) -> dict:
+def settings_used(cfg: Config, members, test_from: str | None = None) -> dict:
     """The config as a dict, with train.refit on where a member has a refit: `train-all --refit` turns it on for
-    that command only, and the ensemble's own config need not say it."""
+    that command only, and the ensemble's own config need not say it; and ensemble.test_from as used (auto
+    resolved)."""
     used = cfg.to_dict()
     used["train"]["refit"] = cfg.train.refit or any(read_refit_done(m.run, m.backbone) for m in members)
+    used["ensemble"]["test_from"] = test_from or cfg.ensemble.test_from
     return used
 
 
@@ -107,14 +109,14 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                          for m in preds.members],
              "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
              "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
-             "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": e.test_from}
+             "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": preds.test_from}
     atomic_write_text(weights_json(cfg.run_dir), json.dumps(saved, indent=1))
 
     submission = None
     test_pred = None
     if preds.test is not None:
         test_scores = blend.test_scores(fitted, [preds.test[b] for b in names],
-                                        [preds.refit[b] for b in names] if preds.refit else None, e.test_from,
+                                        [preds.refit[b] for b in names] if preds.refit else None, preds.test_from,
                                         e.method)
         test_pred = blend.predict_with(test_scores, fitted["offsets"])
         submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
@@ -126,8 +128,8 @@ def run_ensemble(cfg: Config, log=print) -> dict:
         atomic_save_npz(blended_probs_npz(cfg.run_dir), image_id=preds.test_ids,
                         probs=test_scores / test_scores.sum(1, keepdims=True), pred=test_pred,
                         age_cuts=np.asarray(cfg.data.age_cuts))
-        log(f"eval set predicted by {TEST_MODELS[e.test_from]} (ensemble.test_from: {e.test_from}; the OOF figures "
-            f"are the folds')")
+        log(f"eval set predicted by {TEST_MODELS[preds.test_from]} (ensemble.test_from: {e.test_from}; the OOF "
+            f"figures are the folds')")
     else:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
 
@@ -140,7 +142,7 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                             cfg.data.age_cuts, curves, (names, blend.error_correlation(oof, y)),
                             {"ages": preds.ages, "files": [image_file(cfg.data_dir, p) for p in preds.paths],
                              "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)},
-                            techniques_lines(techniques_used(settings_used(cfg, preds.members)),
+                            techniques_lines(techniques_used(settings_used(cfg, preds.members, preds.test_from)),
                                              {m.name: techniques_used(m.cfg.to_dict()) for m in preds.members}),
                             pseudo=pseudo_added(preds.members))
     for line in headline:

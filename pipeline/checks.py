@@ -14,6 +14,7 @@ from pipeline.contract import (
     DataError,
     Problem,
     Report,
+    class_names,
     fold_problems,
     image_file,
     read_eval,
@@ -23,7 +24,10 @@ from pipeline.contract import (
 from pipeline.data.images import inspect_image
 
 
-def _inspect_many(files: list[str]) -> list[tuple[str | None, str | None]]:
+SIZE_WARNINGS_SHOWN = 20
+
+
+def _inspect_many(files: list[str]) -> list[tuple[str | None, str | None, str | None]]:
     return [inspect_image(f) for f in files]
 
 
@@ -32,14 +36,19 @@ def scan_images(files: list[Path], report: Report, n_jobs: int = 2) -> None:
     files = [str(f) for f in files]
     chunks = [files[i : i + 256] for i in range(0, len(files), 256)]
     results = Parallel(n_jobs=n_jobs)(delayed(_inspect_many)(c) for c in chunks) if chunks else []
-    modes = Counter()
+    modes, odd = Counter(), []
     for chunk, res in zip(chunks, results):
-        for f, (problem, mode) in zip(chunk, res):
+        for f, (problem, mode, warning) in zip(chunk, res):
             if problem:
                 report.problem(f, problem)
             if mode:
                 modes[mode] += 1
+            if warning:
+                odd.append(f"{f}: {warning}")
     report.converted = dict(modes)
+    report.warnings += odd[:SIZE_WARNINGS_SHOWN]
+    if len(odd) > SIZE_WARNINGS_SHOWN:
+        report.warnings.append(f"... and {len(odd) - SIZE_WARNINGS_SHOWN} more photos of a questionable size")
 
 
 def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None, Report]:
@@ -47,6 +56,12 @@ def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFra
     report = Report()
     train, report = read_train(cfg.data_dir, cfg.data, report)
     evals, report = read_eval(cfg.data_dir, report)
+    if len(train):
+        counts = train["label"].value_counts()
+        empty = [name for c, name in enumerate(class_names(cfg.data.age_cuts)) if counts.get(c, 0) == 0]
+        if empty:
+            report.warnings.append(f"no photos of {len(empty)} class(es): {', '.join(empty)}; the models cannot learn "
+                                   f"them: add persons of those groups (for 60+, see data.use_external)")
     if scan:
         files = [image_file(cfg.data_dir, p) for p in train["path"]]
         if evals is not None:

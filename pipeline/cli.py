@@ -103,7 +103,9 @@ def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
     from pipeline.model.models import weights_report
+    from pipeline.preflight import require_config_device
 
+    require_config_device(cfg)  # the machine too: a run should not fail on its device after the data
     train, evals, report = load_data(cfg, scan=True)
     found, missing = weights_report(cfg.backbones)  # the weights too: a run should not fail on them after the data
     report.notes += found
@@ -137,8 +139,10 @@ def bench_cmd(cfg, backbones, device, rounds, out):
     import json
 
     from pipeline.io import atomic_write_text
+    from pipeline.preflight import require_device
     from pipeline.tools.bench import run_bench
 
+    require_device(device, f"--device {device}")
     result = run_bench(cfg, list(backbones) or cfg.backbone_names(), device, rounds, log=click.echo)
     if out:
         atomic_write_text(out, json.dumps(result, indent=1))
@@ -157,11 +161,18 @@ def external_cmd(cfg, jobs, sheet_persons, probe_only):
 
     Ends with the domain probe's figure (also alone with --probe), written to <run_dir>/external/probe.json."""
     from external_data.run import probe_external, run_external
+    from pipeline.io import Busy, file_lock
+    from pipeline.layout import external_lock
 
-    save_config(cfg, config_yaml(cfg.run_dir))
-    if not probe_only:
-        run_external(cfg, n_jobs=jobs, log=click.echo, sheet_persons=sheet_persons)
-    probe_external(cfg, n_jobs=jobs, log=click.echo)
+    try:
+        with file_lock(external_lock(cfg.run_dir)):  # two at once would delete each other's photos
+            save_config(cfg, config_yaml(cfg.run_dir))
+            if not probe_only:
+                run_external(cfg, n_jobs=jobs, log=click.echo, sheet_persons=sheet_persons)
+            probe_external(cfg, n_jobs=jobs, log=click.echo)
+    except Busy as e:
+        raise click.ClickException(f"another `maskfold external` is running on this run directory ({e.owner}); wait "
+                                   f"for it to finish, or stop it first") from None
 
 
 @main.command("pseudo")
@@ -185,8 +196,13 @@ def pseudo_cmd(cfg):
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
     from pipeline.model.models import require_weights
+    from pipeline.preflight import require_config_device, require_device
     from pipeline.train.pair import train_pair
 
+    if device:
+        require_device(device, f"--device {device}")
+    else:
+        require_config_device(cfg)
     require_weights([cfg.backbone(backbone)], click.echo)
     save_config(cfg, config_yaml(cfg.run_dir))
     info = train_pair(cfg, backbone, fold, device=device, force=force)
@@ -210,9 +226,12 @@ def train_cmd(cfg, backbone, fold, device, force):
 @_friendly
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries, refit):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
+    from pipeline.preflight import require_config_device
     from pipeline.train.jobs import oof_scores, train_all
     from pipeline.train.provenance import write_run_json
 
+    if backend == "local":  # a Ray cluster's devices are its nodes', not this machine's
+        require_config_device(cfg)
     if refit:
         cfg.train.refit = True
     start = time.time()
@@ -289,8 +308,10 @@ def cache_cmd(cache_dir, prune, older_than):
     rows = prune_caches(cache_dir, older_than) if prune else list_caches(cache_dir)
     for r in rows:
         when = datetime.fromtimestamp(r["last_used"]).strftime("%Y-%m-%d %H:%M")
-        click.echo(f"{'removed ' if prune else ''}{r['cache']}  {r['photos']} photos at {r['size']}, crop {r['crop']}, "
-                   f"{r['bytes'] / 2**20:.1f} MiB, last used {when}")
+        what = (f"broken ({r['broken']}), {r['bytes'] / 2**20:.1f} MiB{'' if prune else '; --prune removes it'}"
+                if r["broken"] else f"{r['photos']} photos at {r['size']}, crop {r['crop']}, {r['bytes'] / 2**20:.1f} "
+                f"MiB, last used {when}")
+        click.echo(f"{'removed ' if prune else ''}{r['cache']}  {what}")
     total = sum(r["bytes"] for r in rows) / 2**20
     click.echo(f"{len(rows)} cache(s), {total:.1f} MiB {'freed' if prune else 'in ' + cache_dir}")
 
@@ -305,6 +326,10 @@ def cache_cmd(cache_dir, prune, older_than):
 @_friendly
 def predict_cmd(run_dir, images, out, device):
     """Predict any folder of photos with a run's ensemble (same TTA, weights and offsets)."""
+    from pipeline.preflight import require_device
+
+    if device:
+        require_device(device, f"--device {device}")
     from ensemble.predict import predict_folder
 
     predict_folder(run_dir, images, out, device=device, log=click.echo)

@@ -120,6 +120,10 @@ def read_table(path: Path, columns, report: Report) -> pd.DataFrame | None:
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         report.problem(path, f"not a readable CSV ({str(e).strip().splitlines()[0]}); re-export it as plain CSV")
         return None
+    if not isinstance(table.index, pd.RangeIndex):  # pandas makes the first column the index of longer rows
+        report.problem(path, "data rows have more fields than the header (a trailing comma on each row?); remove the "
+                             f"extra commas so that each row has the header's {len(table.columns)} fields")
+        return None
     absent = [c for c in columns if c not in table.columns]
     if absent:
         report.problem(path, f"missing column(s) {', '.join(absent)}; the header must be {','.join(columns)}")
@@ -146,15 +150,22 @@ def _parse_gender(value, file, report) -> str | None:
     return g
 
 
-def _parse_age(value, file, report) -> int | None:
+def age_problem(value) -> tuple[int | None, str | None]:
+    """(age, None) for a whole number of years in range, else (None, what is wrong): train.csv's rule and the label
+    fixes' alike."""
     s = str(value).strip()
     if not re.fullmatch(r"\d+(\.0+)?", s):
-        report.problem(file, f"age {value!r} is not a whole number; write the age in years")
-        return None
+        return None, f"age {value!r} is not a whole number; write the age in years"
     age = int(float(s))
     if not 0 < age < MAX_AGE:
-        report.problem(file, f"age {age} is out of range (1-{MAX_AGE - 1}); correct the row")
-        return None
+        return None, f"age {age} is out of range (1-{MAX_AGE - 1}); correct the row"
+    return age, None
+
+
+def _parse_age(value, file, report) -> int | None:
+    age, problem = age_problem(value)
+    if problem:
+        report.problem(file, problem)
     return age
 
 
@@ -171,11 +182,15 @@ def _person_photos(folder: Path, person: str, report: Report, whole: bool = True
         return found
     for f in entries:
         name = f.name
+        if not name.startswith(".") and f.is_dir() and f.stem in PHOTOS and f.suffix.lower() in IMAGE_EXTS:
+            report.problem(f, f"a folder where photo {f.stem} belongs; replace it with the photo itself")
+            continue
         if name.startswith(".") or f.is_dir() or f.suffix.lower() not in IMAGE_EXTS:
             report.junk.append(str(f))
             continue
-        if not f.is_file():  # a dangling or looping link: named, never silently dropped
-            report.problem(f, "photo is a broken or looping link; replace it with the photo itself")
+        if not f.is_file():  # a dangling or looping link, a FIFO or a device: named, never silently dropped
+            what = "not a regular file (a FIFO, socket or device)" if f.exists() else "a broken or looping link"
+            report.problem(f, f"photo is {what}; replace it with the photo itself")
             continue
         stem = f.stem
         if stem not in PHOTOS:
@@ -199,6 +214,10 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
     data_dir = Path(data_dir)
     report = report or Report()
     csv = data_dir / "train" / "train.csv"
+    if csv.is_dir():
+        report.problem(csv, "a folder where the file train.csv belongs; data_dir must hold train/train.csv and "
+                            "train/images/")
+        return pd.DataFrame(columns=CONTRACT_COLUMNS), report
     if not csv.is_file():
         report.problem(csv, f"train.csv not found; data_dir must hold train/train.csv and train/images/"
                             f"{where_relative(data_dir)}")
@@ -238,49 +257,29 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
             continue
         people.append((row.id, row.path, gender, row.race, age, photos))
 
+    _unlisted_folders(images, table, csv, report)
     df = _person_rows(people, data_cfg, report)
     return df, report
 
 
-def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
-    fixes = load_label_fixes(data_cfg.label_fixes) if data_cfg.label_fixes else pd.DataFrame()
-    by_folder = {p[1]: i for i, p in enumerate(people)}
-    by_id: dict[str, list[int]] = {}
-    for i, p in enumerate(people):
-        by_id.setdefault(p[0], []).append(i)
-    people = [list(p) for p in people]
-    swaps = set()
-    for line, fix in enumerate(fixes.itertuples(index=False), start=2):
-        # A fix names a person folder; an id is accepted only when exactly one person has it (ids repeat).
-        targets = [by_folder[fix.person_id]] if fix.person_id in by_folder else by_id.get(fix.person_id, [])
-        if len(targets) > 1:
-            report.problem(f"{data_cfg.label_fixes} line {line}",
-                           f"id {fix.person_id!r} belongs to {len(targets)} persons "
-                           f"({', '.join(people[t][1] for t in targets)}); name the person folder instead")
-            continue
-        if not targets:
-            report.notes.append(f"label fix for {fix.person_id} ({fix.field}) not used: person not in this data")
-            continue
-        for t in targets:
-            person = people[t]
-            if fix.field == "gender":
-                if person[2] == fix.new:
-                    report.notes.append(f"label fix for {person[1]}: gender is already {fix.new}")
-                elif person[2] != fix.old:
-                    report.warnings.append(f"label fix for {person[1]} not applied: gender is {person[2]}, fix expects {fix.old}")
-                else:
-                    person[2] = fix.new
-                    report.fixes.append(f"{person[1]}: gender {fix.old} -> {fix.new} ({fix.note})")
-            elif fix.field == "age":
-                if str(person[4]) != fix.old:
-                    report.warnings.append(f"label fix for {person[1]} not applied: age is {person[4]}, fix expects {fix.old}")
-                else:
-                    person[4] = int(fix.new)
-                    report.fixes.append(f"{person[1]}: age {fix.old} -> {fix.new} ({fix.note})")
-            else:  # swap two photos' mask labels
-                swaps.add((person[1], fix.old, fix.new))
-                report.fixes.append(f"{person[1]}: photos {fix.old} and {fix.new} swapped ({fix.note})")
+def _unlisted_folders(images: Path, table: pd.DataFrame, csv: Path, report: Report) -> None:
+    """Person folders that train.csv does not list are never trained on: a warning, since a lost row looks alike."""
+    listed = {Path(p).parts[0] for p in table["path"] if p and Path(p).parts}
+    try:
+        unlisted = sorted(f.name for f in images.iterdir() if f.is_dir() and not f.name.startswith(".")
+                          and f.name not in listed)
+    except OSError:
+        return  # an unreadable images/ folder is reported with the persons it holds
+    if unlisted:
+        report.warnings.append(f"{images}: {len(unlisted)} person folder(s) not listed in {csv}, so not used "
+                               f"({', '.join(unlisted[:5])}{', ...' if len(unlisted) > 5 else ''}); add their rows "
+                               f"or remove the folders")
 
+
+def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
+    from pipeline.label_fixes import apply_label_fixes  # here: that module reads this one's rules
+
+    people, swaps = apply_label_fixes(people, data_cfg, report)
     rows = []
     for _id, path, gender, race, age, photos in people:
         band = int(age_band(age, data_cfg.age_cuts))
@@ -307,33 +306,6 @@ def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
             })
     df = pd.DataFrame(rows, columns=CONTRACT_COLUMNS)
     return df.astype({"age": int, "age_band": int, "label": int})
-
-
-FIX_FIELDS = ("gender", "age", "swap")
-
-
-def load_label_fixes(path: str | Path) -> pd.DataFrame:
-    """Read the label-fix file. Rows: person_id, field (gender | age | swap), old, new, note."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError([Problem(str(path), f"label-fix file not found{where_relative(path)}; fix data.label_fixes "
-                                            f"or set it to null")])
-    fixes = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
-    need = ["person_id", "field", "old", "new", "note"]
-    absent = [c for c in need if c not in fixes.columns]
-    if absent:
-        raise DataError([Problem(str(path), f"missing column(s) {', '.join(absent)}; header: {','.join(need)}")])
-    bad = []
-    for line, fix in enumerate(fixes.itertuples(index=False), start=2):
-        if fix.field not in FIX_FIELDS:
-            bad.append(Problem(f"{path} line {line}", f"field {fix.field!r}; use one of {', '.join(FIX_FIELDS)}"))
-        elif fix.field == "swap" and not {fix.old, fix.new} <= set(PHOTOS):
-            bad.append(Problem(f"{path} line {line}", f"swap needs two photo names from {', '.join(PHOTOS)}"))
-        elif fix.field == "gender" and not {fix.old, fix.new} <= set(GENDERS):
-            bad.append(Problem(f"{path} line {line}", "gender fix needs old and new of male/female"))
-    if bad:
-        raise DataError(bad)
-    return fixes
 
 
 def training_rows(df: pd.DataFrame, data_cfg: DataConfig) -> np.ndarray:
@@ -387,12 +359,23 @@ def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.Da
     if not eval_dir.exists():
         report.notes.append(f"{eval_dir} absent: train-only data, there will be nothing to submit")
         return None, report
+    if not eval_dir.is_dir():
+        report.problem(eval_dir, "a file where the eval folder belongs; remove it (train-only data) or put "
+                                 "eval/info.csv and eval/images/ there")
+        return None, report
+    if info.is_dir():
+        report.problem(info, "a folder where the file info.csv belongs; restore the file or remove eval/")
+        return None, report
     if not info.is_file():
         report.problem(info, "eval/ exists but info.csv is missing; restore it or remove eval/")
         return None, report
     table = read_table(info, ("ImageID",), report)
     if table is None:
         return None, report
+    for line, i in enumerate(table["ImageID"], start=2):
+        if not i.strip():
+            report.problem(f"{info} line {line}", "empty ImageID; write the photo's file name or drop the row")
+    table = table[table["ImageID"].str.strip() != ""].reset_index(drop=True)
     for i in table["ImageID"][table["ImageID"].duplicated()].unique():
         report.problem(info, f"ImageID '{i}' is listed twice; each eval photo must appear once")
     images = eval_dir / "images"

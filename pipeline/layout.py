@@ -91,6 +91,11 @@ def pair_lock(run_dir, backbone: str, fold: int) -> Path:
     return pair_dir(run_dir, backbone, fold) / ".lock"
 
 
+def external_lock(run_dir) -> Path:
+    """Held while `maskfold external` writes or probes a run's outside faces: one such command per run at a time."""
+    return external_dir(run_dir) / ".lock"
+
+
 def folds_digest(folds: pd.DataFrame) -> str:
     """Content identity of a fold table: its photos, labels and fold assignment, whatever the paths."""
     cols = [c for c in DIGEST_COLUMNS if c in folds.columns]

@@ -18,7 +18,7 @@ def write(path, data):
 
 
 def test_extends_merges_and_lists_replace(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # relative paths, extends: included, are read from the working directory
+    monkeypatch.chdir(tmp_path)  # extends: is read beside the file, any other relative path from here
     write(tmp_path / "base.yaml", {"seed": 1, "train": {"epochs": 5, "lr": 0.1}, "tta": ["orig", "hflip"]})
     child = write(tmp_path / "exp.yaml", {"extends": "base.yaml", "train": {"epochs": 2}, "tta": ["orig"]})
     cfg = load_config(child)
@@ -34,7 +34,7 @@ def test_set_overrides_with_types_and_list_index(tmp_path):
 
 
 def test_unknown_key_names_key_and_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # relative paths, extends: included, are read from the working directory
+    monkeypatch.chdir(tmp_path)  # extends: is read beside the file, any other relative path from here
     write(tmp_path / "base.yaml", {"train": {"epochs": 5}})
     child = write(tmp_path / "exp.yaml", {"extends": "base.yaml", "train": {"epoch": 2}})
     with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key 'train\.epoch'"):
@@ -42,7 +42,7 @@ def test_unknown_key_names_key_and_file(tmp_path, monkeypatch):
 
 
 def test_unknown_key_in_base_names_the_base(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # relative paths, extends: included, are read from the working directory
+    monkeypatch.chdir(tmp_path)  # extends: is read beside the file, any other relative path from here
     write(tmp_path / "base.yaml", {"foldz": {"n_splits": 5}})
     child = write(tmp_path / "exp.yaml", {"extends": "base.yaml"})
     with pytest.raises(ConfigError, match=r"base\.yaml: unknown key 'foldz'"):

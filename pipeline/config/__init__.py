@@ -25,6 +25,7 @@ from pipeline.config.schema import (
     PseudoConfig,
     TrainConfig,
 )
+from pipeline.config.rules import check_age_cuts, check_ranges
 from pipeline.config.typed_yaml import ConfigError, apply_set, build, read_yaml
 
 __all__ = ["AugmentConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig",
@@ -81,8 +82,8 @@ def _validate(cfg: Config, source: str) -> None:
     ]:
         if len(size) != 2 or min(size) <= 0:
             raise ConfigError(f"{source}: '{key}' must be [width, height], got {size}")
-    if sorted(cfg.data.age_cuts) != cfg.data.age_cuts or len(cfg.data.age_cuts) != 2:
-        raise ConfigError(f"{source}: 'data.age_cuts' must be two increasing ages, got {cfg.data.age_cuts}")
+    check_age_cuts(cfg, source)
+    check_ranges(cfg, source)
     if cfg.folds.n_splits < 2:
         raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
     _check_techniques(cfg, source)
@@ -128,7 +129,8 @@ AMP_MODES = ("bf16", "fp16", "none")
 ENSEMBLE_METHODS = ("soft", "hard")
 CROPS = ("none", "face")
 LANDMARK_SOURCES = ("dlib", "file")
-TEST_FROM = ("folds", "refit", "both")  # which models predict the eval set
+# which models predict the eval set; auto: the folds, and the refits too where the run has them
+TEST_FROM = ("folds", "refit", "both", "auto")
 
 
 def _check_backbone_names(cfg: Config, source: str) -> None:

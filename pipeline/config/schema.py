@@ -135,8 +135,9 @@ class EnsembleConfig:
     # Finished runs whose backbones are the members (blended into this config's run_dir); empty: this run's own.
     runs: list[str] = field(default_factory=list)
     # Which models predict the eval set: folds (mean of the fold models), refit (the full-data model of
-    # train.refit) or both (the mean of the two). OOF figures always come from the folds.
-    test_from: str = "folds"
+    # train.refit), both (the mean of the two), or auto: both where the run has refits (train.refit is on, or
+    # every member's refit is finished), else folds. OOF figures always come from the folds.
+    test_from: str = "auto"
 
 
 @dataclass

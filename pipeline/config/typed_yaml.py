@@ -160,25 +160,38 @@ def where_relative(path) -> str:
 
 
 def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
-    """One config file with its `extends:` chain. Every relative path, `extends:` included, is read from the
-    working directory (the project folder), like the paths given on the command line."""
+    """One config file with its `extends:` chain. `extends:` is read relative to the folder of the file that names it
+    (as mmengine's `_base_` and Hydra's defaults are), so a config works from any folder; every other relative
+    path (data_dir, run_dir, ...) is read from the working directory, like the paths given on the command line."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found{where_relative(path)}")
     if path.resolve() in chain:
         raise ConfigError(f"{path}: 'extends' loops back to itself")
     try:
-        data = _yaml(path.read_text()) or {}
+        data = _yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); a config is a YAML text file") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    if data is None:  # an empty file would run on the code's defaults, which no one chose
+        raise ConfigError(f"{path}: the config file is empty; name what differs from a base, e.g. "
+                          f"`extends: base.yaml` and the keys you change")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     parent = data.pop("extends", None)
     check_partial(schema, data, "", str(path))
     if parent is None:
         return data
-    base = read_yaml(Path(parent), schema, chain + (path.resolve(),))
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: 'extends' must name one config file (a path), got {parent!r}; write "
+                          f"`extends: base.yaml`")
+    base_path = Path(parent) if Path(parent).is_absolute() else path.parent / parent
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: 'extends' names {base_path}, not found; `extends:` is read relative to the "
+                          f"folder of the file that names it ({path.parent})")
+    base = read_yaml(base_path, schema, chain + (path.resolve(),))
     return merge(base, data)
 
 
@@ -191,20 +204,47 @@ def apply_set(data: dict, assignment: str, schema) -> None:
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
-    node = data
-    for p in parts[:-1]:
-        if isinstance(node, list):
+    node, tp = data, schema
+    for i, p in enumerate(parts):
+        if not isinstance(node, (dict, list)) or not _is_section(tp):
+            where = ".".join(parts[:i])
+            raise ConfigError(f"--set {assignment}: '{where}' is a value, not a section; set it whole, "
+                              f"e.g. --set {where}=VALUE")
+        tp = _member_type(tp, p)
+        if i == len(parts) - 1:
+            if isinstance(node, list):
+                node[_list_index(node, p, key)] = value
+            else:
+                node[p] = value
+        elif isinstance(node, list):
             node = node[_list_index(node, p, key)]
         else:
-            if p not in node:
-                node[p] = {}
-            node = node[p]
-    last = parts[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, key)] = value
-    else:
-        node[last] = value
+            node = node.setdefault(p, {})
     check_partial(schema, data, "", f"--set {assignment}")
+
+
+def _strip_optional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _is_section(tp) -> bool:
+    """Whether a schema type holds keys or items (a dataclass, list or mapping); None: unknown, left to the check."""
+    tp = _strip_optional(tp)
+    return tp is None or dataclasses.is_dataclass(tp) or typing.get_origin(tp) in (list, dict) or tp in (list, dict)
+
+
+def _member_type(tp, name: str):
+    """The schema type of one key or list item of a section, None where the schema does not say (unknown keys are
+    reported by the check that follows)."""
+    tp = _strip_optional(tp)
+    if dataclasses.is_dataclass(tp):
+        return typing.get_type_hints(tp).get(name)
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0]
+    return None
 
 
 def _list_index(node: list, p: str, key: str) -> int:

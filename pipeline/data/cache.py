@@ -72,7 +72,7 @@ def _fill(tmp: str, shape, start: int, files: list[str], size, crop_fn):
             arr[start + i], found = decode(f, size, crop_fn)
             no_face += not found
         except Exception:  # noqa: BLE001 - every failure becomes a named problem below
-            problem, _ = inspect_image(f)
+            problem = inspect_image(f)[0]
             failed.append((f, problem or "could not be decoded; replace it with the original photo"))
     arr.flush()
     return failed, no_face, len(files)
@@ -87,11 +87,11 @@ def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path,
     path = Path(cache_dir) / f"{key}.u8"
     meta = path.with_suffix(".json")
     remove_stale_temporaries(cache_dir)  # a build killed midway leaves a large temporary file
-    if path.exists() and meta.exists():
+    if path.exists() and read_meta(meta)[0] is not None:
         os.utime(meta)  # last use, for `maskfold cache --prune --older-than`
         return path
     with file_lock(Path(cache_dir) / f".{key}.lock", wait=True):  # two runs needing it: one builds, one waits
-        if not (path.exists() and meta.exists()):
+        if not (path.exists() and read_meta(meta)[0] is not None):  # a broken meta is rebuilt with its cache
             _build(files, size, path, meta, crop, crop_fn, n_jobs, log)
     return path
 
@@ -122,30 +122,53 @@ def _build(files: list[Path], size, path: Path, meta: Path, crop: str, crop_fn, 
 
 
 def open_cache(path: str | Path) -> np.ndarray:
-    meta = json.loads(Path(path).with_suffix(".json").read_text())
+    meta, broken = read_meta(Path(path).with_suffix(".json"))
+    if broken:
+        raise DataError([Problem(str(path), f"photo cache is broken ({broken}); rerun to rebuild it, or remove it "
+                                            f"with `maskfold cache --prune`")])
     return np.memmap(path, dtype=np.uint8, mode="r", shape=tuple(meta["shape"]))
 
 
+META_KEYS = ("shape", "size", "crop", "files")
+
+
+def read_meta(meta: Path) -> tuple[dict | None, str | None]:
+    """(a cache's meta, None), or (None, why it cannot be used): missing, truncated, or lacking a key."""
+    try:
+        info = json.loads(Path(meta).read_text())
+    except FileNotFoundError:
+        return None, "no meta file"
+    except (OSError, ValueError) as e:
+        return None, f"meta unreadable ({type(e).__name__})"
+    if not isinstance(info, dict) or any(k not in info for k in META_KEYS):
+        return None, f"meta lacks {', '.join(k for k in META_KEYS if not isinstance(info, dict) or k not in info)}"
+    return info, None
+
+
 def list_caches(cache_dir: str | Path) -> list[dict]:
-    """Every finished cache under cache_dir: file, photos, size, crop, bytes, last use (newest first)."""
+    """Every cache under cache_dir: file, photos, size, crop, bytes, last use (newest first). A cache whose meta
+    is broken is listed with `broken` saying why (a run rebuilds it; prune removes it)."""
     rows = []
     for meta in Path(cache_dir).glob("*.json"):
         data = Path(meta).with_suffix(".u8")
         if not data.is_file():
             continue
-        info = json.loads(meta.read_text())
-        rows.append({"cache": data.name, "photos": info["files"], "size": "x".join(map(str, info["size"])),
-                     "crop": info["crop"], "bytes": data.stat().st_size, "last_used": meta.stat().st_mtime})
+        info, broken = read_meta(meta)
+        row = {"cache": data.name, "bytes": data.stat().st_size, "last_used": meta.stat().st_mtime, "broken": broken}
+        if info:
+            row.update(photos=info["files"], size="x".join(map(str, info["size"])), crop=info["crop"])
+        rows.append(row)
     return sorted(rows, key=lambda r: -r["last_used"])
 
 
 def prune_caches(cache_dir: str | Path, older_than_days: float = 0.0) -> list[dict]:
-    """Remove caches not used for `older_than_days` (0: all), and temporaries of killed builds; return the removed."""
+    """Remove caches not used for `older_than_days` (0: all), broken ones, and temporaries of killed builds; return
+    the removed."""
     import time
 
     remove_stale_temporaries(cache_dir)
     cutoff = time.time() - older_than_days * 86400
-    removed = [r for r in list_caches(cache_dir) if r["last_used"] <= cutoff]
+    removed = [r for r in list_caches(cache_dir) if r["last_used"] <= cutoff or r["broken"]]
     for r in removed:
         data = Path(cache_dir) / r["cache"]
         data.with_suffix(".json").unlink(missing_ok=True)  # the meta first: a half-removed cache is never "ready"

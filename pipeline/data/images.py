@@ -22,25 +22,40 @@ def _grey16_to_rgb8(im: Image.Image) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
-def inspect_image(path: str | Path) -> tuple[str | None, str | None]:
-    """(problem, mode): problem is None for a readable photo; mode names a converted mode, else None."""
+MIN_SIDE = 32  # pixels: a smaller photo cannot show a face
+# Width / height outside this range is far from a portrait (competition photos are 3:4 = 0.75)
+ASPECT_RANGE = (0.375, 1.5)
+
+
+def size_warning(width: int, height: int) -> str | None:
+    """Why a readable photo's size is questionable (tiny, or far from a portrait's shape), else None."""
+    if min(width, height) < MIN_SIDE:
+        return f"{width}x{height} pixels, too small to show a face (under {MIN_SIDE} a side); check the photo"
+    if not ASPECT_RANGE[0] <= width / height <= ASPECT_RANGE[1]:
+        return f"{width}x{height} pixels, far from a portrait's shape (competition photos are 3:4); check the photo"
+    return None
+
+
+def inspect_image(path: str | Path) -> tuple[str | None, str | None, str | None]:
+    """(problem, mode, warning): problem is None for a readable photo; mode names a converted mode, else None;
+    warning says why its size is questionable, else None."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            return "empty file (0 bytes); replace it with the original photo", None
+            return "empty file (0 bytes); replace it with the original photo", None, None
         with Image.open(path) as im:
-            mode = im.mode
+            mode, size = im.mode, im.size
             # A reduced-scale JPEG decode still reads the whole stream, so truncation is caught at a fraction
             # of the cost of a full decode.
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
     except FileNotFoundError:
-        return "file not found", None
+        return "file not found", None, None
     except UnidentifiedImageError:
-        return "not an image (PIL cannot identify it); replace it with the original photo", None
+        return "not an image (PIL cannot identify it); replace it with the original photo", None, None
     except (OSError, SyntaxError, ValueError) as e:
-        return f"unreadable or truncated image ({e}); replace it with the original photo", None
-    return None, CONVERTED_MODES.get(mode)
+        return f"unreadable or truncated image ({e}); replace it with the original photo", None, None
+    return None, CONVERTED_MODES.get(mode), size_warning(*size)
 
 
 def read_rgb(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -58,7 +58,7 @@ class RefitTrainer(Trainer):
         t = self.cfg.train
         while self.epoch < self.epochs:
             start = time.time()
-            row = {"epoch": self.epoch + 1, "lr": max(g["lr"] for g in self.opt.param_groups), **self.train_epoch()}
+            row = {"epoch": self.epoch + 1, **self.train_epoch()}
             row["seconds"] = round(time.time() - start, 2)
             if t.scheduler == "plateau":
                 self.sched.step(self.epoch + 1, row["train_f1"])  # no validation F1: the training F1 is the only one

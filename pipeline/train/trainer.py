@@ -260,6 +260,7 @@ class Trainer:
         bar = progress_bar(loader, total=min(len(loader), limit), desc=f"{self.bb.name} {self.tag} e{e + 1}",
                            unit="batch", disable=not self.progress)
         self.opt.zero_grad(set_to_none=True)
+        self.lrs_used = []
         for step, (xb, yb, tb) in enumerate(bar):
             if step >= limit:
                 break
@@ -282,10 +283,18 @@ class Trainer:
                 f1 = macro_f1(torch.cat(truth), torch.cat(preds).cpu())
                 bar.set_postfix(loss=f"{running.item() / n:.3f}", f1=f"{f1:.3f}")
         f1 = macro_f1(torch.cat(truth), torch.cat(preds).cpu()) if n else 0.0
-        return {"train_loss": running.item() / max(n, 1), "train_f1": f1}
+        # The lr the epoch's updates used (their mean), not the one read before its first step: during warm-up
+        # that is warmup_lr, which no update of the epoch but the first trained with.
+        lr = float(np.mean(self.lrs_used)) if self.lrs_used else self._head_lr()
+        return {"lr": lr, "train_loss": running.item() / max(n, 1), "train_f1": f1}
+
+    def _head_lr(self) -> float:
+        """The head's lr: the largest, where layer_decay gives lower layers less."""
+        return max(g["lr"] for g in self.opt.param_groups)
 
     def _optimizer_step(self):
         t = self.cfg.train
+        self.lrs_used.append(self._head_lr())
         if t.clip_grad:
             if self.scaler:
                 self.scaler.unscale_(self.opt)
@@ -321,8 +330,7 @@ class Trainer:
         stale = self.epoch - 1 - self.best_epoch if self.best_epoch >= 0 else 0
         while self.epoch < epochs and not (t.patience and stale >= t.patience):
             start = time.time()
-            # the head's lr: the largest where layer_decay gives lower layers less
-            row = {"epoch": self.epoch + 1, "lr": max(g["lr"] for g in self.opt.param_groups), **self.train_epoch()}
+            row = {"epoch": self.epoch + 1, **self.train_epoch()}
             val, _ = self.validate()
             row.update(val)
             row["seconds"] = round(time.time() - start, 2)
