@@ -24,6 +24,7 @@ from pipeline.io import atomic_write_csv
 from pipeline.layout import pair_dir, refit_dir, weights_json
 from pipeline.model import models
 from pipeline.model.inference import predict_logits, resolve_device
+from pipeline.model.years import class_scores
 from pipeline.progress import bar
 
 
@@ -73,9 +74,9 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev):
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
-    logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
-                            cfg.train.amp if dev.type == "cuda" else "none")
-    return blend.softmax(logits), cfg, ok, bad
+    out = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
+                         cfg.train.amp if dev.type == "cuda" else "none")
+    return blend.softmax(class_scores(out)), cfg, ok, bad
 
 
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:

@@ -14,11 +14,13 @@ CLASSES = range(NUM_CLASSES)
 # (dotted config key, its default): the techniques a run may switch on; report.md names those it did.
 TECHNIQUES = (
     ("train.head", "joint"),
+    ("train.age_head", "bands"),
     ("data.soften_near_cut", 0),
     ("train.layer_decay", None),
     ("data.use_pseudo", False),
     ("train.refit", False),
     ("ensemble.test_from", "folds"),
+    ("ensemble.tune_age_cut", False),
 )
 
 
