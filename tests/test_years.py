@@ -111,3 +111,103 @@ def test_tiny_years_training_writes_ages_beside_the_18_classes(data_dir, tmp_pat
     assert np.allclose(bands, np.exp(z["logits"]).reshape(-1, 3, 2, 3).sum(axis=(1, 2)), atol=1e-4)
     test = np.load(pair_dir(cfg.run_dir, "test_resnet", 0) / "test.npz")
     assert test["logits"].shape[1] == NUM_CLASSES and len(test["age_expected"]) == len(test["logits"])
+
+
+# -- the age cut, tuned on OOF by the ensemble
+
+
+def _members_too_young(seed=0, n=600, lag=2.0):
+    """One years member that reads mask and gender right and every age `lag` years too young."""
+    from ensemble.age_cut import MemberAges
+
+    rng = np.random.default_rng(seed)
+    ages = age_grid([0, 100])
+    true_age = rng.integers(18, 80, n)
+    mask, gender = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    y = mask * 6 + gender * 3 + age_band(true_age, (30, 60))
+    age_probs = gaussian_targets(true_age - lag, ages, sigma=1.5).astype(np.float64)
+    mg = np.full((n, 3, 2), 0.02)
+    mg[np.arange(n), mask, gender] = 0.9
+    mg /= mg.sum(axis=(1, 2), keepdims=True)
+    probs = (mg[:, :, :, None] * band_probs(age_probs, ages, (30, 60))[:, None, None, :]).reshape(n, NUM_CLASSES)
+    return probs, MemberAges(ages, age_probs, [], None), y, true_age
+
+
+def test_age_cut_moves_towards_a_model_that_reads_ages_too_young_and_no_shift_changes_nothing():
+    from ensemble import blend
+    from ensemble.age_cut import AgeCutBlends, shift_bands
+
+    probs, member, y, _ = _members_too_young()
+    assert np.allclose(shift_bands(probs, member.oof, member.ages, [30, 60], np.zeros(2)), probs)
+    cutter = AgeCutBlends([member], [30, 60])
+    shift = cutter.fit_shift([probs], y)
+    assert np.all(np.abs(shift + 2) <= 0.5)  # both cuts move about two years down
+    plain = blend.fast_macro_f1(y, probs.argmax(1))
+    fitted = cutter.fit_blend("equal", [probs], y, offsets=False)
+    assert blend.fast_macro_f1(y, cutter.apply_blend(fitted, [probs]).argmax(1)) > plain
+    # honest: each half of the persons is predicted with a cut fitted on the other half, and still gains here
+    part = blend.person_parts(np.arange(len(y)), 2)
+    assert blend.fast_macro_f1(y, cutter.nested_blend("equal", [probs], y, part, False)) > plain
+    # a bands member beside it is left as it is
+    both = AgeCutBlends([member, None], [30, 60]).shifted([probs, probs], np.array([-2.0, -2.0]))
+    assert both[1] is probs and not np.allclose(both[0], probs)
+
+
+def test_years_run_tunes_the_cut_nested_and_predict_replays_it(data_dir, tmp_path):
+    """train-all with a years head, the ensemble with ensemble.tune_age_cut (its rows nested, the cut fitted on OOF
+    only: scrambling the eval ages changes nothing), the report's ages, and `maskfold predict` = the submission."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ensemble.predict import predict_folder
+    from ensemble.run import run_ensemble
+    from pipeline.train.jobs import train_all
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path, data_dir, *YEARS, "train.epochs=1", "ensemble.tune_age_cut=true",
+                      "ensemble.stacking=false", "ensemble.selection=false", "ensemble.choose_by_nested=false")
+    assert (train_all(cfg, jobs=1, **QUIET)["status"] == "done").all()
+    lines = []
+    rows = run_ensemble(cfg, log=lines.append)["rows"]
+    assert "ensemble + equal weights + age cut (nested, 2 person splits)" in rows
+    assert "ensemble + weights + offsets + age cut (nested, 2 person splits)" in rows
+    fitted = json.loads((Path(cfg.run_dir) / "ensemble" / "weights.json").read_text())
+    assert fitted["chosen"] == "weights + offsets + age cut" and len(fitted["age_cut"]) == 2
+    report = (Path(cfg.run_dir) / "ensemble" / "report.md").read_text()
+    assert "## Ages" in report and "age MAE (years)" in report and "ensemble.tune_age_cut" in report
+    test = pair_dir(cfg.run_dir, "test_resnet", 0) / "test.npz"
+    z = dict(np.load(test))
+    z["age_probs"] = z["age_probs"][:, ::-1].copy()
+    np.savez(test, **z)
+    run_ensemble(cfg, log=lambda m: None)
+    again = json.loads((Path(cfg.run_dir) / "ensemble" / "weights.json").read_text())
+    assert again["age_cut"] == fitted["age_cut"] and again["honest_f1"] == fitted["honest_f1"]
+    np.savez(test, **{**z, "age_probs": z["age_probs"][:, ::-1].copy()})
+    run_ensemble(cfg, log=lambda m: None)
+    df = predict_folder(cfg.run_dir, data_dir / "eval" / "images", tmp_path / "p.csv", **QUIET)
+    df["ImageID"] = [Path(p).name for p in df["path"]]
+    sub = pd.read_csv(Path(cfg.run_dir) / "submission.csv").merge(df, on="ImageID")
+    assert len(sub) == 12 and (sub["ans"] == sub["class"]).all()
+
+
+def test_resume_with_a_years_head_repeats_a_straight_run(data_dir, tmp_path):
+    torch.set_num_threads(1)
+    sets = [*YEARS, "train.mix.kind=vertical", "train.age_l1_weight=0.2"]
+    cfg = tiny_config(tmp_path / "a", data_dir, *sets)
+    straight = Trainer(cfg, "test_resnet", 1, load_run_data(cfg, **QUIET), progress=False, **QUIET)
+    straight.fit()
+    cfg2 = tiny_config(tmp_path / "b", data_dir, *sets)
+    data2 = load_run_data(cfg2, **QUIET)
+    first = Trainer(cfg2, "test_resnet", 1, data2, progress=False, **QUIET)
+    first.settings["epochs"] = 1
+    first.fit()
+    resumed = Trainer(cfg2, "test_resnet", 1, data2, progress=False, **QUIET)
+    assert resumed.try_resume() and resumed.updates == first.updates > 0
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    za = np.load(pair_dir(cfg.run_dir, "test_resnet", 1) / "oof.npz")
+    zb = np.load(pair_dir(cfg2.run_dir, "test_resnet", 1) / "oof.npz")
+    assert np.array_equal(za["age_probs"], zb["age_probs"]) and np.array_equal(za["logits"], zb["logits"])
