@@ -86,7 +86,9 @@ class AgeCutBlends:
     def fit_shift(self, probs: list[np.ndarray], y: np.ndarray, rows=None) -> np.ndarray:
         """The shift of each cut that maximises the equal-weight vote's macro F1 on these rows, one cut at a time."""
         shift = np.zeros(len(self.cuts))
-        score = lambda s: blend.fast_macro_f1(y, blend.predict_with(blend.soft_vote(self.shifted(probs, s, rows))))  # noqa: E731
+        def score(s):
+            return blend.fast_macro_f1(y, blend.predict_with(blend.soft_vote(self.shifted(probs, s, rows))))
+
         best = score(shift)
         for _ in range(2):
             for c in range(len(self.cuts)):

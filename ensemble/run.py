@@ -83,7 +83,8 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     for kind, off, fitter in [(k, o, f) for f in (blend, cutter) if f for k, o in blend_kinds(e)]:
         label = KIND_LABELS[kind] + (" + offsets" if off else "") + (" + age cut" if fitter is cutter else "")
         fits[label] = fitter.fit_blend(kind, oof, y, off, e.method, **kw)
-        in_sample = scores(y, blend.predict_with(fitter.apply_blend(fits[label], oof, e.method), fits[label]["offsets"]))
+        blended = fitter.apply_blend(fits[label], oof, e.method)
+        in_sample = scores(y, blend.predict_with(blended, fits[label]["offsets"]))
         if kind == "equal" and not off and fitter is blend:
             rows[f"ensemble ({e.method} vote, equal weights)"] = in_sample
             honest[label] = in_sample["f1"]
@@ -120,8 +121,9 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     test_pred = None
     if preds.test is not None:
         test_in = ([preds.test[b] for b in names], [preds.refit[b] for b in names] if preds.refit else None)
-        test_scores = blend.test_scores(fitted, *(cutter.test_inputs(fitted, *test_in) if fitter is cutter else test_in),
-                                        e.test_from, e.method)
+        if fitter is cutter:  # the members' eval probabilities re-summed at the tuned cuts
+            test_in = cutter.test_inputs(fitted, *test_in)
+        test_scores = blend.test_scores(fitted, *test_in, e.test_from, e.method)
         test_pred = blend.predict_with(test_scores, fitted["offsets"])
         submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
         evals, _ = read_eval(cfg.data_dir)
@@ -149,9 +151,9 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                             techniques_lines(techniques_used(settings_used(cfg, preds.members)),
                                              {m.name: techniques_used(m.cfg.to_dict()) for m in preds.members}),
                             pseudo=pseudo_added(preds.members),
-                            sections=age_lines(names, cutter.members if cutter else load_member_ages(preds, e.test_from),
-                                               preds.ages, y, final_pred, cfg.data.age_cuts,
-                                               saved["age_cut"]))
+                            sections=age_lines(names, cutter.members if cutter else
+                                               load_member_ages(preds, e.test_from), preds.ages, y, final_pred,
+                                               cfg.data.age_cuts, saved["age_cut"]))
     for line in headline:
         log(line)
     if submission is not None:
