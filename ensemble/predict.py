@@ -14,6 +14,7 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from ensemble import blend
+from ensemble.age_cut import shift_bands
 from pipeline.config import config_from_dict
 from pipeline.contract import IMAGE_EXTS, MASKS, NUM_CLASSES, age_band_names, decode_label
 from pipeline.data.cache import decode
@@ -24,6 +25,7 @@ from pipeline.io import atomic_write_csv
 from pipeline.layout import pair_dir, refit_dir, weights_json
 from pipeline.model import models
 from pipeline.model.inference import predict_logits, resolve_device
+from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
 
 
@@ -59,9 +61,10 @@ def member_checkpoints(run: Path, member: dict, test_from: str) -> tuple[list[Pa
     return folds, refit
 
 
-def predict_one(checkpoint: Path, tta, files, decoded: dict, dev):
+def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
     """One model's probabilities on the photos, decoded as its run's cache decodes them (decoded: a cache of those
-    decodings by (cache size, crop)); also its config and the readable and unreadable files."""
+    decodings by (cache size, crop)); also its config and the readable and unreadable files. age_cut: the cuts the
+    ensemble tuned (ensemble.tune_age_cut), at which a years member sums its ages into bands."""
     ckpt = models.load_checkpoint(checkpoint)
     cfg = config_from_dict(ckpt["config"])
     run_dir = checkpoint.parents[3]  # <run>/models/<backbone>/<fold or full>/best.pt
@@ -77,9 +80,14 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev):
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
-    logits = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
-                            cfg.train.amp if dev.type == "cuda" else "none")
-    return blend.softmax(logits), cfg, ok, bad
+    out = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
+                         cfg.train.amp if dev.type == "cuda" else "none")
+    probs = blend.softmax(class_scores(out))
+    if age_cut is not None and out.shape[1] > NUM_CLASSES:
+        ages = prediction_arrays(out, cfg.train)
+        probs = shift_bands(probs, ages["age_probs"], ages["ages"], cfg.data.age_cuts,
+                            np.subtract(age_cut, cfg.data.age_cuts))
+    return probs, cfg, ok, bad
 
 
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
@@ -104,7 +112,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
         probs = []
         for path in folds + ([refit] if refit else []):
             models_bar.update(1)
-            p, cfg, ok, bad = predict_one(path, m["tta"], files, decoded, dev)
+            p, cfg, ok, bad = predict_one(path, m["tta"], files, decoded, dev, fitted.get("age_cut"))
             probs.append(p)
         fold_probs.append(probs[:len(folds)])
         refit_probs.append(probs[-1] if refit else None)

@@ -14,11 +14,13 @@ CLASSES = range(NUM_CLASSES)
 # (dotted config key, its default): the techniques a run may switch on; report.md names those it did.
 TECHNIQUES = (
     ("train.head", "joint"),
+    ("train.age_head", "bands"),
     ("data.soften_near_cut", 0),
     ("train.layer_decay", None),
     ("data.use_pseudo", False),
     ("train.refit", False),
     ("ensemble.test_from", "folds"),
+    ("ensemble.tune_age_cut", False),
 )
 
 
@@ -182,11 +184,11 @@ def techniques_lines(run: list[str], members: dict[str, list[str]] | None = None
 def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
                  chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None,
                  photos: dict | None = None, techniques: list[str] | None = None,
-                 pseudo: dict | None = None) -> list[str]:
+                 pseudo: dict | None = None, sections: list[str] | None = None) -> list[str]:
     """Write report.md and the PNGs; return the headline lines to print.
 
     techniques: lines from techniques_lines, shown under the title (none when every technique key is default);
-    pseudo: run -> pseudo-labelled photos per class it trained on."""
+    pseudo: run -> pseudo-labelled photos per class it trained on; sections: more markdown lines (the ages)."""
     out.mkdir(parents=True, exist_ok=True)
     names = class_names(age_cuts)
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=CLASSES, zero_division=0)
@@ -228,6 +230,7 @@ def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred
         shown = plot_mistakes(photos["files"], y, pred, photos["confidence"], names, out / "mistakes.png")
         lines += ["", f"The {shown} most confident OOF mistakes (truth, prediction, confidence):", "",
                   "![mistakes](mistakes.png)", ""]
+    lines += sections or []
     if pseudo:
         lines += ["## Pseudo-labelled eval photos added to every training fold", "",
                   "Eval photos another run's ensemble was sure of, trained on in every fold, never validated nor "

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ensemble import blend
+from ensemble.age_cut import age_cut_blends, load_member_ages
+from ensemble.age_report import age_lines
 from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
 from pipeline.config import Config
@@ -79,22 +81,25 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     # Honest F1 of each blend: a plain vote fits nothing, so its OOF score is already honest; fitted blends are
     # scored nested (fit on some persons, score on the others; stacking: on the other folds, as it would be used).
     fits, honest = {}, {}
-    for kind, off in blend_kinds(e):
-        label = KIND_LABELS[kind] + (" + offsets" if off else "")
-        fits[label] = blend.fit_blend(kind, oof, y, off, e.method, **kw)
-        in_sample = scores(y, blend.predict_with(blend.apply_blend(fits[label], oof, e.method), fits[label]["offsets"]))
-        if kind == "equal" and not off:
+    cutter = age_cut_blends(cfg, preds, log)  # ensemble.tune_age_cut: each blend again, on the age cut fitted first
+    for kind, off, fitter in [(k, o, f) for f in (blend, cutter) if f for k, o in blend_kinds(e)]:
+        label = KIND_LABELS[kind] + (" + offsets" if off else "") + (" + age cut" if fitter is cutter else "")
+        fits[label] = fitter.fit_blend(kind, oof, y, off, e.method, **kw)
+        blended = fitter.apply_blend(fits[label], oof, e.method)
+        in_sample = scores(y, blend.predict_with(blended, fits[label]["offsets"]))
+        if kind == "equal" and not off and fitter is blend:
             rows[f"ensemble ({e.method} vote, equal weights)"] = in_sample
             honest[label] = in_sample["f1"]
             continue
         rows[f"ensemble + {label} (in-sample)"] = in_sample
         part, how = (preds.folds, "per outer fold") if kind == "stacking" else (persons, f"{e.nested_splits} person splits")
-        nested = scores(y, blend.nested_blend(kind, oof, y, part, off, e.method, **kw))
+        nested = scores(y, fitter.nested_blend(kind, oof, y, part, off, e.method, **kw))
         rows[f"ensemble + {label} (nested, {how})"] = nested
         honest[label] = nested["f1"]
     chosen = max(honest, key=honest.get) if e.choose_by_nested else list(fits)[-1]
     fitted = fits[chosen]
-    weighted = blend.apply_blend(fitted, oof, e.method)
+    fitter = cutter if "age_shift" in fitted else blend
+    weighted = fitter.apply_blend(fitted, oof, e.method)
     final_pred = blend.predict_with(weighted, fitted["offsets"])
     log(f"used for the submission: {chosen} (honest OOF macro F1 {honest[chosen]:.4f}"
         f"{'; chosen by the nested figures' if e.choose_by_nested else ''})")
@@ -109,15 +114,18 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                          for m in preds.members],
              "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
              "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
-             "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": preds.test_from}
+             "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": preds.test_from,
+             # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
+             "age_cuts": list(cfg.data.age_cuts), "age_cut": cutter.cuts_used(fitted) if fitter is cutter else None}
     atomic_write_text(weights_json(cfg.run_dir), json.dumps(saved, indent=1))
 
     submission = None
     test_pred = None
     if preds.test is not None:
-        test_scores = blend.test_scores(fitted, [preds.test[b] for b in names],
-                                        [preds.refit[b] for b in names] if preds.refit else None, preds.test_from,
-                                        e.method)
+        test_in = ([preds.test[b] for b in names], [preds.refit[b] for b in names] if preds.refit else None)
+        if fitter is cutter:  # the members' eval probabilities re-summed at the tuned cuts
+            test_in = cutter.test_inputs(fitted, *test_in)
+        test_scores = blend.test_scores(fitted, *test_in, preds.test_from, e.method)
         test_pred = blend.predict_with(test_scores, fitted["offsets"])
         submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
         evals, _ = read_eval(cfg.data_dir)
@@ -144,7 +152,10 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                              "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)},
                             techniques_lines(techniques_used(settings_used(cfg, preds.members, preds.test_from)),
                                              {m.name: techniques_used(m.cfg.to_dict()) for m in preds.members}),
-                            pseudo=pseudo_added(preds.members))
+                            pseudo=pseudo_added(preds.members),
+                            sections=age_lines(names, cutter.members if cutter else
+                                               load_member_ages(preds, preds.test_from), preds.ages, y, final_pred,
+                                               cfg.data.age_cuts, saved["age_cut"]))
     for line in headline:
         log(line)
     if submission is not None:

@@ -87,6 +87,7 @@ def _validate(cfg: Config, source: str) -> None:
     if cfg.folds.n_splits < 2:
         raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
     _check_techniques(cfg, source)
+    _check_age_head(cfg, source)
     if not 0 < cfg.pseudo.threshold <= 1:
         raise ConfigError(f"{source}: 'pseudo.threshold' is {cfg.pseudo.threshold}; a probability in (0, 1], e.g. 0.9")
     _check_backbone_names(cfg, source)
@@ -123,6 +124,32 @@ def _check_techniques(cfg: Config, source: str) -> None:
             key = f"backbones.{i}.lr" if b.lr is not None else "train.lr"
             raise ConfigError(f"{source}: 'train.min_lr' ({t.min_lr}) is not below '{key}' ({lr}); the schedule would "
                               f"never lower the lr: set train.min_lr below it (default 0)")
+
+
+AGE_HEADS = ("bands", "years")
+
+
+def _check_age_head(cfg: Config, source: str) -> None:
+    """train.age_head and its settings: years needs the three heads and a grid of ages that spans both cuts."""
+    t, cuts = cfg.train, cfg.data.age_cuts
+    if t.age_head not in AGE_HEADS:
+        raise ConfigError(f"{source}: 'train.age_head' is {t.age_head!r}; choose one of {', '.join(AGE_HEADS)}")
+    if t.age_head == "bands":
+        return
+    if t.head != "multi":
+        raise ConfigError(f"{source}: 'train.age_head' is years but 'train.head' is {t.head!r}; an age distribution "
+                          f"is one of the three heads: set train.head: multi, or train.age_head: bands")
+    if cfg.data.soften_near_cut:
+        raise ConfigError(f"{source}: 'data.soften_near_cut' is {cfg.data.soften_near_cut} with train.age_head: years, "
+                          f"whose Gaussian over ages already spreads a label across a cut; set data.soften_near_cut: 0")
+    lo, hi = (t.age_range + [None, None])[:2]
+    if len(t.age_range) != 2 or not 0 <= lo < cuts[0] or not cuts[1] <= hi <= 150:
+        raise ConfigError(f"{source}: 'train.age_range' is {t.age_range}; give [first, last] whole years with "
+                          f"first below {cuts[0]} and last from {cuts[1]} up to 150, e.g. [0, 100]")
+    if t.age_sigma <= 0:
+        raise ConfigError(f"{source}: 'train.age_sigma' is {t.age_sigma}; a width in years above 0, e.g. 3")
+    if t.age_l1_weight < 0:
+        raise ConfigError(f"{source}: 'train.age_l1_weight' is {t.age_l1_weight}; use 0 (off) or a positive weight")
 
 
 AMP_MODES = ("bf16", "fp16", "none")

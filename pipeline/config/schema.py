@@ -102,6 +102,13 @@ class TrainConfig:
     loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
     head: str = "joint"  # joint: one 18-way head | multi: mask, gender and age-band heads (pipeline.model.heads)
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # multi: mask, gender, age loss weights
+    # multi only. bands: a 3-way age-band head. years: a distribution over the ages of age_range, trained towards a
+    # Gaussian of width age_sigma (years) around the labelled age, plus age_l1_weight * |expected age - age|;
+    # its bands are sums over their ages (pipeline.model.years).
+    age_head: str = "bands"
+    age_range: list[int] = field(default_factory=lambda: [0, 100])
+    age_sigma: float = 3.0
+    age_l1_weight: float = 0.1
     mix: MixConfig = field(default_factory=MixConfig)
     tensorboard: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -138,6 +145,8 @@ class EnsembleConfig:
     # train.refit), both (the mean of the two), or auto: both where the run has refits (train.refit is on, or
     # every member's refit is finished), else folds. OOF figures always come from the folds.
     test_from: str = "auto"
+    # +-4 years, in half years) to maximise OOF macro F1; a fitted choice, judged by its nested figure.
+    tune_age_cut: bool = False
 
 
 @dataclass
@@ -219,7 +228,8 @@ class Config:
         # Settings of a switched-off part change nothing: the outside faces, pseudo-labels, face detectors, heads.
         inactive = {"external": not self.data.use_external, "pseudo": not self.data.use_pseudo,
                     "data.face_detector": self.data.crop == "none", "data.crop_margin": self.data.crop == "none",
-                    "train.head_weights": self.train.head == "joint"}
+                    "train.head_weights": self.train.head == "joint",
+                    **{f"train.{k}": self.train.age_head == "bands" for k in YEARS_KEYS}}
         for k, off in inactive.items():
             section, _, key = k.rpartition(".")
             if off:
@@ -227,6 +237,8 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# the keys of the years age head: a bands run's identity never depends on them
+YEARS_KEYS = ("age_head", "age_range", "age_sigma", "age_l1_weight")
 NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "cache_dir", "tta", "ensemble", "data.label_fixes", "external.path",
                     "external.images_dir", "external.templates", "train.num_workers", "train.device",
                     "train.tensorboard", "train.refit", "pseudo.from_run")

@@ -117,6 +117,10 @@ HEADS = {
 
 def build_criterion(t: TrainConfig, counts: np.ndarray) -> nn.Module:
     """The training loss for train.head, from the training photos' per-class counts (for class weights)."""
+    if t.age_head == "years":
+        from pipeline.model.years import YearsLoss  # built on this module's three heads
+
+        return YearsLoss(t, counts)
     return HEADS[t.head].loss(t, counts)
 
 

@@ -2,22 +2,30 @@
 rebuilding from a checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import timm
 import torch
 
-from pipeline.config import BackboneConfig, ConfigError
+from pipeline.config import BackboneConfig, ConfigError, config_from_dict
 from pipeline.config.typed_yaml import where_relative
 from pipeline.model.heads import HEADS, timm_body
 
 
-def create(backbone: BackboneConfig, allow_pretrained: bool = True, head: str = "joint") -> torch.nn.Module:
+def create(backbone: BackboneConfig, allow_pretrained: bool = True, head: str = "joint",
+           years: tuple | None = None) -> torch.nn.Module:
     """Build the model. pretrained loads hub weights; `weights` loads a local file (classifier re-initialised).
 
-    head (train.head) sets the classifier's outputs and wraps the timm model so that it always returns 18 scores.
+    head (train.head) sets the classifier's outputs and wraps the timm model so that it returns 18 scores first.
+    years: (ages, age cuts) of a years age head (pipeline.model.years), whose age log-probabilities follow them.
     """
     kind = HEADS[head]
+    if years is not None:
+        from pipeline.model.years import MASK_GENDER, YearsHeads
+
+        kind = dataclasses.replace(kind, outputs=sum(MASK_GENDER) + len(years[0]),
+                                   wrap=lambda net: YearsHeads(net, *years))
     kw = {"num_classes": kind.outputs, "drop_rate": backbone.drop_rate}
     if backbone.drop_path_rate:
         kw["drop_path_rate"] = backbone.drop_path_rate
@@ -38,6 +46,14 @@ def create(backbone: BackboneConfig, allow_pretrained: bool = True, head: str = 
             f"backbone {backbone.name}: pretrained weights could not be fetched ({e}); download them once and set "
             f"`weights: /path/to/file` for this backbone, or set `pretrained: false`"
         ) from None
+
+
+def years_spec(cfg) -> tuple | None:
+    """(ages, age cuts) of the config's years age head, or None for a bands head: what create() needs."""
+    from pipeline.model.years import years_grid
+
+    grid = years_grid(cfg.train)
+    return None if grid is None else (grid, list(cfg.data.age_cuts))
 
 
 def norm_stats(model: torch.nn.Module) -> tuple[list[float], list[float]]:
@@ -61,7 +77,8 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild a trained model from best.pt: the architecture comes from the config stored beside the weights."""
     bb = BackboneConfig(**ckpt["backbone"])
-    model = create(bb, allow_pretrained=False, head=ckpt["config"]["train"].get("head", "joint"))
+    model = create(bb, allow_pretrained=False, head=ckpt["config"]["train"].get("head", "joint"),
+                   years=years_spec(config_from_dict(ckpt["config"])))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

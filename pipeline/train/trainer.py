@@ -37,6 +37,7 @@ from pipeline.model.inference import autocast_for, norm_tensors, predict_logits,
 from pipeline.model.losses import build_loss
 from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
+from pipeline.model.years import class_scores, prediction_arrays, with_age_targets
 from pipeline.progress import bar as progress_bar
 from pipeline.train.provenance import provenance
 from pipeline.train.rundata import RunData
@@ -78,9 +79,11 @@ class Trainer:
         labels = folds["label"].to_numpy()
         self.train_labels, self.val_labels = labels[self.train_rows], labels[self.val_rows]
         # one-hot, soft near the age cuts (data.soften_near_cut), pseudo-labelled photos' probabilities where soft
-        self.train_targets = with_soft_labels(folds, training_targets(folds, cfg.data))[self.train_rows]
+        # a years age head's Gaussian over ages follows the 18 columns (pipeline.model.years)
+        targets = with_soft_labels(folds, training_targets(folds, cfg.data))
+        self.train_targets = with_age_targets(targets, folds, t)[self.train_rows]
 
-        self.model = models.create(self.bb, head=t.head).to(self.device)
+        self.model = models.create(self.bb, head=t.head, years=models.years_spec(cfg)).to(self.device)
         self.mean, self.std = models.norm_stats(self.model)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -277,7 +280,7 @@ class Trainer:
                 self._optimizer_step()
             running += loss.detach() * t.accum_steps * len(y)
             n += len(y)
-            preds.append(logits.detach().argmax(1))
+            preds.append(class_scores(logits.detach()).argmax(1))
             truth.append(yb)
             if step % 10 == 0 and self.progress:
                 f1 = macro_f1(torch.cat(truth), torch.cat(preds).cpu())
@@ -313,8 +316,8 @@ class Trainer:
     def validate(self, tta=("orig",)) -> tuple[dict, np.ndarray]:
         model = self.ema.module if self.ema else self.forward
         loader = self.val_loader()
-        logits = predict_logits(model, loader, self.device, self.mean, self.std, tta, self.cfg.train.channels_last,
-                                self.amp, progress=self._bars("validate"))
+        logits = class_scores(predict_logits(model, loader, self.device, self.mean, self.std, tta,
+                                             self.cfg.train.channels_last, self.amp, progress=self._bars("validate")))
         loss = float(self.val_criterion(torch.from_numpy(logits), torch.from_numpy(self.val_labels)))
         return {"val_loss": loss, **{f"val_{k}": v for k, v in scores(self.val_labels, logits.argmax(1)).items()}}, logits
 
@@ -377,8 +380,9 @@ class Trainer:
         best, model = self._best_model()
         oof = predict_logits(model, self.val_loader(), **self._predict_kw(), progress=self._bars("OOF"))
         ids = self.data.folds["image_id"].to_numpy()
-        atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), logits=oof,
-                        labels=self.val_labels)
+        atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), labels=self.val_labels,
+                        **prediction_arrays(oof, self.cfg.train))
+        oof = class_scores(oof)
         self._write_test(model)
         oof_scores = scores(self.val_labels, oof.argmax(1))
         self.log(f"{self.bb.name} fold {self.fold}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
@@ -406,7 +410,7 @@ class Trainer:
         loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
         test = predict_logits(model, loader, **self._predict_kw(), progress=self._bars("test"))
         atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
-                        logits=test)
+                        **prediction_arrays(test, self.cfg.train))
 
     def _write_done(self, **fields) -> dict:
         """done.json, written last: the identity that makes this model finished (pipeline.layout), plus `fields`."""
