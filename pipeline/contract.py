@@ -249,7 +249,7 @@ def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
     for i, p in enumerate(people):
         by_id.setdefault(p[0], []).append(i)
     people = [list(p) for p in people]
-    swaps = set()
+    swaps, masks = set(), {}
     for line, fix in enumerate(fixes.itertuples(index=False), start=2):
         # A fix names a person folder; an id is accepted only when exactly one person has it (ids repeat).
         targets = [by_folder[fix.person_id]] if fix.person_id in by_folder else by_id.get(fix.person_id, [])
@@ -277,6 +277,9 @@ def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
                 else:
                     person[4] = int(fix.new)
                     report.fixes.append(f"{person[1]}: age {fix.old} -> {fix.new} ({fix.note})")
+            elif fix.field == "mask":  # one photo's mask label, after any swap
+                masks[(person[1], fix.old)] = fix.new
+                report.fixes.append(f"{person[1]}: photo {fix.old} shows {fix.new} ({fix.note})")
             else:  # swap two photos' mask labels
                 swaps.add((person[1], fix.old, fix.new))
                 report.fixes.append(f"{person[1]}: photos {fix.old} and {fix.new} swapped ({fix.note})")
@@ -291,7 +294,7 @@ def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
         for photo in PHOTOS:
             if photo not in photos:
                 continue
-            mask = relabel.get(photo, photo_mask(photo))
+            mask = masks.get((path, photo), relabel.get(photo, photo_mask(photo)))
             rows.append({
                 "image_id": f"{path}/{photo}",
                 "path": f"train/images/{path}/{photos[photo]}",
@@ -309,17 +312,21 @@ def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
     return df.astype({"age": int, "age_band": int, "label": int})
 
 
-FIX_FIELDS = ("gender", "age", "swap")
+FIX_FIELDS = ("gender", "age", "swap", "mask")
+FIX_COLUMNS = ["person_id", "field", "old", "new", "note"]
 
 
 def load_label_fixes(path: str | Path) -> pd.DataFrame:
-    """Read the label-fix file. Rows: person_id, field (gender | age | swap), old, new, note."""
+    """Read the label-fix file. Rows: person_id, field (gender | age | swap | mask), old, new, note.
+
+    swap: old and new name two photos whose mask labels are exchanged; mask: old names one photo, new the mask state
+    it shows (wear, incorrect or normal)."""
     path = Path(path)
     if not path.is_file():
         raise DataError([Problem(str(path), f"label-fix file not found{where_relative(path)}; fix data.label_fixes "
                                             f"or set it to null")])
     fixes = pd.read_csv(path, dtype=str, keep_default_na=False, comment="#")
-    need = ["person_id", "field", "old", "new", "note"]
+    need = FIX_COLUMNS
     absent = [c for c in need if c not in fixes.columns]
     if absent:
         raise DataError([Problem(str(path), f"missing column(s) {', '.join(absent)}; header: {','.join(need)}")])
@@ -329,6 +336,9 @@ def load_label_fixes(path: str | Path) -> pd.DataFrame:
             bad.append(Problem(f"{path} line {line}", f"field {fix.field!r}; use one of {', '.join(FIX_FIELDS)}"))
         elif fix.field == "swap" and not {fix.old, fix.new} <= set(PHOTOS):
             bad.append(Problem(f"{path} line {line}", f"swap needs two photo names from {', '.join(PHOTOS)}"))
+        elif fix.field == "mask" and not (fix.old in PHOTOS and fix.new in MASKS):
+            bad.append(Problem(f"{path} line {line}", f"mask fix needs a photo name ({', '.join(PHOTOS)}) as old and "
+                                                      f"a mask state ({', '.join(MASKS)}) as new"))
         elif fix.field == "gender" and not {fix.old, fix.new} <= set(GENDERS):
             bad.append(Problem(f"{path} line {line}", "gender fix needs old and new of male/female"))
     if bad:
