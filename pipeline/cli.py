@@ -86,14 +86,22 @@ def main():
 @click.option("--elder-pool", default=40, show_default=True, help="Unmasked 60+ outside faces for `external`.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--jobs", default=2, show_default=True, help="Processes drawing the photos.")
-def demo_data(out, persons, eval_images, elder_pool, seed, jobs):
+@click.option("--label-noise", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Known label errors of each kind (gender flips, incorrect/normal swaps, ages across a cut), "
+                   "listed in train/injected_errors.csv, which the pipeline never reads.")
+def demo_data(out, persons, eval_images, elder_pool, seed, jobs, label_noise):
     """Generate a demo data set in the competition layout (with eval/labels.csv truth)."""
     from pipeline.tools.demo_data import make_demo_data
 
-    path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool,
-                          n_jobs=jobs)
+    try:
+        path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool,
+                              n_jobs=jobs, label_noise=label_noise)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"wrote {persons} persons ({persons * 7} photos), {eval_images} eval photos and "
                f"{elder_pool} outside 60+ faces to {path}")
+    if label_noise:
+        click.echo(f"{label_noise} label errors of each kind injected, listed in {path / 'train' / 'injected_errors.csv'}")
 
 
 @main.command("check-data")
