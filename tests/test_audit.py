@@ -191,3 +191,9 @@ def test_audit_of_a_trained_run_blend_and_member(tmp_path, demo_source):
         assert len(load_label_fixes(audit_files(cfg.run_dir)["csv"])) == len(rows)
     res = runner.invoke(main, args + ["--member", "nope"])
     assert res.exit_code == 1 and "nope" in res.output and "test_resnet" in res.output
+
+
+def test_demo_data_refuses_more_errors_than_persons(tmp_path):
+    res = CliRunner().invoke(main, ["demo-data", "--out", str(tmp_path / "d"), "--persons", "5", "--label-noise", "2"])
+    assert res.exit_code == 1 and "--label-noise 2 needs 6 persons" in res.output and "--persons" in res.output
+    assert not (tmp_path / "d" / "train").exists()
