@@ -83,7 +83,7 @@ def age_suspects(photos: pd.DataFrame, probs: np.ndarray, cuts) -> pd.DataFrame:
 
 def _best_mask_change(lpm: np.ndarray, masks: np.ndarray) -> tuple[float, tuple]:
     """The best of: every pair of photos with different mask labels exchanged, every photo alone relabelled.
-    Returns (score, (i, j)) for a swap or (score, (i, new mask)) for a single photo, i and j rows within the person."""
+    Returns (score, ("swap", i, j)) or (score, ("mask", i, new mask code)), i and j rows within the person."""
     best = (-np.inf, None)
     for i in range(len(masks)):
         for j in range(i + 1, len(masks)):
@@ -101,8 +101,8 @@ def _best_mask_change(lpm: np.ndarray, masks: np.ndarray) -> tuple[float, tuple]
 
 
 def mask_suspects(photos: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-    """Every person with photos of two mask states, with the best mask change found: a swap of two photos (field
-    swap) or one photo relabelled (field mask)."""
+    """Every person, with the best mask change found: a swap of two photos (field swap) or one photo relabelled
+    (field mask)."""
     pm, _, _ = task_probs(probs)
     lpm = _log(pm)
     out = []
