@@ -197,3 +197,16 @@ def test_demo_data_refuses_more_errors_than_persons(tmp_path):
     res = CliRunner().invoke(main, ["demo-data", "--out", str(tmp_path / "d"), "--persons", "5", "--label-noise", "2"])
     assert res.exit_code == 1 and "--label-noise 2 needs 6 persons" in res.output and "--persons" in res.output
     assert not (tmp_path / "d" / "train").exists()
+
+
+def test_injected_errors_never_empty_a_group_and_say_when_they_do_not_fit():
+    from pipeline.tools.label_noise import choose_errors
+
+    people = [{"gender": g, "age": a} for g in ("male", "female") for a in (20, 40, 70) for _ in range(4)]
+    chosen = choose_errors(people, 2, seed=0)
+    assert sorted(k for _, k in chosen) == ["age", "age", "gender", "gender", "swap", "swap"]
+    assert len({i for i, _ in chosen}) == 6
+    labelled = pd.Series([(p["label_gender"], int(age_band(p["label_age"]))) for p in people]).value_counts()
+    assert len(labelled) == 6 and labelled.min() >= 2
+    with pytest.raises(ValueError, match="raise --persons"):
+        choose_errors(people[:3], 1, seed=0)  # one group of 3: after a gender flip an age move would leave 1

@@ -65,6 +65,10 @@ def choose_errors(people: list[dict], n: int, seed: int) -> list[tuple[int, str]
         p["swapped"] = kind == "swap"
         done[kind] += 1
         chosen.append((int(i), kind))
+    short = [k for k in KINDS if done[k] < n]
+    if short:
+        raise ValueError(f"--label-noise {n}: only {done[short[0]]} {short[0]} errors fit without leaving a gender x "
+                         f"age band with fewer than {MIN_GROUP} persons; raise --persons or lower --label-noise")
     return chosen
 
 
