@@ -210,3 +210,17 @@ def test_injected_errors_never_empty_a_group_and_say_when_they_do_not_fit():
     assert len(labelled) == 6 and labelled.min() >= 2
     with pytest.raises(ValueError, match="raise --persons"):
         choose_errors(people[:3], 1, seed=0)  # one group of 3: after a gender flip an age move would leave 1
+
+
+def test_a_mask_fix_relabels_one_photo_and_a_bad_one_is_refused(data_dir, tmp_path):
+    person = pd.read_csv(data_dir / "train" / "train.csv", dtype=str)["path"][0]
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text(f"person_id,field,old,new,note\n{person},mask,mask3,normal,audit photo 2.1\n")
+    cfg = make_config(tmp_path, data_dir, f"data.label_fixes={fixes}")
+    df, report = read_train(data_dir, cfg.data)
+    masks = df[df["person_id"] == person].set_index("photo")["mask"]
+    assert masks["mask3"] == "normal" and masks["mask2"] == "wear" and masks["normal"] == "normal"
+    assert report.fixes == [f"{person}: photo mask3 shows normal (audit photo 2.1)"]
+    fixes.write_text(f"person_id,field,old,new,note\n{person},mask,mask3,off,x\n")
+    res = CliRunner().invoke(main, cli_args("check-data", tmp_path, data_dir, f"data.label_fixes={fixes}"))
+    assert res.exit_code == 1 and f"{fixes} line 2" in res.output and "wear, incorrect, normal" in res.output
