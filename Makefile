@@ -11,6 +11,8 @@ FOLD ?= 0
 REFIT ?=
 IMAGES ?=
 OUT ?= predictions.csv
+MEMBER ?=
+TOP ?= 24
 # SET="k=v k2=[a, b]" -> one --set per key=value: split only where a new `key=` begins, so values may hold spaces.
 SETS := $(shell printf '%s' '$(subst ','\'',$(SET))' | python3 -c 'import re, shlex, sys; s = sys.stdin.read().strip(); print(" ".join("--set " + shlex.quote(p) for p in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", s)) if s else "")')
 DEMO_DATA := runs/demo-data
@@ -19,7 +21,7 @@ RUN ?= runs/$(basename $(notdir $(CONFIG)))
 # The maskfold command sets the allocator tuning itself (pipeline/tools/env.py); nothing to export here.
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo demo-data test check folds external pseudo train train-all ensemble predict compare cache bench clean clean-runs
+.PHONY: help setup demo demo-data test check folds external pseudo train train-all ensemble audit predict compare cache bench clean clean-runs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -28,6 +30,7 @@ help: ## Show this help
 	@echo "             JOBS=N (pairs trained at once)  RUNS=\"runs/a runs/b\" (compare)  BACKBONE= FOLD= (train)"
 	@echo "             REFIT=1 (train-all: then each backbone on every person, train.refit)"
 	@echo "             RUN=runs/x IMAGES=folder OUT=file.csv (predict; RUN defaults to runs/<config name>)"
+	@echo "             MEMBER=backbone TOP=N (audit: one member's OOF instead of the blend's; suspects shown)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -68,6 +71,9 @@ train-all: setup ## Train every (backbone, fold) pair of CONFIG (JOBS=N in paral
 
 ensemble: setup ## Blend predictions; write <run_dir>/submission.csv and ensemble/report.md
 	$(MASKFOLD) ensemble --config $(CONFIG) $(SETS)
+
+audit: setup ## Rank probable label errors of a finished run -> <run_dir>/audit/ (MEMBER=backbone TOP=N)
+	$(MASKFOLD) audit --config $(CONFIG) $(SETS) --top $(TOP) $(if $(MEMBER),--member $(MEMBER))
 
 train: setup ## Train one pair: make train BACKBONE=resnet10t FOLD=0
 	$(MASKFOLD) train --config $(CONFIG) $(SETS) --backbone $(BACKBONE) --fold $(FOLD)

@@ -23,6 +23,7 @@ from pipeline.contract import image_file, read_eval
 from pipeline.data.pseudo import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from pipeline.layout import (
+    blended_oof_npz,
     blended_probs_npz,
     ensemble_dir,
     folds_csv,
@@ -104,8 +105,8 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     log(f"used for the submission: {chosen} (honest OOF macro F1 {honest[chosen]:.4f}"
         f"{'; chosen by the nested figures' if e.choose_by_nested else ''})")
 
-    atomic_save_npz(out / "oof.npz", image_id=preds.image_ids, probs=weighted.astype(np.float32), labels=y,
-                    pred=final_pred)
+    atomic_save_npz(blended_oof_npz(cfg.run_dir), image_id=preds.image_ids, probs=weighted.astype(np.float32),
+                    labels=y, pred=final_pred)
     stacker = fitted["stacker"]
     saved = {"method": e.method, "backbones": names, "chosen": chosen, "honest_f1": honest,
              # a member of this run is found beside weights.json ("."), another run's by its absolute path

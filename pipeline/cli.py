@@ -1,7 +1,8 @@
 """The `maskfold` command: one sub-command per stage.
 
-This is the only module of pipeline/ that imports a stage (folds, external_data, pseudo_labels, ensemble); each
-command imports its stage lazily, so `maskfold --help` stays fast and the rest of the core never depends on a stage.
+This is the only module of pipeline/ that imports a stage (folds, external_data, pseudo_labels, ensemble, audit);
+each command imports its stage lazily, so `maskfold --help` stays fast and the rest of the core never depends on a
+stage.
 """
 from __future__ import annotations
 
@@ -86,14 +87,24 @@ def main():
 @click.option("--elder-pool", default=40, show_default=True, help="Unmasked 60+ outside faces for `external`.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--jobs", default=2, show_default=True, help="Processes drawing the photos.")
-def demo_data(out, persons, eval_images, elder_pool, seed, jobs):
+@click.option("--label-noise", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Known label errors of each kind (gender flips, incorrect/normal swaps, ages across a cut), "
+                   "listed in train/injected_errors.csv, which the pipeline never reads.")
+def demo_data(out, persons, eval_images, elder_pool, seed, jobs, label_noise):
     """Generate a demo data set in the competition layout (with eval/labels.csv truth)."""
     from pipeline.tools.demo_data import make_demo_data
+    from pipeline.tools.label_noise import INJECTED_ERRORS
 
-    path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool,
-                          n_jobs=jobs)
+    try:
+        path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool,
+                              n_jobs=jobs, label_noise=label_noise)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"wrote {persons} persons ({persons * 7} photos), {eval_images} eval photos and "
                f"{elder_pool} outside 60+ faces to {path}")
+    if label_noise:
+        click.echo(f"{label_noise} label errors of each kind injected, listed in {path / 'train' / INJECTED_ERRORS} "
+                   f"(the pipeline never reads it)")
 
 
 @main.command("check-data")
@@ -280,6 +291,19 @@ def ensemble_cmd(cfg, runs):
         run_ensemble(cfg, log=click.echo)
     except SubmissionError as e:
         raise click.ClickException(str(e)) from None
+
+
+@main.command("audit")
+@_config_options
+@click.option("--member", default=None, help="Audit with one backbone's OOF predictions (default: the chosen blend's).")
+@click.option("--top", default=24, show_default=True, type=click.IntRange(min=1),
+              help="Suspects shown in suspects.png and audit.md.")
+@_friendly
+def audit_cmd(cfg, member, top):
+    """Rank the training labels the run's OOF predictions find probably wrong; write <run_dir>/audit/."""
+    from audit.run import run_audit
+
+    run_audit(cfg, member=member, top=top, log=click.echo)
 
 
 @main.command("compare")

@@ -30,6 +30,7 @@ AGE_BANDS = 3
 # reshaped to (N, 3, 2, 3) has one axis per task.
 TASKS = (("mask", len(MASKS)), ("gender", len(GENDERS)), ("age", AGE_BANDS))
 MAX_AGE = 120
+FIX_COLUMNS = ["person_id", "field", "old", "new", "note"]  # the label-fix file (data.label_fixes)
 
 
 def age_band_names(cuts=(30, 60)) -> tuple[str, str, str]:
@@ -279,7 +280,7 @@ def _unlisted_folders(images: Path, table: pd.DataFrame, csv: Path, report: Repo
 def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
     from pipeline.label_fixes import apply_label_fixes  # here: that module reads this one's rules
 
-    people, swaps = apply_label_fixes(people, data_cfg, report)
+    people, swaps, masks = apply_label_fixes(people, data_cfg, report)
     rows = []
     for _id, path, gender, race, age, photos in people:
         band = int(age_band(age, data_cfg.age_cuts))
@@ -290,7 +291,7 @@ def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:
         for photo in PHOTOS:
             if photo not in photos:
                 continue
-            mask = relabel.get(photo, photo_mask(photo))
+            mask = masks.get((path, photo), relabel.get(photo, photo_mask(photo)))
             rows.append({
                 "image_id": f"{path}/{photo}",
                 "path": f"train/images/{path}/{photos[photo]}",

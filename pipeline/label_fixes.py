@@ -9,16 +9,19 @@ import pandas as pd
 
 from pipeline.config.schema import DataConfig
 from pipeline.config.typed_yaml import where_relative
-from pipeline.contract import GENDERS, PHOTOS, DataError, Problem, Report, age_problem
+from pipeline.contract import FIX_COLUMNS, GENDERS, MASKS, PHOTOS, DataError, Problem, Report, age_problem
 
-FIX_FIELDS = ("gender", "age", "swap")
+FIX_FIELDS = ("gender", "age", "swap", "mask")
 
 
 def load_label_fixes(path: str | Path) -> pd.DataFrame:
-    """Read the label-fix file. Rows: person_id, field (gender | age | swap), old, new, note; each checked with
-    train.csv's rules, so a fix cannot bring in a value that train.csv would refuse."""
+    """Read the label-fix file. Rows: person_id, field (gender | age | swap | mask), old, new, note; each checked
+    with train.csv's rules, so a fix cannot bring in a value that train.csv would refuse.
+
+    swap: old and new name two photos whose mask labels are exchanged; mask: old names one photo, new the mask state
+    it shows (wear, incorrect or normal)."""
     path = Path(path)
-    need = ["person_id", "field", "old", "new", "note"]
+    need = FIX_COLUMNS
     if not path.is_file():
         raise DataError([Problem(str(path), f"label-fix file not found{where_relative(path)}; fix data.label_fixes "
                                             f"or set it to null")])
@@ -46,6 +49,9 @@ def _fix_problem(fix) -> str | None:
         return f"field {fix.field!r}; use one of {', '.join(FIX_FIELDS)}"
     if fix.field == "swap" and not {fix.old, fix.new} <= set(PHOTOS):
         return f"swap needs two photo names from {', '.join(PHOTOS)}"
+    if fix.field == "mask" and not (fix.old in PHOTOS and fix.new in MASKS):
+        return (f"mask fix needs a photo name ({', '.join(PHOTOS)}) as old and a mask state ({', '.join(MASKS)}) "
+                f"as new")
     if fix.field == "gender" and not {fix.old, fix.new} <= set(GENDERS):
         return "gender fix needs old and new of male/female"
     if fix.field == "age":
@@ -58,16 +64,17 @@ def _fix_problem(fix) -> str | None:
     return None
 
 
-def apply_label_fixes(people: list, data_cfg: DataConfig, report: Report) -> tuple[list[list], set]:
-    """The persons (id, folder, gender, race, age, photos) with gender and age fixes applied, and the photo swaps
-    (folder, photo, photo) to apply to their mask labels; what was done, skipped or refused goes to the report."""
+def apply_label_fixes(people: list, data_cfg: DataConfig, report: Report) -> tuple[list[list], set, dict]:
+    """The persons (id, folder, gender, race, age, photos) with gender and age fixes applied, the photo swaps
+    (folder, photo, photo) to apply to their mask labels, and single photos' mask states ((folder, photo) -> mask,
+    applied after the swaps); what was done, skipped or refused goes to the report."""
     fixes = load_label_fixes(data_cfg.label_fixes) if data_cfg.label_fixes else pd.DataFrame()
     by_folder = {p[1]: i for i, p in enumerate(people)}
     by_id: dict[str, list[int]] = {}
     for i, p in enumerate(people):
         by_id.setdefault(p[0], []).append(i)
     people = [list(p) for p in people]
-    swaps = set()
+    swaps, masks = set(), {}
     for line, fix in enumerate(fixes.itertuples(index=False), start=2):
         # A fix names a person folder; an id is accepted only when exactly one person has it (ids repeat).
         targets = [by_folder[fix.person_id]] if fix.person_id in by_folder else by_id.get(fix.person_id, [])
@@ -95,7 +102,10 @@ def apply_label_fixes(people: list, data_cfg: DataConfig, report: Report) -> tup
                 else:
                     person[4] = age_problem(fix.new)[0]
                     report.fixes.append(f"{person[1]}: age {fix.old} -> {fix.new} ({fix.note})")
+            elif fix.field == "mask":  # one photo's mask label, after any swap
+                masks[(person[1], fix.old)] = fix.new
+                report.fixes.append(f"{person[1]}: photo {fix.old} shows {fix.new} ({fix.note})")
             else:  # swap two photos' mask labels
                 swaps.add((person[1], fix.old, fix.new))
                 report.fixes.append(f"{person[1]}: photos {fix.old} and {fix.new} swapped ({fix.note})")
-    return people, swaps
+    return people, swaps, masks

@@ -7,7 +7,9 @@
     <run_dir>/models/<backbone>/fold<k>/{best.pt, last.pt, metrics.csv, oof.npz, test.npz, done.json}
     <run_dir>/models/<backbone>/full/{best.pt, last.pt, metrics.csv, test.npz, done.json}   the full-data refit
     <run_dir>/ensemble/              ensemble stage: report, blend, weights.json (what predict replays),
-                                     test_probs.npz (the blended eval probabilities the pseudo stage reads)
+                                     test_probs.npz (the blended eval probabilities the pseudo stage reads),
+                                     oof.npz (the blend's OOF probabilities the audit stage reads)
+    <run_dir>/audit/                 audit stage: suspects.csv (label-fix rows), suspects.png, audit.md
     <run_dir>/gpu-locks/, tensorboard/  claims of local GPUs; TensorBoard logs when train.tensorboard is on
     <run_dir>/submission.csv
     <run_dir>/log.txt                what every command printed, timestamped, each entry led by its command line
@@ -55,10 +57,22 @@ submission_csv = _under_run("submission.csv")
 log_txt = _under_run("log.txt")
 job_lines = _under_run(".job-lines.txt")  # parallel jobs' lines on their way to the terminal and log.txt
 run_json = _under_run("run.json")
+audit_dir = _under_run("audit")
+
+
+def audit_files(run_dir) -> dict[str, Path]:
+    """The audit stage's outputs: suspects (label-fix rows), their photos, the summary."""
+    d = audit_dir(run_dir)
+    return {"csv": d / "suspects.csv", "png": d / "suspects.png", "md": d / "audit.md"}
 
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:
     return Path(run_dir) / "models" / backbone / f"fold{fold}"
+
+
+def pair_oof_npz(run_dir, backbone: str, fold: int) -> Path:
+    """A pair's out-of-fold logits (image_id, logits, labels) for its validation fold."""
+    return pair_dir(run_dir, backbone, fold) / "oof.npz"
 
 
 def gpu_lock(run_dir, index: int) -> Path:
@@ -77,6 +91,11 @@ def weights_json(run_dir) -> Path:
 def blended_probs_npz(run_dir) -> Path:
     """The ensemble's blended eval-set probabilities (image_id, probs, pred, age_cuts): what `maskfold pseudo` reads."""
     return ensemble_dir(run_dir) / "test_probs.npz"
+
+
+def blended_oof_npz(run_dir) -> Path:
+    """The chosen blend's out-of-fold probabilities (image_id, probs, labels, pred): what `maskfold audit` reads."""
+    return ensemble_dir(run_dir) / "oof.npz"
 
 
 def refit_dir(run_dir, backbone: str) -> Path:

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.contract import PHOTOS
 from pipeline.faces.masks import PROCEDURAL_KINDS, place_mask, procedural_mask
+from pipeline.tools.label_noise import INJECTED_ERRORS, choose_errors, errors_table
 
 W, H = 384, 512
 # Real class balance: about 47% under 30, 46% 30-59, 7% 60+; 61% women.
@@ -174,6 +175,8 @@ def _save(arr: np.ndarray, path: Path) -> None:
 def _write_person(person: dict, folder: Path, exts: list[str], junk: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     photos = render_person(person)
+    if person.get("swapped"):  # an injected label error: each photo saved under the other's name
+        photos["incorrect_mask"], photos["normal"] = photos["normal"], photos["incorrect_mask"]
     for (photo, arr), ext in zip(photos.items(), exts):
         _save(arr, folder / f"{photo}{ext}")
         if junk and photo == "mask1":
@@ -218,8 +221,11 @@ def make_elder_pool(out: Path, faces: int, rng: np.random.Generator, n_jobs: int
 
 
 def make_demo_data(out: str | Path, persons: int = 240, eval_images: int = 420, seed: int = 0, n_jobs: int = 2,
-                   elder_pool: int = 40) -> Path:
-    """Write the competition layout under `out` (plus an elder_pool/ of outside faces); returns the folder."""
+                   elder_pool: int = 40, label_noise: int = 0) -> Path:
+    """Write the competition layout under `out` (plus an elder_pool/ of outside faces); returns the folder.
+
+    label_noise: that many known label errors of each kind (pipeline.tools.label_noise), listed in
+    train/injected_errors.csv."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     # Ids from 100001 up: they never meet the real ids that configs/label_fixes.csv names.
@@ -230,14 +236,20 @@ def make_demo_data(out: str | Path, persons: int = 240, eval_images: int = 420, 
         for j in range(max(0, 2 - have)):
             i = (k * 2 + j) * 7 % persons
             people[i] = {**sample_person(rng, 100001 + i, band=b), "gender": g, "bald": False}
+    errors = choose_errors(people, label_noise, seed)
     rows, jobs = [], []
     for p in people:
-        folder = f"{p['id']}_{p['gender']}_{p['race']}_{p['age']}"
+        # the folder is named from the labels, as the competition's are
+        folder = f"{p['id']}_{p['label_gender']}_{p['race']}_{p['label_age']}"
         exts = [([".jpg"] * 8 + [".png", ".jpeg"])[i] for i in rng.integers(0, 10, len(PHOTOS))]
-        rows.append({"id": p["id"], "gender": p["gender"], "race": p["race"], "age": p["age"], "path": folder})
+        rows.append({"id": p["id"], "gender": p["label_gender"], "race": p["race"], "age": p["label_age"],
+                     "path": folder})
         jobs.append(delayed(_write_person)(p, out / "train" / "images" / folder, exts, rng.random() < 0.1))
     (out / "train").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "train" / "train.csv", index=False)
+    if errors:
+        table = errors_table(people, errors, [r["path"] for r in rows])
+        table.to_csv(out / "train" / INJECTED_ERRORS, index=False)
 
     truth = []
     (out / "eval" / "images").mkdir(parents=True, exist_ok=True)
