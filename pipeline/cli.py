@@ -210,6 +210,7 @@ def train_cmd(cfg, backbone, fold, device, force):
 @_friendly
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries, refit):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
+    from pipeline.tracking import track_run
     from pipeline.train.jobs import oof_scores, train_all
     from pipeline.train.provenance import write_run_json
 
@@ -228,6 +229,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     for b, s in oof_scores(cfg).items():
         click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds, with TTA "
                    f"{'+'.join(cfg.tta)})")
+    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof_scores(cfg).items() for k in ("f1", "acc")}, log=click.echo)
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
     write_run_json(cfg, start, table)
     busy = table[table["status"] == "busy"]
