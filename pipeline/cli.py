@@ -265,6 +265,24 @@ def ensemble_cmd(cfg, runs):
         raise click.ClickException(str(e)) from None
 
 
+@main.command("tune")
+@_config_options
+@_friendly
+def tune_cmd(cfg):
+    """Search the keys tune.params names with Optuna: trials under <run_dir>/tune/, then best.yaml and trials.csv.
+
+    Needs folds.csv (and external/ when data.use_external is on) in the run directory, as train-all does. A killed
+    tune resumes; several tune processes on one study share its trials."""
+    from tune.run import run_tune
+
+    given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
+    save_config(cfg, config_yaml(cfg.run_dir))
+    try:
+        run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @main.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
