@@ -53,8 +53,9 @@ def test_tune_prunes_resumes_and_writes_a_trainable_best(data_dir, tmp_path):
     tune_file(run, "study.db").parent.mkdir(parents=True)
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
     # two trials that learn, then one whose lr blows the weights up: the median pruner must stop it
-    for lr in (3e-3, 2e-3, 1.0):
-        study.enqueue_trial({"backbones.0.lr": lr, "train.mix.prob": 0.0})
+    queued = [{"backbones.0.lr": lr, "train.mix.prob": 0.0} for lr in (3e-3, 2e-3, 1.0)]
+    for settings in queued:
+        study.enqueue_trial(settings)
 
     # a tune process killed while it trains a trial
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *command("tune", config, tmp_path, data_dir)],
@@ -84,6 +85,8 @@ def test_tune_prunes_resumes_and_writes_a_trainable_best(data_dir, tmp_path):
     table = pd.read_csv(tune_file(run, "trials.csv"))
     assert len(table) == len(after) and set(table["state"]) >= {"complete", "pruned", "fail"}
     assert table["retry_of"].dropna().astype(int).tolist() == killed  # the killed trial's settings, tried again
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == killed[0]]
+    assert killed[0] >= len(queued) or retry.params == queued[killed[0]]  # all of them, drawn or not when killed
     assert tune_file(run, "history.png").stat().st_size > 0
     best = study.best_trial
     assert (pair_dir(trial_dir(run, best.number), "test_resnet", 0) / "done.json").is_file()
@@ -109,3 +112,11 @@ def test_tune_keys_are_checked_before_any_trial(data_dir, tmp_path):
         assert res.exit_code == 1 and words in res.output and "Traceback" not in res.output, res.output
     with pytest.raises(ConfigError, match="tune.pruner"):
         load_config(config, [*base_sets(tmp_path, data_dir), "tune.pruner=hyperband"])
+
+
+def test_the_shipped_tune_example_names_a_valid_space():
+    from tune.space import read_space
+
+    cfg = load_config(ROOT / "configs" / "demo-tune.yaml")
+    space = read_space(cfg, ROOT / "configs" / "demo-tune.yaml", [])
+    assert [p.key for p in space] == ["backbones.0.lr", "train.mix.prob"] and cfg.tune.backbones == ["resnet10t"]

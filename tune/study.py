@@ -55,7 +55,9 @@ def recover_dead(study, run_dir, log) -> None:
         elif time.time() - t.datetime_start.timestamp() < NEVER_LOCKED_S:
             continue  # just asked for: its process takes the lock next
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        # an enqueued trial's settings are fixed before they are drawn: a kill between the two loses only the draws
+        settings = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        study.enqueue_trial(settings, user_attrs={"retry_of": t.number})
         log(f"trial {t.number} was left running by a process that stopped; its settings are queued again")
 
 
