@@ -226,10 +226,11 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
         table = train_all(cfg, jobs=jobs)
     shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"})
     click.echo("\nsummary:\n" + shown.to_string(index=False))
-    for b, s in oof_scores(cfg).items():
+    oof = oof_scores(cfg)
+    for b, s in oof.items():
         click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds, with TTA "
                    f"{'+'.join(cfg.tta)})")
-    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof_scores(cfg).items() for k in ("f1", "acc")}, log=click.echo)
+    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof.items() for k in ("f1", "acc")}, log=click.echo)
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
     write_run_json(cfg, start, table)
     busy = table[table["status"] == "busy"]
