@@ -152,3 +152,27 @@ def test_tracking_settings_stay_out_of_the_pair_hash(data_dir, tmp_path):
     tracked = make_config(tmp_path, data_dir, "tracking.kind=none", "tracking.project=other", "tracking.uri=x",
                           "tune.trials=3")
     assert plain.pair_hash(plain.backbone_names()[0]) == tracked.pair_hash(tracked.backbone_names()[0])
+
+
+def test_ray_workers_log_their_pairs(data_dir, tmp_path):
+    ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    from folds.make import write_folds
+    from pipeline.train.ray_jobs import train_all_ray
+
+    store = tmp_path / "mlruns"
+    cfg = make_config(tmp_path, data_dir, *TINY, "train.epochs=1", "tracking.kind=mlflow", f"tracking.uri={store}")
+    write_folds(cfg, log=lambda m: None)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        table = train_all_ray(cfg, cpus_per_job=1, log=lambda m: None)
+    finally:
+        ray.shutdown()
+    assert set(table["status"]) == {"done"}, table.to_string()
+    record = json.loads(tracking_json(tmp_path / "run").read_text())  # made by the driver, before the jobs
+    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    for key, run_id in record["children"].items():  # each written by the worker that trained the pair
+        assert client.get_metric_history(run_id, "val_f1")[0].step == 1
+    assert sorted(k.split("@")[0] for k in record["children"]) == [f"{BACKBONE}/fold0", f"{BACKBONE}/fold1"]
