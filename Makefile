@@ -21,7 +21,7 @@ RUN ?= runs/$(basename $(notdir $(CONFIG)))
 # The maskfold command sets the allocator tuning itself (pipeline/tools/env.py); nothing to export here.
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo demo-data test check folds external pseudo train train-all ensemble audit predict compare cache bench clean clean-runs
+.PHONY: help setup demo demo-data test check folds external pseudo train train-all ensemble audit tune predict compare cache bench clean clean-runs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ help: ## Show this help
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,faces,ray]'
+	$(PY) -m pip install -q -e '.[dev,faces,ray,mlflow,wandb,tune]'
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install maskfold with its test tools
@@ -74,6 +74,9 @@ ensemble: setup ## Blend predictions; write <run_dir>/submission.csv and ensembl
 
 audit: setup ## Rank probable label errors of a finished run -> <run_dir>/audit/ (MEMBER=backbone TOP=N)
 	$(MASKFOLD) audit --config $(CONFIG) $(SETS) --top $(TOP) $(if $(MEMBER),--member $(MEMBER))
+
+tune: setup ## Optuna study over the config's tune.params (default configs/demo-tune.yaml): <run_dir>/tune/best.yaml
+	$(MASKFOLD) tune --config $(if $(filter configs/demo.yaml,$(CONFIG)),configs/demo-tune.yaml,$(CONFIG)) $(SETS)
 
 train: setup ## Train one pair: make train BACKBONE=resnet10t FOLD=0
 	$(MASKFOLD) train --config $(CONFIG) $(SETS) --backbone $(BACKBONE) --fold $(FOLD)

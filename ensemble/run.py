@@ -33,6 +33,7 @@ from pipeline.layout import (
     weights_json,
 )
 from pipeline.model.metrics import scores
+from pipeline.tracking import track_run
 
 KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking"}
 TEST_MODELS = {"folds": "the fold models", "refit": "the full-data refits",
@@ -159,10 +160,33 @@ def run_ensemble(cfg: Config, log=print) -> dict:
                                                cfg.data.age_cuts, saved["age_cut"]))
     for line in headline:
         log(line)
-    if submission is not None:
-        log(f"submission: {submission_csv(cfg.run_dir)} ({len(submission)} rows, validated)")
-        truth = Path(cfg.data_dir) / "eval" / "labels.csv"
-        if truth.is_file():  # the generated demo set ships its truth so the demo can score itself
-            t = pd.read_csv(truth).set_index("ImageID").loc[submission["ImageID"], "ans"].to_numpy()
-            log(f"eval macro F1 against {truth}: {scores(t, submission['ans'].to_numpy())['f1']:.4f}")
+    eval_f1 = _closing_lines(cfg, submission, log)
+    track_run(cfg, ensemble_figures(rows, honest, chosen, eval_f1), [out / "report.md", weights_json(cfg.run_dir),
+                                                                    *sorted(out.glob("*.png"))], "ensemble", log)
     return {"rows": rows, "weights": saved}
+
+
+def _closing_lines(cfg: Config, submission: pd.DataFrame | None, log) -> float | None:
+    """The submission's line and, where the eval truth is known (the generated demo set ships it so the demo can
+    score itself), the eval macro F1, which it returns."""
+    if submission is None:
+        return None
+    log(f"submission: {submission_csv(cfg.run_dir)} ({len(submission)} rows, validated)")
+    truth = Path(cfg.data_dir) / "eval" / "labels.csv"
+    if not truth.is_file():
+        return None
+    t = pd.read_csv(truth).set_index("ImageID").loc[submission["ImageID"], "ans"].to_numpy()
+    eval_f1 = scores(t, submission["ans"].to_numpy())["f1"]
+    log(f"eval macro F1 against {truth}: {eval_f1:.4f}")
+    return eval_f1
+
+
+def ensemble_figures(rows: dict, honest: dict, chosen: str, eval_f1: float | None) -> dict:
+    """The report's figures as metric names every tracker takes: `f1/<row>`, `honest_f1/<blend>`, the chosen
+    blend's honest F1 and, where the eval truth is known (the demo), the eval F1."""
+    def slug(text: str) -> str:
+        return "_".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+    figures = {f"{k}/{slug(label)}": v for label, s in rows.items() for k, v in s.items() if k in ("f1", "acc")}
+    figures.update({f"honest_f1/{slug(label)}": v for label, v in honest.items()})
+    return {**figures, "honest_f1": honest[chosen], "eval_f1": eval_f1}

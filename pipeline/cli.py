@@ -238,6 +238,7 @@ def train_cmd(cfg, backbone, fold, device, force):
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries, refit):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
     from pipeline.preflight import require_config_device
+    from pipeline.tracking import track_run
     from pipeline.train.jobs import oof_scores, train_all
     from pipeline.train.provenance import write_run_json
 
@@ -255,9 +256,11 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
         table = train_all(cfg, jobs=jobs)
     shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"})
     click.echo("\nsummary:\n" + shown.to_string(index=False))
-    for b, s in oof_scores(cfg).items():
+    oof = oof_scores(cfg)
+    for b, s in oof.items():
         click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds, with TTA "
                    f"{'+'.join(cfg.tta)})")
+    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof.items() for k in ("f1", "acc")}, log=click.echo)
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
     write_run_json(cfg, start, table)
     busy = table[table["status"] == "busy"]
@@ -304,6 +307,22 @@ def audit_cmd(cfg, member, top):
     from audit.run import run_audit
 
     run_audit(cfg, member=member, top=top, log=click.echo)
+@main.command("tune")
+@_config_options
+@_friendly
+def tune_cmd(cfg):
+    """Search the keys tune.params names with Optuna: trials under <run_dir>/tune/, then best.yaml and trials.csv.
+
+    Needs folds.csv (and external/ when data.use_external is on) in the run directory, as train-all does. A killed
+    tune resumes; several tune processes on one study share its trials."""
+    from tune.run import run_tune
+
+    given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
+    save_config(cfg, config_yaml(cfg.run_dir))
+    try:
+        run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command("compare")

@@ -14,6 +14,8 @@
     <run_dir>/submission.csv
     <run_dir>/log.txt                what every command printed, timestamped, each entry led by its command line
     <run_dir>/run.json               provenance of the last train-all: times, host, device, code and library versions
+    <run_dir>/tracking.json          which MLflow or W&B run (and child per pair) this run logs to (tracking.kind)
+    <run_dir>/tune/                  tune stage: study.db, trial-<n>/ (each a run directory), trials.csv, best.yaml
 
 The decoded-photo cache is the project's, not a run's: `cache_dir` (default runs/.cache/), shared by every run.
 
@@ -58,12 +60,30 @@ log_txt = _under_run("log.txt")
 job_lines = _under_run(".job-lines.txt")  # parallel jobs' lines on their way to the terminal and log.txt
 run_json = _under_run("run.json")
 audit_dir = _under_run("audit")
+tracking_json = _under_run("tracking.json")
+tracking_lock = _under_run(".tracking.lock")
+tune_dir = _under_run("tune")
 
 
 def audit_files(run_dir) -> dict[str, Path]:
     """The audit stage's outputs: suspects (label-fix rows), their photos, the summary."""
     d = audit_dir(run_dir)
     return {"csv": d / "suspects.csv", "png": d / "suspects.png", "md": d / "audit.md"}
+
+
+def tune_file(run_dir, name: str) -> Path:
+    """A file of the tune stage: study.db, trials.csv, best.yaml, or a plot (history.png, importances.png)."""
+    return tune_dir(run_dir) / name
+
+
+def trial_dir(run_dir, number: int) -> Path:
+    """A tune trial's own run directory (its models/<backbone>/fold<k>/ as train-all would write them)."""
+    return tune_dir(run_dir) / f"trial-{number:03d}"
+
+
+def trial_lock(run_dir, number: int) -> Path:
+    """Held while a process trains the trial: free with the file still there means its process died."""
+    return trial_dir(run_dir, number) / ".lock"
 
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:

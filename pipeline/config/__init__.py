@@ -23,13 +23,16 @@ from pipeline.config.schema import (
     LossTerm,
     MixConfig,
     PseudoConfig,
+    TrackingConfig,
     TrainConfig,
+    TuneConfig,
 )
 from pipeline.config.rules import check_age_cuts, check_ranges
 from pipeline.config.typed_yaml import ConfigError, apply_set, build, read_yaml
 
 __all__ = ["AugmentConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig",
-           "ExternalConfig", "FoldsConfig", "LossTerm", "MixConfig", "NOT_IN_PAIR_HASH", "PseudoConfig", "TrainConfig",
+           "ExternalConfig", "FoldsConfig", "LossTerm", "MixConfig", "NOT_IN_PAIR_HASH", "PseudoConfig",
+           "TrackingConfig", "TrainConfig", "TuneConfig",
            "config_from_dict",
            "load_config", "save_config"]
 
@@ -52,6 +55,7 @@ def _validate(cfg: Config, source: str) -> None:
     from pipeline.model.heads import HEADS
     from pipeline.model.losses import LOSSES
     from pipeline.model.optim import OPTIMIZERS, SCHEDULERS
+    from pipeline.tracking import TRACKERS
 
     choices = {
         "train.optimizer": (cfg.train.optimizer, tuple(OPTIMIZERS)),
@@ -63,11 +67,15 @@ def _validate(cfg: Config, source: str) -> None:
         "data.crop": (cfg.data.crop, CROPS),
         "external.landmarks": (cfg.external.landmarks, LANDMARK_SOURCES),
         "ensemble.test_from": (cfg.ensemble.test_from, TEST_FROM),
+        "tracking.kind": (cfg.tracking.kind, tuple(TRACKERS)),
+        "tune.pruner": (cfg.tune.pruner, TUNE_PRUNERS),
+        "tune.metric": (cfg.tune.metric, TUNE_METRICS),
         **{f"train.loss.{i}.name": (term.name, tuple(LOSSES)) for i, term in enumerate(cfg.train.loss)},
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    _check_tracking(cfg, source)
     from pipeline.faces.boxes import bad_chain
 
     if why := bad_chain(cfg.data.face_detector):
@@ -98,6 +106,14 @@ def _validate(cfg: Config, source: str) -> None:
     for t in cfg.tta:
         if t not in ("orig", "hflip") and not (t.startswith("crop") and t[4:].isdigit() and 50 <= int(t[4:]) < 100):
             raise ConfigError(f"{source}: 'tta' entry {t!r}; use orig, hflip or cropNN (50-99)")
+
+
+def _check_tracking(cfg: Config, source: str) -> None:
+    """A tracker whose extra is missing fails every command at once, with the pip line (before any epoch)."""
+    from pipeline.tracking import missing_extra
+
+    if why := missing_extra(cfg.tracking.kind):  # found without importing it: loading a config stays cheap
+        raise ConfigError(f"{source}: 'tracking.kind' is {cfg.tracking.kind} but {why}")
 
 
 def _check_techniques(cfg: Config, source: str) -> None:
@@ -158,6 +174,8 @@ CROPS = ("none", "face")
 LANDMARK_SOURCES = ("dlib", "file")
 # which models predict the eval set; auto: the folds, and the refits too where the run has them
 TEST_FROM = ("folds", "refit", "both", "auto")
+TUNE_PRUNERS = ("median", "none")
+TUNE_METRICS = ("val_f1", "val_acc", "val_loss")  # metrics.csv columns; a loss is minimised, the others maximised
 
 
 def _check_backbone_names(cfg: Config, source: str) -> None:

@@ -173,6 +173,32 @@ class PseudoConfig:
 
 
 @dataclass
+class TrackingConfig:
+    # Where each run, pair and refit is logged besides its own files (pipeline.tracking): none | mlflow | wandb.
+    kind: str = "none"
+    # mlflow: a folder (holding an SQLite store and the artifacts) or any MLflow tracking URI, default runs/mlruns;
+    # wandb: the folder W&B writes its files to, default W&B's own (WANDB_DIR, else the working directory).
+    uri: str | None = None
+    project: str = "maskfold"  # the MLflow experiment, or the W&B project
+
+
+@dataclass
+class TuneConfig:
+    # `maskfold tune` (the tune stage): an Optuna study over `params`, each trial training `folds` of `backbones`.
+    trials: int = 20  # trials counted (finished or pruned) over every process that shares the study
+    folds: list[int] = field(default_factory=lambda: [0])
+    backbones: list[str] = field(default_factory=list)  # empty: every backbone of the config
+    metric: str = "val_f1"  # val_f1 | val_acc (maximised) | val_loss (minimised): best epoch, mean over the pairs
+    # dotted key -> [log, low, high] | [float, low, high] | [int, low, high] | [choice, a, b, ...]
+    params: dict = field(default_factory=dict)
+    pruner: str = "median"  # median | none
+    startup_trials: int = 2  # trials finished before the pruner may stop one
+    warmup_epochs: int = 1  # epochs of a trial before the pruner may stop it
+    storage: str | None = None  # any Optuna storage URL; default SQLite at <run_dir>/tune/study.db
+    study: str | None = None  # the study's name; default the run directory's name
+
+
+@dataclass
 class Config:
     data_dir: str = "data"
     run_dir: str | None = None
@@ -189,6 +215,8 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     external: ExternalConfig = field(default_factory=ExternalConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def backbone(self, name: str) -> BackboneConfig:
         for b in self.backbones:
@@ -216,7 +244,8 @@ class Config:
         """Hash of the settings that change one backbone's weights; a finished pair with the same hash is skipped.
 
         Paths are left out (the photos, labels and folds they lead to are identified by content, see
-        pipeline.layout), and so is what does not change the weights: where and how fast it runs, logging, TTA
+        pipeline.layout), and so is what does not change the weights: where and how fast it runs, logging and
+        tracking, a tune study's settings, TTA
         (predictions are redone when only TTA changes), the ensemble, and whether a full-data refit follows the
         folds (the refit's own identity adds its epoch count, see pipeline.layout).
         """
@@ -241,4 +270,4 @@ class Config:
 YEARS_KEYS = ("age_head", "age_range", "age_sigma", "age_l1_weight")
 NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "cache_dir", "tta", "ensemble", "data.label_fixes", "external.path",
                     "external.images_dir", "external.templates", "train.num_workers", "train.device",
-                    "train.tensorboard", "train.refit", "pseudo.from_run")
+                    "train.tensorboard", "train.refit", "pseudo.from_run", "tracking", "tune")

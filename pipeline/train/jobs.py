@@ -21,6 +21,7 @@ from pipeline.model.metrics import backbone_oof
 from pipeline.model.models import require_weights
 from pipeline.progress import bar as progress_bar
 from pipeline.progress import relay, say
+from pipeline.tracking import open_tracking
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import require_tensorboard
@@ -128,6 +129,7 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
     save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back
+    open_tracking(cfg, log)  # the run's tracked run, made here before the jobs log their children to it
     data = load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
     todo, rows = pending_pairs(cfg)
     log(f"{len(todo)} pair(s) to train, {len(rows)} already finished")

@@ -25,6 +25,7 @@ from pipeline.layout import config_yaml, folds_csv, pair_dir
 from pipeline.model.models import require_weights
 from pipeline.train.jobs import pending_pairs, run_one, train_refits
 from pipeline.train.rundata import RunData, load_run_data
+from pipeline.tracking import open_tracking
 from pipeline.train.trainer import require_tensorboard
 
 PROBE_PREFIX = ".storage-probe-"
@@ -116,6 +117,7 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)
     save_config(cfg, config_yaml(cfg.run_dir))
+    open_tracking(cfg, log)  # made by the driver: workers log their pairs' children to it (tracking.json)
     data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
     todo, rows = pending_pairs(cfg)
     rows = [{**r, "attempts": 0} for r in rows]

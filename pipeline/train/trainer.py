@@ -39,6 +39,7 @@ from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
 from pipeline.model.years import class_scores, prediction_arrays, with_age_targets
 from pipeline.progress import bar as progress_bar
+from pipeline.tracking import pair_tracker
 from pipeline.train.provenance import provenance
 from pipeline.train.rundata import RunData
 from pipeline.train.state import rng_state, seed_everything, set_rng_state
@@ -68,6 +69,7 @@ class Trainer:
         self.hash = self.identity()
         self.digest = data.digest
         self.dir = self.output_dir()
+        self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, self.hash, log)  # epochs and done, as written
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
         t = cfg.train
@@ -358,6 +360,7 @@ class Trainer:
         # six significant digits: readable, and a learning rate of 3e-6 keeps its value
         atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv", float_format="%.6g")
         self._tensorboard(row)
+        self.tracker.epoch(row)
 
     def _bars(self, what: str):
         """A bar over a prediction's batches (validation, OOF, test), or None when bars are off for this pair."""
@@ -420,4 +423,5 @@ class Trainer:
                 "train_seconds": round(sum(r.get("seconds", 0) for r in self.history), 1),
                 "provenance": provenance(self.started, self.device)}
         atomic_write_text(self.dir / "done.json", json.dumps(info, indent=1))
+        self.tracker.done(info, self.dir)
         return info

@@ -1,0 +1,160 @@
+"""Tracking: each run, pair and refit logged to MLflow or Weights & Biases beside its own files (tracking.kind).
+
+One tracked run per maskfold run directory holds the resolved config, the OOF figures of train-all and the
+ensemble's figures and report; one child per (backbone, fold) pair and per refit holds that pair's settings as flat
+params, its hash and provenance as tags, every epoch's row of metrics.csv as it is written, and its final figures.
+Which runs these are is kept in <run_dir>/tracking.json (pipeline.tracking.record), so every command and every
+process of a run (parallel jobs, Ray workers that see the run directory) logs to the same ones, and a resumed pair
+goes on in its own child.
+
+The trainer and the ensemble see only the small interface below: a Tracker (epoch, done) per pair, and
+track_run for the run's own figures. Tracking never stops a training: the first error becomes one warning line,
+and that pair (or that call) goes on unlogged.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Protocol
+
+# kind -> (the module it needs, the extra that installs it); none needs nothing
+TRACKERS = {"none": None, "mlflow": ("mlflow", "maskfold[mlflow]"), "wandb": ("wandb", "maskfold[wandb]")}
+
+
+def missing_extra(kind: str) -> str | None:
+    """Why `kind` cannot log here (its package is not installed, with the pip line), or None."""
+    need = TRACKERS.get(kind)
+    if need is None or importlib.util.find_spec(need[0]) is not None:
+        return None
+    return f"{need[0]} is not installed: pip install '{need[1]}', or set tracking.kind: none"
+
+
+class Tracker(Protocol):
+    """What a trainer tells its pair's tracked run: each epoch's metrics.csv row, then its done.json record."""
+
+    def epoch(self, row: dict) -> None: ...
+
+    def done(self, record: dict, folder: Path) -> None: ...
+
+
+class NoTracker:
+    """tracking.kind: none."""
+
+    def epoch(self, row: dict) -> None:
+        pass
+
+    def done(self, record: dict, folder: Path) -> None:
+        pass
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """A nested config as dotted keys (`train.mix.prob`, `backbones.0.lr`), the form MLflow params and W&B take."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flat(v, key + "."))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for i, x in enumerate(v):
+                out.update(flat(x, f"{key}.{i}."))
+        else:
+            out[key] = v
+    return out
+
+
+def numbers(record: dict) -> dict:
+    """The numeric fields of a record (scores, epochs, seconds): what becomes a run's final figures."""
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def describe(record: dict) -> dict:
+    """The other fields of a record, provenance flattened: what becomes a run's tags."""
+    rest = {k: v for k, v in record.items() if k not in numbers(record)}
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in flat(rest).items()}
+
+
+_WARNED: set[str] = set()  # warnings this process gave: a store that is down gives one line, not one per pair
+
+
+class _Guarded:
+    """Runs tracking calls until the first error, which becomes one warning line; after it, nothing more."""
+
+    def __init__(self, kind: str, log):
+        self.kind, self.log, self.broken = kind, log, False
+
+    def call(self, fn, *args):
+        if self.broken:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - tracking must never stop a training
+            self.broken = True
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            line = f"warning: {self.kind} tracking failed ({type(e).__name__}: {first}); going on without it"
+            if line not in _WARNED:
+                _WARNED.add(line)
+                self.log(line)
+            return None
+
+
+class PairTracker(_Guarded):
+    """One pair's or refit's child run, started at its first epoch (or at done, for a pair only re-predicted)."""
+
+    def __init__(self, cfg, backbone: str, name: str, identity: str, log=print):
+        super().__init__(cfg.tracking.kind, log)
+        self.cfg, self.backbone, self.name, self.identity, self.store = cfg, backbone, name, identity, None
+
+    def _open(self):
+        if self.store is None:
+            from dataclasses import asdict
+
+            from pipeline.tracking.record import child_store
+
+            settings = {**self.cfg.to_dict(), "backbones": [asdict(self.cfg.backbone(self.backbone))]}
+            self.store = child_store(self.cfg, self.backbone, self.name, self.identity, flat(settings))
+        return self.store
+
+    def epoch(self, row: dict) -> None:
+        self.call(lambda: self._open().history({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"])))
+
+    def done(self, record: dict, folder: Path) -> None:
+        def finish():
+            store = self._open()
+            # done.json's val_f1 is the best epoch's: named apart from the per-epoch val_f1 curve it would extend
+            store.summary({("best_val_f1" if k == "val_f1" else k): v for k, v in numbers(record).items()})
+            store.tag(describe(record))
+            store.upload([Path(folder) / f for f in ("metrics.csv", "done.json") if (Path(folder) / f).is_file()], "")
+            store.end()
+        self.call(finish)
+
+
+def pair_tracker(cfg, backbone: str, name: str, identity: str, log=print) -> Tracker:
+    """The tracker of one pair (name fold<k>) or refit (name full) whose done.json will carry `identity`."""
+    if cfg.tracking.kind == "none":
+        return NoTracker()
+    return PairTracker(cfg, backbone, name, identity, log)
+
+
+def open_tracking(cfg, log=print) -> None:
+    """Make the run's tracked run now (train-all calls it on the driver, before any job), so that every job finds
+    it in tracking.json instead of racing to make it."""
+    if cfg.tracking.kind != "none":
+        from pipeline.tracking.record import open_record
+
+        _Guarded(cfg.tracking.kind, log).call(open_record, cfg)
+
+
+def track_run(cfg, figures: dict, files=(), folder: str = "", log=print) -> None:
+    """Log final figures (and files, as artifacts under `folder`) to the run's own tracked run."""
+    if cfg.tracking.kind == "none":
+        return
+
+    def send():
+        from pipeline.tracking.record import run_store
+
+        store = run_store(cfg)
+        store.summary({k: float(v) for k, v in figures.items() if v is not None})
+        store.upload([Path(f) for f in files if Path(f).is_file()], folder)
+        store.end()
+    _Guarded(cfg.tracking.kind, log).call(send)
