@@ -73,8 +73,11 @@ def hard_vote(probs: list[np.ndarray]) -> np.ndarray:
 
 
 def predict_with(probs: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
-    logp = np.log(np.clip(probs, 1e-12, None))
-    return (logp + (0 if offsets is None else offsets)).argmax(1)
+    logp = np.maximum(probs, 1e-12)  # the searches call this hundreds of times: one buffer, logged in place
+    np.log(logp, out=logp)
+    if offsets is not None:
+        logp += offsets
+    return logp.argmax(1)
 
 
 def search_weights(probs: list[np.ndarray], y: np.ndarray, rounds: int = 3) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,7 +150,8 @@ def build_workload(cfg: Config, root: str | Path, persons: int, eval_images: int
 
     log(f"building the workload under {root}: {persons} persons, {eval_images} eval photos, {members} members")
     built.unlink(missing_ok=True)
-    if not (root / "data" / "eval" / "labels.csv").is_file() or len(pd.read_csv(root / "data" / "train" / "train.csv")) != persons:
+    if _photo_counts(root / "data") != (persons, eval_images):
+        shutil.rmtree(root / "data", ignore_errors=True)  # no photo of another size's set may stay behind
         make_demo_data(root / "data", persons=persons, eval_images=eval_images, seed=0, elder_pool=0,
                        n_jobs=os.cpu_count() or 2)
     save_config(wcfg, root / "config.yaml")
@@ -165,6 +167,14 @@ def build_workload(cfg: Config, root: str | Path, persons: int, eval_images: int
     predict_run(wcfg, root, predict_backbone)
     atomic_write_text(built, json.dumps(sizes))
     return wcfg
+
+
+def _photo_counts(data: Path) -> tuple[int, int] | None:
+    """(persons, eval photos) of a generated set already there, or None."""
+    try:
+        return len(pd.read_csv(data / "train" / "train.csv")), len(pd.read_csv(data / "eval" / "labels.csv"))
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
 
 
 def member_runs(root: str | Path) -> list[Path]:
