@@ -98,6 +98,8 @@ def run_ensemble(cfg: Config, log=print) -> dict:
         nested = scores(y, fitter.nested_blend(kind, oof, y, part, off, e.method, **kw))
         rows[f"ensemble + {label} (nested, {how})"] = nested
         honest[label] = nested["f1"]
+    for line in blend.take_notes():  # e.g. a stacker that did not converge: once, with what to change
+        log(line)
     chosen = max(honest, key=honest.get) if e.choose_by_nested else list(fits)[-1]
     fitted = fits[chosen]
     fitter = cutter if "age_shift" in fitted else blend

@@ -144,17 +144,40 @@ def folds_cmd(cfg):
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True)
 @click.option("--rounds", default=3, show_default=True, help="Timed rounds per figure (the median is shown).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
+@click.option("--stages", is_flag=True, help="Instead: time every stage that grows with the data (wall seconds, "
+                                              "peak memory) on a generated workload built once under --workload.")
+@click.option("--workload", default="runs/bench-workload", show_default=True, type=click.Path(file_okay=False),
+              help="--stages: the folder of the workload (photos, member predictions), reused when it is whole.")
+@click.option("--persons", default=2700, show_default=True, help="--stages: training persons (7 photos each).")
+@click.option("--eval-images", default=12600, show_default=True, help="--stages: eval photos.")
+@click.option("--members", default=6, show_default=True, help="--stages: ensemble members (backbones x runs).")
+@click.option("--backbones-per-run", default=2, show_default=True, help="--stages: members per run.")
+@click.option("--fraction", "fractions", multiple=True, type=float,
+              help="--stages: also at this fraction of the persons and eval photos (repeatable; default 1).")
+@click.option("--stage", "only", multiple=True, help="--stages: time only this stage (repeatable; default all).")
+@click.option("--stage-timeout", default=None, type=float, help="--stages: stop a stage after this many seconds.")
 @_friendly
-def bench_cmd(cfg, backbones, device, rounds, out):
-    """Time the loader (JPEG vs cache), the train step (naive vs tuned), inference and the whole loop."""
+def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
+    """Time the loader (JPEG vs cache), the train step (naive vs tuned), inference and the whole loop; or, with
+    --stages, each stage that grows with the data."""
     import json
 
     from pipeline.io import atomic_write_text
-    from pipeline.preflight import require_device
-    from pipeline.tools.bench import run_bench
 
-    require_device(device, f"--device {device}")
-    result = run_bench(cfg, list(backbones) or cfg.backbone_names(), device, rounds, log=click.echo)
+    if stages:
+        from pipeline.tools.stage_bench import STAGES, run_stage_bench, stage_table
+
+        sizes = {k: opts[k] for k in ("persons", "eval_images", "members", "backbones_per_run")}
+        result = run_stage_bench(cfg, opts["workload"], sizes, opts["fractions"] or (1.0,), opts["only"] or STAGES,
+                                 opts["stage_timeout"], log=click.echo)
+        result["table"] = stage_table(result)
+        click.echo(result["table"])
+    else:
+        from pipeline.preflight import require_device
+        from pipeline.tools.bench import run_bench
+
+        require_device(device, f"--device {device}")
+        result = run_bench(cfg, list(backbones) or cfg.backbone_names(), device, rounds, log=click.echo)
     if out:
         atomic_write_text(out, json.dumps(result, indent=1))
         click.echo(f"wrote {out}")
