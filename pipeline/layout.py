@@ -12,6 +12,7 @@
     <run_dir>/submission.csv
     <run_dir>/log.txt                what every command printed, timestamped, each entry led by its command line
     <run_dir>/run.json               provenance of the last train-all: times, host, device, code and library versions
+    <run_dir>/.switch.json           only while an output set is being switched in (pipeline.switch)
 
 The decoded-photo cache is the project's, not a run's: `cache_dir` (default runs/.cache/), shared by every run.
 
@@ -55,6 +56,7 @@ submission_csv = _under_run("submission.csv")
 log_txt = _under_run("log.txt")
 job_lines = _under_run(".job-lines.txt")  # parallel jobs' lines on their way to the terminal and log.txt
 run_json = _under_run("run.json")
+switch_journal = _under_run(".switch.json")  # an output set's renames while it is switched in (pipeline.switch)
 
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:
