@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.io import atomic_write_text, hold_writes
 from pipeline.layout import switch_journal
 
-_HELD_OFF = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_HELD_OFF = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextmanager
