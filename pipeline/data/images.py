@@ -2,6 +2,7 @@
 EXIF orientation, and brought to the cache's aspect ratio by a centred crop, never by stretching."""
 from __future__ import annotations
 
+import re
 from math import gcd
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def inspect_image(path: str | Path) -> tuple[str | None, str | None]:
     except UnidentifiedImageError:
         return "not an image (PIL cannot identify it); replace it with the original photo", None
     except Image.DecompressionBombError as e:
-        return (f"too large to decode safely ({str(e).split(',')[0]}, over PIL's decompression-bomb limit); replace "
-                f"it with a smaller copy of the photo"), None
+        numbers = re.findall(r"\d+", str(e))  # "Image size (N pixels) exceeds limit of M pixels, ..."
+        why = f"{numbers[0]} pixels, over PIL's decompression-bomb limit of {numbers[1]}" if len(numbers) == 2 else e
+        return f"too large to decode safely ({why}); replace it with a smaller copy of the photo", None
     except (OSError, SyntaxError, ValueError) as e:
         return f"unreadable or truncated image ({e}); replace it with the original photo", None
     return None, CONVERTED_MODES.get(mode)
