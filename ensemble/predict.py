@@ -19,14 +19,15 @@ from pipeline.config import config_from_dict
 from pipeline.contract import IMAGE_EXTS, MASKS, NUM_CLASSES, age_band_names, decode_label
 from pipeline.data.cache import decode
 from pipeline.data.datasets import CachedPhotos
+from pipeline.data.images import photo_shape, shape_notes
 from pipeline.data.transforms import build_transform
 from pipeline.faces.crop import crop_function, crop_key
-from pipeline.io import atomic_write_csv
 from pipeline.layout import pair_dir, refit_dir, weights_json
 from pipeline.model import models
 from pipeline.model.inference import predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
+from pipeline.storage import output_file
 
 
 def find_photos(folder: Path) -> list[Path]:
@@ -130,8 +131,11 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     df["gender"] = np.where(g == 1, "female", "male")
     ages = age_band_names(cfg.data.age_cuts)
     df["age_band"] = [ages[i] for i in a]
-    atomic_write_csv(df, out)
+    with output_file(out) as where:  # a device, pipe or link is written through, never replaced
+        df.to_csv(where, index=False)
     for f, why in bad:
         log(f"unreadable, skipped: {f} ({why})")
+    for note in shape_notes([(str(f), photo_shape(f)) for f in ok], tuple(cfg.data.cache_size)):
+        log(note)
     log(f"wrote {out}: {len(df)} photos predicted, {len(bad)} unreadable")
     return df

@@ -137,7 +137,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
+    from pipeline.data.images import read_rgb
 
     wrong = np.flatnonzero(y != pred)
     worst = wrong[np.argsort(-confidence[wrong])][:n]
@@ -147,8 +147,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, worst):
-        with Image.open(files[i]) as im:
-            ax.imshow(im.convert("RGB"))
+        ax.imshow(read_rgb(files[i]))  # upright, as training saw it
         ax.set_title(f"true {names[y[i]]}\npred {names[pred[i]]} ({confidence[i]:.2f})", fontsize=9)
     fig.suptitle("Most confident OOF mistakes")
     fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title above the first row

@@ -163,9 +163,15 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     for line in headline:
         log(line)
     eval_f1 = _closing_lines(cfg, submission, log)
-    track_run(cfg, ensemble_figures(rows, honest, chosen, eval_f1), [out / "report.md", weights_json(cfg.run_dir),
-                                                                    *sorted(out.glob("*.png"))], "ensemble", log)
-    return {"rows": rows, "weights": saved}
+    return {"rows": rows, "weights": saved, "figures": ensemble_figures(rows, honest, chosen, eval_f1)}
+
+
+def track_ensemble(cfg: Config, result: dict, log=print) -> None:
+    """The ensemble's figures, report and charts to the run's tracker (tracking.*). Called once the outputs are in
+    place: inside `maskfold ensemble` they stay temporaries until the whole set is switched in."""
+    out = ensemble_dir(cfg.run_dir)
+    track_run(cfg, result["figures"], [out / "report.md", weights_json(cfg.run_dir), *sorted(out.glob("*.png"))],
+              "ensemble", log)
 
 
 def _closing_lines(cfg: Config, submission: pd.DataFrame | None, log) -> float | None:

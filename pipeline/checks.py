@@ -21,34 +21,38 @@ from pipeline.contract import (
     read_train,
     train_only,
 )
-from pipeline.data.images import inspect_image
+from pipeline.data.images import inspect_image, photo_shape, shape_notes
 
 
 SIZE_WARNINGS_SHOWN = 20
 
 
-def _inspect_many(files: list[str]) -> list[tuple[str | None, str | None, str | None]]:
-    return [inspect_image(f) for f in files]
+def _inspect_many(files: list[str]) -> list[tuple[str | None, str | None, str | None, tuple | None]]:
+    return [(*inspect_image(f), photo_shape(f)) for f in files]
 
 
-def scan_images(files: list[Path], report: Report, n_jobs: int = 2) -> None:
-    """Decode every photo once; broken ones become problems, converted modes are counted."""
+def scan_images(files: list[Path], report: Report, n_jobs: int = 2, size: tuple[int, int] | None = None) -> None:
+    """Decode every photo once; broken ones become problems, converted modes are counted, and so (with the cache
+    size) are photos turned upright or not at the cache's aspect ratio."""
     files = [str(f) for f in files]
     chunks = [files[i : i + 256] for i in range(0, len(files), 256)]
     results = Parallel(n_jobs=n_jobs)(delayed(_inspect_many)(c) for c in chunks) if chunks else []
-    modes, odd = Counter(), []
+    modes, odd, shapes = Counter(), [], []
     for chunk, res in zip(chunks, results):
-        for f, (problem, mode, warning) in zip(chunk, res):
+        for f, (problem, mode, warning, shape) in zip(chunk, res):
             if problem:
                 report.problem(f, problem)
             if mode:
                 modes[mode] += 1
             if warning:
                 odd.append(f"{f}: {warning}")
+            shapes.append((f, None if problem else shape))
     report.converted = dict(modes)
     report.warnings += odd[:SIZE_WARNINGS_SHOWN]
     if len(odd) > SIZE_WARNINGS_SHOWN:
         report.warnings.append(f"... and {len(odd) - SIZE_WARNINGS_SHOWN} more photos of a questionable size")
+    if size is not None:
+        report.notes += shape_notes(shapes, size)
 
 
 def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None, Report]:
@@ -66,7 +70,7 @@ def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFra
         files = [image_file(cfg.data_dir, p) for p in train["path"]]
         if evals is not None:
             files += [image_file(cfg.data_dir, p) for p in evals["path"] if image_file(cfg.data_dir, p).exists()]
-        scan_images(files, report)
+        scan_images(files, report, size=tuple(cfg.data.cache_size))
     return train, evals, report
 
 

@@ -14,8 +14,10 @@ import time
 import click
 
 from pipeline.config import ConfigError, load_config, save_config
-from pipeline.io import append_log, run_log
+from pipeline.io import run_log
 from pipeline.layout import config_yaml, log_txt
+from pipeline.outcome import logged_outcome
+from pipeline.storage import FolderProblem, NoSpace, require_folder
 from pipeline.train.provenance import version
 
 
@@ -28,15 +30,12 @@ def _config_options(f):
     def wrapper(config_path, overrides, **kw):
         try:
             cfg = load_config(config_path, overrides)
-        except ConfigError as e:
+            require_folder(cfg.run_dir, "run_dir")
+        except (ConfigError, FolderProblem, NoSpace) as e:
             raise click.ClickException(str(e)) from None
         log = log_txt(cfg.run_dir)
-        with run_log(log, _command_line(config_path, overrides, kw)):
-            try:
-                return f(cfg, **kw)
-            except click.ClickException as e:
-                append_log(log, f"Error: {e.format_message()}")
-                raise
+        with run_log(log, _command_line(config_path, overrides, kw)), logged_outcome(log, cfg.run_dir):
+            return f(cfg, **kw)
 
     return wrapper
 
@@ -64,7 +63,7 @@ def _friendly(f):
 
         try:
             return f(*a, **kw)
-        except (ConfigError, DataError, FacesUnavailable, FileNotFoundError, ValueError) as e:
+        except (ConfigError, DataError, FacesUnavailable, FileNotFoundError, ValueError, NoSpace) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper
@@ -200,10 +199,10 @@ def external_cmd(cfg, jobs, sheet_persons, probe_only):
 
     try:
         with file_lock(external_lock(cfg.run_dir)):  # two at once would delete each other's photos
-            save_config(cfg, config_yaml(cfg.run_dir))
             if not probe_only:
                 run_external(cfg, n_jobs=jobs, log=click.echo, sheet_persons=sheet_persons)
             probe_external(cfg, n_jobs=jobs, log=click.echo)
+            save_config(cfg, config_yaml(cfg.run_dir))  # the run's record, once the stage's work is done
     except Busy as e:
         raise click.ClickException(f"another `maskfold external` is running on this run directory ({e.owner}); wait "
                                    f"for it to finish, or stop it first") from None
@@ -216,8 +215,8 @@ def pseudo_cmd(cfg):
     """Label the eval photos with pseudo.from_run's ensemble; write train-only photos to <run_dir>/pseudo/."""
     from pseudo_labels.run import run_pseudo
 
-    save_config(cfg, config_yaml(cfg.run_dir))
     run_pseudo(cfg, log=click.echo)
+    save_config(cfg, config_yaml(cfg.run_dir))
 
 
 @main.command("train")
@@ -238,11 +237,11 @@ def train_cmd(cfg, backbone, fold, device, force):
     else:
         require_config_device(cfg)
     require_weights([cfg.backbone(backbone)], click.echo)
-    save_config(cfg, config_yaml(cfg.run_dir))
     info = train_pair(cfg, backbone, fold, device=device, force=force)
     if info["status"] == "busy":
         raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info['error']}); "
                                    f"wait for it, or stop it first")
+    save_config(cfg, config_yaml(cfg.run_dir))
     click.echo(f"{backbone} fold {fold}: best val F1 {info['val_f1']:.4f} (epoch {info['best_epoch']}), "
                f"OOF with TTA {info['oof_f1_tta']:.4f}")
 
@@ -307,16 +306,19 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
 @_friendly
 def ensemble_cmd(cfg, runs):
     """Blend OOF/test predictions; write submission.csv and ensemble/report.md."""
-    from ensemble.run import run_ensemble
+    from ensemble.outputs import ensemble_outputs
+    from ensemble.run import run_ensemble, track_ensemble
     from ensemble.submission import SubmissionError
 
     if runs:
         cfg.ensemble.runs = list(runs)
-    save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
     try:
-        run_ensemble(cfg, log=click.echo)
+        with ensemble_outputs(cfg.run_dir):  # the submission, ensemble/ and config.yaml land together, or not at all
+            result = run_ensemble(cfg, log=click.echo)
+            save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
     except SubmissionError as e:
         raise click.ClickException(str(e)) from None
+    track_ensemble(cfg, result, log=click.echo)  # the files it logs are in place only now
 
 
 @main.command("audit")
@@ -341,11 +343,11 @@ def tune_cmd(cfg):
     from tune.run import run_tune
 
     given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
-    save_config(cfg, config_yaml(cfg.run_dir))
     try:
         run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
+    save_config(cfg, config_yaml(cfg.run_dir))  # the run's record, once the study's work is done
 
 
 @main.command("compare")
@@ -371,7 +373,7 @@ def cache_cmd(cache_dir, prune, older_than):
 
     from pipeline.data.cache import list_caches, prune_caches
 
-    rows = prune_caches(cache_dir, older_than) if prune else list_caches(cache_dir)
+    rows = prune_caches(cache_dir, older_than, log=click.echo) if prune else list_caches(cache_dir)
     for r in rows:
         when = datetime.fromtimestamp(r["last_used"]).strftime("%Y-%m-%d %H:%M")
         what = (f"broken ({r['broken']}), {r['bytes'] / 2**20:.1f} MiB{'' if prune else '; --prune removes it'}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -132,6 +132,12 @@ def read_table(path: Path, columns, report: Report) -> pd.DataFrame | None:
     return table
 
 
+def person_folder(path: str) -> str:
+    """One spelling per folder: `x/`, `./x` and `x//` are `x` ('..' is kept, to be refused)."""
+    norm = PurePosixPath(path).as_posix() if path else ""
+    return "" if norm == "." else norm
+
+
 def _bad_folder_name(path: str) -> bool:
     """A person's `path` must be a folder under train/images/, never absolute or climbing out with `..`."""
     p = Path(path)
@@ -230,9 +236,13 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
         report.problem(csv, "train.csv has a header but no rows; it must list one person per row")
         return pd.DataFrame(columns=CONTRACT_COLUMNS), report
 
+    spelt = table["path"]
+    table["path"] = spelt.map(person_folder)  # `x`, `x/` and `./x` are one person: never in two folds
     dup_path = set(table["path"][table["path"].duplicated()])
     for p in sorted(dup_path):
-        report.problem(csv, f"path '{p}' appears in more than one row; each person folder must be listed once")
+        spellings = ", ".join(map(repr, spelt[table["path"] == p]))
+        report.problem(csv, f"path '{p}' appears in more than one row (as {spellings}); each person folder must be "
+                            f"listed once")
     dup_id = table["id"][table["id"].duplicated()].unique()
     for i in dup_id:
         report.warnings.append(f"{csv}: id '{i}' is repeated; persons are keyed by their folder name (path)")

@@ -11,9 +11,12 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from pipeline.storage import full_disk_named
 
 HOST = socket.gethostname()
 _OWNED_TMP = re.compile(r"^\..+\.@(?P<host>[^@]+)@(?P<pid>\d+)@.*\.tmp$")
@@ -44,22 +47,49 @@ def _umask() -> int:
         return mask
 
 
+_HELD = threading.local()  # the writes of an output set that lands together (hold_writes), per thread
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block finishes."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block finishes (inside hold_writes:
+    only when the whole set is switched in). A full disk raises NoSpace naming the folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}", suffix=".tmp", dir=path.parent)
+    with full_disk_named(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared run or cache must stay readable to the team
     os.close(fd)
+    held = getattr(_HELD, "writes", None)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with full_disk_named(path.parent):
+            yield Path(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        if held is not None:
+            held.append((Path(tmp), path))
+            tmp = None
+        else:
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def hold_writes():
+    """Atomic writes in the block stay temporaries beside their files; yields their (temporary, file) list, for
+    pipeline.switch to put in place together. On an error the temporaries are removed and nothing is replaced."""
+    outer = getattr(_HELD, "writes", None)
+    _HELD.writes = writes = []
+    try:
+        yield writes
+    except BaseException:
+        for tmp, _ in writes:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _HELD.writes = outer
 
 
 def remove_stale_temporaries(folder: str | Path, max_age_s: float = 24 * 3600) -> list[Path]:
@@ -199,12 +229,24 @@ class _Tee:
         for line in lines:
             line = line.rsplit("\r", 1)[-1]
             if line.strip() and "\x1b[" not in line:  # cursor moves of stacked bars are not log lines
-                self.log.write(f"{_now()} {line}\n")
+                self._to_log(f"{_now()} {line}\n")
         return len(text)
+
+    def _to_log(self, text: str) -> None:
+        if self.log is None:
+            return
+        try:
+            self.log.write(text)
+        except OSError:  # a full disk: the command goes on printing (and says what failed); the log stops here
+            self.log = None
 
     def flush(self) -> None:
         self.stream.flush()
-        self.log.flush()
+        if self.log is not None:
+            try:
+                self.log.flush()
+            except OSError:
+                self.log = None
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
@@ -217,12 +259,16 @@ def run_log(path: str | Path, command_line: str):
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", buffering=1) as log:
-        log.write(f"{_now()} $ {command_line}\n")
-        out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+    log = open(path, "a", buffering=1)
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+    sys.stdout._to_log(f"{_now()} $ {command_line}\n")
+    try:
+        yield path
+    finally:
+        sys.stdout, sys.stderr = out, err
         try:
-            yield path
-        finally:
-            sys.stdout, sys.stderr = out, err
+            log.close()
+        except OSError:  # the last lines met a full disk
+            pass
 

@@ -16,6 +16,7 @@
     <run_dir>/run.json               provenance of the last train-all: times, host, device, code and library versions
     <run_dir>/tracking.json          which MLflow or W&B run (and child per pair) this run logs to (tracking.kind)
     <run_dir>/tune/                  tune stage: study.db, trial-<n>/ (each a run directory), trials.csv, best.yaml
+    <run_dir>/.switch.json           only while an output set is being switched in (pipeline.switch)
 
 The decoded-photo cache is the project's, not a run's: `cache_dir` (default runs/.cache/), shared by every run.
 
@@ -84,6 +85,7 @@ def trial_dir(run_dir, number: int) -> Path:
 def trial_lock(run_dir, number: int) -> Path:
     """Held while a process trains the trial: free with the file still there means its process died."""
     return trial_dir(run_dir, number) / ".lock"
+switch_journal = _under_run(".switch.json")  # an output set's renames while it is switched in (pipeline.switch)
 
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:

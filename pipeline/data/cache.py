@@ -7,6 +7,7 @@ reading a cached row costs microseconds, which is what lets a GPU be fed.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +17,8 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from pipeline.contract import DataError, Problem
-from pipeline.data.images import inspect_image, read_rgb
+from pipeline.data.images import DECODING, inspect_image, read_rgb
+from pipeline.data.lease import CacheLease, unused
 from pipeline.io import atomic_path, atomic_write_text, file_lock, remove_stale_temporaries
 from pipeline.progress import bar
 
@@ -50,8 +52,8 @@ def content_digests(files: list[Path], cache_dir: Path) -> list[str]:
 
 
 def cache_key(files: list[Path], size: tuple[int, int], crop: str = "none", cache_dir: str | Path = ".") -> str:
-    """Identity of the photos (their content, in order), the cache size and the crop."""
-    h = hashlib.sha256(f"{size[0]}x{size[1]}:{crop}".encode())
+    """Identity of the photos (their content, in order), the cache size, the crop and how photos are decoded."""
+    h = hashlib.sha256(f"{size[0]}x{size[1]}:{crop}:{DECODING}".encode())
     for d in content_digests(files, Path(cache_dir)):
         h.update(d.encode())
     return h.hexdigest()[:16]
@@ -79,13 +81,16 @@ def _fill(tmp: str, shape, start: int, files: list[str], size, crop_fn):
 
 
 def build_cache(files: list[Path], size: tuple[int, int], cache_dir: str | Path, crop: str = "none",
-                crop_fn=None, n_jobs: int = 2, log=print) -> Path:
-    """Return the path of the (N, H, W, 3) uint8 cache for `files`, building it if needed."""
+                crop_fn=None, n_jobs: int = 2, log=print, leases: list | None = None) -> Path:
+    """Return the path of the (N, H, W, 3) uint8 cache for `files`, building it if needed. With `leases`, a lease on
+    the cache is added to it (pipeline.data.lease): `maskfold cache --prune` leaves the cache alone while it is held."""
     files = [Path(f) for f in files]
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     key = cache_key(files, size, crop, cache_dir)
     path = Path(cache_dir) / f"{key}.u8"
     meta = path.with_suffix(".json")
+    if leases is not None:
+        leases.append(CacheLease(path))  # before looking for it: from here on no prune removes it
     remove_stale_temporaries(cache_dir)  # a build killed midway leaves a large temporary file
     if path.exists() and read_meta(meta)[0] is not None:
         os.utime(meta)  # last use, for `maskfold cache --prune --older-than`
@@ -101,7 +106,7 @@ def _build(files: list[Path], size, path: Path, meta: Path, crop: str, crop_fn, 
     shape = (len(files), h, w, 3)
     log(f"building photo cache: {len(files)} photos at {w}x{h} -> {path}")
     with atomic_path(path) as tmp:
-        np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
+        reserve(tmp, int(np.prod(shape)))
         step = max(64, len(files) // (n_jobs * 8) + 1)
         chunks = [(s, [str(f) for f in files[s : s + step]]) for s in range(0, len(files), step)]
         results = []
@@ -119,6 +124,18 @@ def _build(files: list[Path], size, path: Path, meta: Path, crop: str, crop_fn, 
         log(f"face crop: no face found in {no_face} of {len(files)} photos; those were centre-cropped")
     atomic_write_text(meta, json.dumps({"shape": shape, "size": list(size), "crop": crop, "files": len(files),
                                         "no_face": no_face}))
+
+
+def reserve(file: Path, size: int) -> None:
+    """Give `file` its `size` bytes on disk now: pages of a sparse memmap that meet a full disk kill the writing
+    process with SIGBUS, where a reservation fails at once with ENOSPC, which names the folder."""
+    with open(file, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            f.truncate(size)  # a file system that cannot reserve: sparse, as before
 
 
 def open_cache(path: str | Path) -> np.ndarray:
@@ -161,17 +178,22 @@ def list_caches(cache_dir: str | Path) -> list[dict]:
     return sorted(rows, key=lambda r: -r["last_used"])
 
 
-def prune_caches(cache_dir: str | Path, older_than_days: float = 0.0) -> list[dict]:
-    """Remove caches not used for `older_than_days` (0: all), broken ones, and temporaries of killed builds; return
-    the removed."""
+def prune_caches(cache_dir: str | Path, older_than_days: float = 0.0, log=print) -> list[dict]:
+    """Remove caches not used for `older_than_days` (0: all) and broken ones, unless a running command uses them
+    (each kept one is logged), and temporaries of killed builds; return the removed."""
     import time
 
     remove_stale_temporaries(cache_dir)
     cutoff = time.time() - older_than_days * 86400
-    removed = [r for r in list_caches(cache_dir) if r["last_used"] <= cutoff or r["broken"]]
-    for r in removed:
+    removed = []
+    for r in [r for r in list_caches(cache_dir) if r["last_used"] <= cutoff or r["broken"]]:
         data = Path(cache_dir) / r["cache"]
-        data.with_suffix(".json").unlink(missing_ok=True)  # the meta first: a half-removed cache is never "ready"
-        data.unlink(missing_ok=True)
+        with unused(data) as free:
+            if not free:
+                log(f"in use by a running command, kept: {r['cache']}")
+                continue
+            data.with_suffix(".json").unlink(missing_ok=True)  # the meta first: a half-removed cache is never "ready"
+            data.unlink(missing_ok=True)
+            removed.append(r)
     return removed
 

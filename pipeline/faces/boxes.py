@@ -107,7 +107,9 @@ def _detect_files(files: list[str], name: str, model_path: str | None) -> list:
 
 
 def _cache_file(cache_dir, name: str, model_path: str | None) -> Path:
-    tag = name
+    from pipeline.data.images import DECODING
+
+    tag = f"{name}-{DECODING}"  # boxes found on photos decoded otherwise (not turned upright) are found again
     if model_path:
         tag += "-" + hashlib.blake2b(Path(model_path).read_bytes(), digest_size=8).hexdigest()
     return Path(cache_dir) / "faces" / f"{tag}.json"

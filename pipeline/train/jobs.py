@@ -128,9 +128,9 @@ def train_all(cfg: Config, jobs: int = 1, log=print) -> pd.DataFrame:
     """Every pending pair, then (train.refit) every backbone's full-data refit; a summary row for each."""
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
-    save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back
-    open_tracking(cfg, log)  # the run's tracked run, made here before the jobs log their children to it
     data = load_run_data(cfg, log=log)  # check data and build caches once, before any job starts
+    save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back; once accepted
+    open_tracking(cfg, log)  # the run's tracked run, made here before the jobs log their children to it
     todo, rows = pending_pairs(cfg)
     log(f"{len(todo)} pair(s) to train, {len(rows)} already finished")
     results = run_jobs(cfg, todo, data, jobs, log)

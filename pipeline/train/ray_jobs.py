@@ -116,9 +116,9 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
                               cache_dir=str(Path(cfg.cache_dir).resolve()))
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)
+    data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
     save_config(cfg, config_yaml(cfg.run_dir))
     open_tracking(cfg, log)  # made by the driver: workers log their pairs' children to it (tracking.json)
-    data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
     todo, rows = pending_pairs(cfg)
     rows = [{**r, "attempts": 0} for r in rows]
     log(f"{len(todo)} pair(s) to train on Ray, {len(rows)} already finished")

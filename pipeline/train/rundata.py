@@ -4,7 +4,7 @@ train-all loads it once and hands it to every job, local or Ray.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from pipeline.contract import MASKS, DataError, Problem, image_file
 from pipeline.data.cache import build_cache
 from pipeline.faces.crop import crop_function, crop_key
 from pipeline.layout import eval_digest, folds_csv, read_folds
+from pipeline.storage import require_folder
 
 
 @dataclass
@@ -26,10 +27,13 @@ class RunData:
     eval_cache: Path | None
     digest: str  # content identity of folds.csv (pipeline.layout.folds_digest)
     eval_digest: str | None  # identity of the eval set the test predictions are for
+    # held while this RunData lives, so that `maskfold cache --prune` leaves its caches alone (pipeline.data.lease)
+    leases: list = field(default_factory=list, repr=False, compare=False)
 
 
 def load_run_data(cfg: Config, log=print) -> RunData:
     """folds.csv checked against the data (the same checks as check-data), plus the photo caches."""
+    require_folder(cfg.cache_dir, "cache_dir")
     contract, evals, _ = require_clean(cfg)
     path = folds_csv(cfg.run_dir)
     if not path.is_file():
@@ -44,9 +48,16 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     if crop is not None:
         log(face_share(crop, folds, files, eval_files, cfg.data.face_detector))
     key = crop_key(cfg.data, cfg.run_dir)
-    train_cache = build_cache(files, size, cache, key, crop, log=log)
-    eval_cache = build_cache(eval_files, size, cache, key, crop, log=log) if eval_files else None
-    return RunData(folds, evals, train_cache, eval_cache, digest, eval_digest(cfg.data_dir) if evals is not None else None)
+    leases = []
+    try:
+        train_cache = build_cache(files, size, cache, key, crop, log=log, leases=leases)
+        eval_cache = build_cache(eval_files, size, cache, key, crop, log=log, leases=leases) if eval_files else None
+    except BaseException:
+        for lease in leases:  # not left to the garbage collector: a traceback kept for a report would hold them
+            lease.release()
+        raise
+    return RunData(folds, evals, train_cache, eval_cache, digest,
+                   eval_digest(cfg.data_dir) if evals is not None else None, leases)
 
 
 def face_share(crop, folds: pd.DataFrame, files, eval_files, detector: str) -> str:

@@ -1,0 +1,84 @@
+"""How a command ended, as the last line of its entry in <run_dir>/log.txt: finished, failed: why, or aborted.
+
+SIGTERM is turned into an exception while a command runs, so that a terminated command removes its temporaries and
+releases its locks as Ctrl-C does, and its log entry says so.
+"""
+from __future__ import annotations
+
+import errno
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from pipeline.io import append_log
+from pipeline.storage import NoSpace
+
+
+class Terminated(BaseException):
+    """The command received SIGTERM (a BaseException, like KeyboardInterrupt: no `except Exception` swallows it)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_raises():
+    try:
+        old = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: SIGTERM keeps its default action
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _note(log: Path, outcome: str) -> None:
+    try:
+        append_log(log, outcome)
+    except OSError:  # a full disk: the outcome is printed, only the log misses it
+        pass
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[0] + (" ..." if len(lines) > 1 else "") if lines else "(no message)"
+
+
+@contextmanager
+def logged_outcome(log: Path, run_dir):
+    """Run a command's body; append how it ended to `log`. A full disk met anywhere becomes one line naming the
+    folder (NoSpace), whichever library raised it."""
+    try:
+        with _sigterm_raises():
+            yield
+    except click.ClickException as e:
+        _note(log, f"failed: {_first_line(e.format_message())}")
+        raise
+    except NoSpace as e:
+        _note(log, f"failed: {e}")
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _note(log, f"failed: {type(e).__name__}: {_first_line(e)}")
+            raise
+        full = NoSpace(Path(e.filename).parent if e.filename else run_dir)
+        _note(log, f"failed: {full}")
+        raise click.ClickException(str(full)) from None
+    except KeyboardInterrupt:
+        _note(log, "aborted (Ctrl-C)")
+        raise
+    except Terminated:
+        _note(log, "aborted (SIGTERM)")
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except SystemExit as e:
+        _note(log, "finished" if e.code in (0, None) else f"failed (exit code {e.code})")
+        raise
+    except Exception as e:
+        _note(log, f"failed: {type(e).__name__}: {_first_line(e)}")
+        raise
+    _note(log, "finished")

@@ -1,0 +1,123 @@
+"""Where outputs go: folders that must be writable, full disks, and output paths that are not plain files.
+
+Each failure becomes one line naming the folder (or file) and the fix, instead of an OSError from deep inside numpy,
+pandas or torch.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+# torch's zip writer reports a failed write in its own words, without the errno
+_TORCH_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "file write failed")
+_NEARLY_FULL = 64 * 2**20
+
+
+class NoSpace(OSError):
+    """A write failed because the disk (or quota) holding `folder` is full."""
+
+    def __init__(self, folder, *_):
+        super().__init__(errno.ENOSPC, f"no space left on {folder}; free some space there (or point the run at a "
+                                       f"larger disk) and rerun", str(folder))
+        self.folder = str(folder)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):  # crosses process boundaries (joblib, Ray) with its folder
+        return NoSpace, (self.folder,)
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def is_full(error: BaseException, folder) -> bool:
+    """Whether `error`, raised while writing into `folder`, means that its disk is full."""
+    if isinstance(error, OSError) and error.errno in _FULL:
+        return True
+    if isinstance(error, RuntimeError) and any(w in str(error) for w in _TORCH_WRITE_FAILED):
+        free = _free_bytes(Path(folder))
+        return free is not None and free < _NEARLY_FULL
+    return False
+
+
+@contextmanager
+def full_disk_named(folder):
+    """A write in the block that fails on a full disk raises NoSpace(folder) instead."""
+    try:
+        yield
+    except NoSpace:
+        raise
+    except (OSError, RuntimeError) as e:
+        if is_full(e, folder):
+            raise NoSpace(folder) from e
+        raise
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a pipe"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a file")):
+        if test(mode):
+            return name
+    return "not a folder"
+
+
+class FolderProblem(ValueError):
+    """A configured folder that maskfold cannot use; the message names the key, the folder and the fix."""
+
+
+def require_folder(path, key: str) -> Path:
+    """Make `path` (a config key's folder) if needed and check that it can be written; else FolderProblem."""
+    path = Path(path)
+    fix = f"set {key} to a folder maskfold can write (e.g. --set {key}=runs/NAME)"
+    probe = path
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent  # the nearest part of the path that exists
+    if probe.is_symlink() and not probe.exists():
+        raise FolderProblem(f"{key} {path}: {probe} is a broken link; fix the link or {fix}")
+    if not probe.is_dir():
+        where = f"{path} is {_kind(probe)}" if probe == path else f"{path} lies under {probe}, which is {_kind(probe)}"
+        raise FolderProblem(f"{key} {where}, not a folder; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        if e.errno in _FULL:
+            raise NoSpace(path) from None
+        raise FolderProblem(f"{key} {path} cannot be written ({e.strerror}); {fix}, or make it writable") from None
+    return path
+
+
+# ---------------------------------------------------------------- an output named by the user
+
+
+@contextmanager
+def output_file(path):
+    """Yield where to write an output the user named (`predict --out`).
+
+    A plain file (or a new one) is replaced atomically; a link is written through, its target replaced atomically
+    when that is a plain file, so the link stays a link; a device or pipe (/dev/stdout, `>(...)`, which is a link
+    to a pipe under /dev/fd) is written to directly: it cannot be replaced, and a temporary beside it cannot exist.
+    """
+    from pipeline.io import atomic_path
+
+    path = Path(path)
+    target = Path(os.path.realpath(path))
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+        with full_disk_named(path):
+            yield path
+        return
+    with full_disk_named(target.parent), atomic_path(target) as tmp:
+        yield tmp
