@@ -310,7 +310,7 @@ def cfg_age_cuts(work: Work) -> Case:
 def cfg_empty_path(work: Work) -> Case:
     data = work.load_config()
     key = work.rng.choice(["data_dir", "run_dir", "cache_dir"])
-    value = work.rng.choice(["", " ", "."])
+    value = work.rng.choice(["", " "] + (["."] if key != "run_dir" else []))
     data[key] = value
     work.save_config(data)
     if value == ".":  # the working folder, named: a choice, not a slip (the run's files land in it)

@@ -25,8 +25,9 @@ COMMANDS = ("check-data", "folds")
 # What must not change when a mutation keeps the set's meaning. race is free text carried along; path keeps
 # its folder and photo name but not its extension's case or spelling (mask1.jpg and mask1.JPG are one photo).
 MEANING_COLUMNS = ["image_id", "person_id", "gender", "age", "age_band", "mask", "photo", "label", "source", "fold"]
-# The lines of check-data's summary that carry the set's meaning (junk counts and notes may change).
-SUMMARY_LINES = re.compile(r"^(persons: .*|photos per class: .*|label fixes applied: .*)$", re.M)
+# The parts of check-data's summary that carry the training set's meaning (junk counts, notes and the eval count
+# may change: a train-only set without eval/ means the same for training).
+SUMMARY_LINES = re.compile(r"^(persons: \d+ +photos: \d+|photos per class: .*|label fixes applied: .*)", re.M)
 CASE_SECONDS = 60  # a case that takes longer has hung (a FIFO opened, a loop followed)
 
 MUTATIONS: dict[str, callable] = {}

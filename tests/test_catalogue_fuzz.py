@@ -5,6 +5,9 @@ import shutil
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
 
 from tests.conftest import ROOT
 from tests.test_catalogue import assert_message, invoke, person, photo
@@ -55,3 +58,14 @@ def test_f4_photo_linked_from_another_person_or_photo_is_refused(data_dir, tmp_p
         assert_message(res, f"{b.name}: photos that are the same files as", whose, f"{target.stem} = ")
         target.unlink()
         shutil.copy(source, target)
+
+
+@pytest.mark.parametrize("nest", ["[]", "{a: }"], ids=["lists", "mappings"])
+def test_f5_values_nested_thousands_deep_are_refused_naming_the_file(tmp_path, nest):
+    # was: RecursionError from PyYAML's composer, with a traceback
+    config = tmp_path / "deep.yaml"
+    open_, close = nest[:-1], nest[-1]
+    config.write_text(f"extends: {ROOT / 'configs' / 'demo.yaml'}\nseed: {open_ * 3000}{'1' if nest != '[]' else ''}"
+                      f"{close * 3000}\n")
+    res = CliRunner().invoke(main, ["check-data", "--config", str(config)])
+    assert_message(res, f"{config}: values nested too deeply")

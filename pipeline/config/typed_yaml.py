@@ -150,7 +150,10 @@ _Loader.add_implicit_resolver(
 
 
 def _yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # PyYAML composes nested values recursively
+        raise ConfigError("values nested too deeply (hundreds of levels of [ or {); write them flat") from None
 
 
 RELATIVE_RULE = "relative paths are read from the working directory"
