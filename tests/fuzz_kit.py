@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.contract import fold_problems
+from pipeline.layout import read_folds
 
 COMMANDS = ("check-data", "folds")
 # What must not change when a mutation keeps the set's meaning. race is free text carried along; path keeps
@@ -156,6 +157,7 @@ class Outcome:
     output: str
     error: str | None  # an exception that escaped the command: a traceback for a user
     table: pd.DataFrame | None  # folds.csv when folds succeeded
+    read_back: pd.DataFrame | None = None  # the same file as training reads it
 
 
 class Hung(Exception):
@@ -179,8 +181,11 @@ def run_command(command: str, work: Work, case: Case) -> Outcome:
     error = None
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         error = f"{type(res.exception).__name__}: {res.exception}"
-    table = pd.read_csv(folds, dtype=str, keep_default_na=False) if command == "folds" and folds.is_file() else None
-    return Outcome(res.exit_code, res.output, error, table)
+    table = read_back = None
+    if command == "folds" and folds.is_file():
+        table = pd.read_csv(folds, dtype=str, keep_default_na=False)
+        read_back = read_folds(folds.parent)[0]
+    return Outcome(res.exit_code, res.output, error, table, read_back)
 
 
 def meaning(table: pd.DataFrame) -> pd.DataFrame:
@@ -222,4 +227,11 @@ def judge(command: str, case: Case, out: Outcome, baseline: dict) -> list[str]:
         wrong.append("folds: exit 0 but folds.csv differs from the unmutated set's (silently different data)")
     elif problems := fold_problems(out.table.astype({"fold": int})):
         wrong.append(f"folds: exit 0 with invalid folds: {problems}")
+    elif not _read_back(out.table, out.read_back):
+        wrong.append("folds: folds.csv as training reads it differs from what was written (ids read as numbers or NaN)")
     return wrong
+
+
+def _read_back(written: pd.DataFrame, read: pd.DataFrame) -> bool:
+    cols = ["image_id", "person_id", "path"]
+    return read[cols].astype(object).equals(written[cols].astype(object))

@@ -400,3 +400,16 @@ def fixes_unreadable(work: Work) -> Case:
     else:
         work.fixes.write_bytes(work.fixes.read_text().encode("utf-16"))
     return Case(f"label-fix file {how}", names=("label_fixes.csv",), refuse=BOTH)
+
+
+@mutation("person_renamed")
+def person_renamed(work: Work) -> Case:
+    line, folder = work.person()
+    new = work.rng.choice(["NA", "null", "nan", "None", "N/A".replace("/", "_"), "#1", "Zoe\u0308", "Zoë", "a,b",
+                           'quote"d', "0001", "1e5", "True", "-", "ü" * 60, "x" * 200])
+    (work.images / folder).rename(work.images / new)
+    rows = _rows(work.train_csv)
+    rows[line - 1][rows[0].index("path")] = new
+    _write_rows(work.train_csv, rows)
+    # A new person id: the folds may differ, but every stage must read it back as written.
+    return Case(f"person folder {folder} renamed {new!r}, train.csv line {line} too", names=(new,), meaning="any")

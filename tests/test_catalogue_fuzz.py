@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.layout import read_folds
 
 from tests.conftest import ROOT
 from tests.test_catalogue import assert_message, invoke, person, photo
@@ -69,3 +70,15 @@ def test_f5_values_nested_thousands_deep_are_refused_naming_the_file(tmp_path, n
                       f"{close * 3000}\n")
     res = CliRunner().invoke(main, ["check-data", "--config", str(config)])
     assert_message(res, f"{config}: values nested too deeply")
+
+
+def test_f6_person_folder_named_na_is_read_back_as_written(data_dir, tmp_path):
+    # was: folds.csv read by training and the ensemble with pandas' missing-value words: person NA became NaN
+    folder, table = person(data_dir, 0)
+    folder.rename(folder.parent / "NA")
+    table.loc[0, "path"] = "NA"
+    table.to_csv(data_dir / "train" / "train.csv", index=False)
+    assert_message(invoke("folds", tmp_path, data_dir), "wrote", code=0)
+    folds, _ = read_folds(tmp_path / "run")
+    assert (folds["person_id"] == "NA").sum() == 7 and not folds["person_id"].isna().any()
+    assert folds["image_id"].str.startswith("NA/").sum() == 7
