@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.config.schema import DataConfig
 from pipeline.config.typed_yaml import where_relative
+from pipeline.data.aliases import shared_files
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 PHOTOS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
@@ -239,28 +240,9 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
         people.append((row.id, row.path, gender, row.race, age, photos))
 
     df = _person_rows(people, data_cfg, report)
-    _shared_files(data_dir, df, report)
+    for where, why in shared_files(data_dir, df):
+        report.problem(where, why)
     return df, report
-
-
-def _shared_files(data_dir: Path, df: pd.DataFrame, report: Report) -> None:
-    """Photos that are one file under two names (a link, a hard link, or a person folder linked under a second
-    name) would put one photo under two labels, or under two persons in two folds: each pair of persons named once."""
-    first: dict[tuple[int, int], tuple[str, str]] = {}
-    pairs: dict[tuple[str, str], list[str]] = {}
-    for person, photo, path in zip(df["person_id"], df["photo"], df["path"]):
-        try:
-            st = (data_dir / path).stat()
-        except OSError:
-            continue  # a missing or unreadable photo is named by its own check
-        seen = first.setdefault((st.st_dev, st.st_ino), (person, photo))
-        if seen != (person, photo):
-            pairs.setdefault((person, seen[0]), []).append(f"{photo} = {seen[0]}/{seen[1]}")
-    for (person, other), same in pairs.items():
-        whose = "other photos of this person" if person == other else f"photos of person {other}"
-        report.problem(data_dir / "train" / "images" / person,
-                       f"photos that are the same files as {whose} ({', '.join(same)}), through a link or a hard "
-                       f"link; each photo must be a file of its own, of one person: replace the links with the photos")
 
 
 def _person_rows(people, data_cfg: DataConfig, report: Report) -> pd.DataFrame:

@@ -8,7 +8,7 @@ reaches their number; the rest of each mutation (which person, photo, cell, valu
 
     MASKFOLD_FUZZ_CASES=2000 pytest tests/test_fuzz.py        # a longer run (default: DEFAULT_CASES)
     MASKFOLD_FUZZ_SEED=7 pytest tests/test_fuzz.py            # another seed (default: DEFAULT_SEED)
-    MASKFOLD_FUZZ_SEED=7 pytest tests/test_fuzz.py -k case017  # replay one case
+    MASKFOLD_FUZZ_SEED=7 pytest tests/test_fuzz.py -k case0017  # replay one case
 
 A failing case prints its mutation, its seed and the line that replays it.
 """
@@ -18,7 +18,7 @@ import shutil
 import pytest
 
 from pipeline.tools.demo_data import make_demo_data
-from tests import fuzz_config, fuzz_photos, fuzz_tables  # noqa: F401 - importing them registers their mutations
+from tests import fuzz_config, fuzz_fixes, fuzz_photos, fuzz_tables  # noqa: F401 - importing them registers their mutations
 from tests.conftest import ROOT, make_config
 from tests.fuzz_kit import (
     COMMANDS,
@@ -76,7 +76,7 @@ def plan(seed: int, cases: int) -> list[str]:
 def _params():
     for i, kind in enumerate(plan(SEED, CASES)):
         marks = [pytest.mark.xfail(strict=False, reason=KNOWN[kind])] if kind in KNOWN else []
-        yield pytest.param(i, kind, id=f"seed{SEED}-case{i:03d}-{kind}", marks=marks)
+        yield pytest.param(i, kind, id=f"seed{SEED}-case{i:04d}-{kind}", marks=marks)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,6 @@ def test_fuzz(index, kind, fuzz_base, tmp_path, monkeypatch):
     if wrong:
         pytest.fail(f"fuzz case {index} ({kind}), seed {SEED}: {case.what}\n" + "\n".join(f"  {w}" for w in wrong)
                     + f"\nreplay: MASKFOLD_FUZZ_SEED={SEED} MASKFOLD_FUZZ_CASES={max(CASES, index + 1)} "
-                      f"python -m pytest tests/test_fuzz.py -k case{index:03d}\n" + "\n".join(outputs),
+                      f"python -m pytest tests/test_fuzz.py -k case{index:04d}\n" + "\n".join(outputs),
                     pytrace=False)
     shutil.rmtree(work.root)  # a failing case's copy stays for a look
