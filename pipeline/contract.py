@@ -413,6 +413,9 @@ def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.Da
     missing = [i for i in table["ImageID"] if i not in on_disk]
     for i in missing:
         report.problem(images / i, "eval photo listed in info.csv is missing; restore it")
+    for i in sorted(listed & on_disk):  # a dangling or looping link would pass unscanned (it does not exist)
+        if not (images / i).exists():
+            report.problem(images / i, "eval photo is a broken or looping link; replace it with the photo itself")
     df = pd.DataFrame({"image_id": table["ImageID"], "path": "eval/images/" + table["ImageID"]})
     return df, report
 

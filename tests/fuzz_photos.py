@@ -76,7 +76,7 @@ def photo_reencoded(work: Work) -> Case:
 @mutation("photo_mode")
 def photo_mode(work: Work) -> Case:
     p = _any_photo(work)
-    mode = work.rng.choice(["L", "LA", "RGBA", "P", "CMYK", "I;16", "1", "I"])
+    mode = work.rng.choice(["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"])
     with Image.open(p) as im:
         im = im.convert("RGB")
         out = Image.fromarray(np.asarray(im.convert("L"), dtype=np.uint16) * 257) if mode == "I;16" else im.convert(mode)

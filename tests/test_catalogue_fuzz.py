@@ -82,3 +82,14 @@ def test_f6_person_folder_named_na_is_read_back_as_written(data_dir, tmp_path):
     folds, _ = read_folds(tmp_path / "run")
     assert (folds["person_id"] == "NA").sum() == 7 and not folds["person_id"].isna().any()
     assert folds["image_id"].str.startswith("NA/").sum() == 7
+
+
+@pytest.mark.parametrize("kind", ["dangling", "looping"])
+def test_f7_eval_photo_that_is_a_broken_link_is_refused(data_dir, tmp_path, kind):
+    # was: exit 0 from check-data and folds; the link was left out of the scan because it does not exist
+    info = pd.read_csv(data_dir / "eval" / "info.csv")
+    eval_photo = data_dir / "eval" / "images" / info.loc[0, "ImageID"]
+    eval_photo.unlink()
+    eval_photo.symlink_to(tmp_path / "gone.jpg" if kind == "dangling" else eval_photo)
+    for command in ("check-data", "folds"):
+        assert_message(invoke(command, tmp_path, data_dir), f"{eval_photo}: eval photo is a broken or looping link")
