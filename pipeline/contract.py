@@ -240,8 +240,8 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
         people.append((row.id, row.path, gender, row.race, age, photos))
 
     df = _person_rows(people, data_cfg, report)
-    for where, why in shared_files(data_dir, df):
-        report.problem(where, why)
+    for person, why in shared_files(data_dir, df):
+        report.problem(images / person, why)
     return df, report
 
 

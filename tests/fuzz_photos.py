@@ -79,7 +79,8 @@ def photo_mode(work: Work) -> Case:
     mode = work.rng.choice(["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"])
     with Image.open(p) as im:
         im = im.convert("RGB")
-        out = Image.fromarray(np.asarray(im.convert("L"), dtype=np.uint16) * 257) if mode == "I;16" else im.convert(mode)
+        grey16 = mode == "I;16"  # 16-bit grey, as some scanners write it
+        out = Image.fromarray(np.asarray(im.convert("L"), dtype=np.uint16) * 257) if grey16 else im.convert(mode)
     _replace(p, out, "JPEG" if mode in ("L", "CMYK", "1") else "PNG")
     return Case(f"{rel(work, p)} saved in mode {mode}", names=(rel(work, p),))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 
-def shared_files(data_dir: Path, df: pd.DataFrame) -> list[tuple[Path, str]]:
-    """(person folder, problem) for each pair of persons (or one person twice) sharing photo files."""
+def shared_files(data_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(person, problem) for each pair of persons (or one person twice) sharing photo files."""
     first: dict[tuple[int, int], tuple[str, str]] = {}
     pairs: dict[tuple[str, str], list[str]] = {}
     for person, photo, path in zip(df["person_id"], df["photo"], df["path"]):
@@ -25,7 +25,7 @@ def shared_files(data_dir: Path, df: pd.DataFrame) -> list[tuple[Path, str]]:
     problems = []
     for (person, other), same in pairs.items():
         whose = "other photos of this person" if person == other else f"photos of person {other}"
-        problems.append((Path(data_dir) / "train" / "images" / person,
-                         f"photos that are the same files as {whose} ({', '.join(same)}), through a link or a hard "
-                         f"link; each photo must be a file of its own, of one person: replace the links with the photos"))
+        problems.append((person, f"photos that are the same files as {whose} ({', '.join(same)}), through a "
+                                 f"link or a hard link; each photo must be a file of its own, of one person: replace "
+                                 f"the links with the photos"))
     return problems
