@@ -110,9 +110,10 @@ def test_fuzz(index, kind, fuzz_base, tmp_path, monkeypatch):
         out = run_command(command, work, case)
         wrong += judge(command, case, out, fuzz_base)
         outputs.append(f"--- maskfold {command} (exit {out.code}):\n{out.output.strip()[-3000:]}")
+    if not wrong or kind in KNOWN:
+        shutil.rmtree(work.root)  # an unexpected failure's copy stays for a look
     if wrong:
         pytest.fail(f"fuzz case {index} ({kind}), seed {SEED}: {case.what}\n" + "\n".join(f"  {w}" for w in wrong)
                     + f"\nreplay: MASKFOLD_FUZZ_SEED={SEED} MASKFOLD_FUZZ_CASES={max(CASES, index + 1)} "
                       f"python -m pytest tests/test_fuzz.py -k case{index:04d}\n" + "\n".join(outputs),
                     pytrace=False)
-    shutil.rmtree(work.root)  # a failing case's copy stays for a look
