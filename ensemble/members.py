@@ -21,6 +21,7 @@ from pipeline.layout import (
     folds_csv,
     folds_digest,
     pair_dir,
+    read_fold_table,
     refit_dir,
     refit_status,
     unfinished_reason,
@@ -69,7 +70,7 @@ def _competition_folds(run: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError([Problem(str(path), "folds.csv not found")],
                         hint="run `maskfold folds` and `maskfold train-all` with this config first")
-    folds = pd.read_csv(path, dtype={"person_id": str})
+    folds = read_fold_table(path)
     # train-only photos (external, pseudo-labelled) are never predicted out of fold; their soft labels go with them
     return folds[~train_only(folds)].drop(columns="soft_label", errors="ignore").reset_index(drop=True)
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.config.schema import DataConfig
 from pipeline.config.typed_yaml import where_relative
+from pipeline.data.aliases import shared_files
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 PHOTOS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
@@ -270,6 +271,8 @@ def read_train(data_dir: str | Path, data_cfg: DataConfig, report: Report | None
 
     _unlisted_folders(images, table, csv, report)
     df = _person_rows(people, data_cfg, report)
+    for person, why in shared_files(data_dir, df):
+        report.problem(images / person, why)
     return df, report
 
 
@@ -404,6 +407,9 @@ def read_eval(data_dir: str | Path, report: Report | None = None) -> tuple[pd.Da
     missing = [i for i in table["ImageID"] if i not in on_disk]
     for i in missing:
         report.problem(images / i, "eval photo listed in info.csv is missing; restore it")
+    for i in sorted(listed & on_disk):  # a dangling or looping link would pass unscanned (it does not exist)
+        if not (images / i).exists():
+            report.problem(images / i, "eval photo is a broken or looping link; replace it with the photo itself")
     df = pd.DataFrame({"image_id": table["ImageID"], "path": "eval/images/" + table["ImageID"]})
     return df, report
 

@@ -151,7 +151,14 @@ def _digest_of_bytes(raw: bytes) -> str:
 def read_folds(run_dir) -> tuple[pd.DataFrame, str]:
     """folds.csv as training uses it, and its digest, both from one read (a rerun of `folds` cannot slip between)."""
     raw = folds_csv(run_dir).read_bytes()
-    return pd.read_csv(io.BytesIO(raw), dtype={"person_id": str, "race": str}), _digest_of_bytes(raw)
+    return read_fold_table(io.BytesIO(raw)), _digest_of_bytes(raw)
+
+
+def read_fold_table(source) -> pd.DataFrame:
+    """A fold table with its text as written: a person folder named NA, null or None stays that name (pandas would
+    read it as missing); only an empty soft_label is missing (a hard label)."""
+    return pd.read_csv(source, dtype={"person_id": str, "race": str}, keep_default_na=False,
+                       na_values={"soft_label": [""]})
 
 
 @functools.lru_cache(maxsize=8)

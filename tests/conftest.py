@@ -62,3 +62,9 @@ def tiny_config(tmp_path, data_dir, *extra):
     cfg = make_config(tmp_path, data_dir, *TINY, *extra)
     write_folds(cfg, log=lambda m: None)
     return cfg
+
+
+def pytest_report_header(config):
+    from tests.fuzz_kit import fuzz_seed
+
+    return f"fuzz seed: {fuzz_seed()} (MASKFOLD_FUZZ_SEED replays a run; MASKFOLD_FUZZ_CASES sets its length)"

@@ -45,8 +45,17 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
     cfg = build(Config, data, "", str(path))
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / path.stem)
+    _check_places(cfg, str(path))
     _validate(cfg, str(path))
     return cfg
+
+
+def _check_places(cfg: Config, source: str) -> None:
+    """An empty folder name would mean the working folder: a run's files would land among the project's own."""
+    for key in ("data_dir", "run_dir", "cache_dir"):
+        if not getattr(cfg, key).strip():
+            raise ConfigError(f"{source}: '{key}' is empty; name a folder (relative paths are read from the working "
+                              f"directory, so '.' is the working folder itself)")
 
 
 def _validate(cfg: Config, source: str) -> None:

@@ -64,6 +64,8 @@ def check_value(tp, value, key: str, source: str):
         fits, what, convert = _SCALARS[tp]
         if not fits(value):
             raise ConfigError(f"{source}: '{key}' must be {what}, got {value!r}")
+        if tp is str and "\0" in value:  # no path or name holds one; the OS would refuse it with no key named
+            raise ConfigError(f"{source}: '{key}' holds a NUL character (\\0); remove it")
         return convert(value)
     raise ConfigError(f"{source}: '{key}' has unsupported type {_type_name(tp)}")
 
@@ -148,7 +150,10 @@ _Loader.add_implicit_resolver(
 
 
 def _yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # PyYAML composes nested values recursively
+        raise ConfigError("values nested too deeply (hundreds of levels of [ or {); write them flat") from None
 
 
 RELATIVE_RULE = "relative paths are read from the working directory"
