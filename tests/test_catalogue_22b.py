@@ -289,7 +289,7 @@ def test_22_18_questionable_data_is_warned_about(data_dir, tmp_path):
 
 
 def test_22_18_empty_config_file_is_refused(tmp_path):
-    for text in ("", "# only a comment\n"):
+    for text in ("", "# only a comment\n", "{}\n"):
         empty = tmp_path / "empty.yaml"
         empty.write_text(text)
         with pytest.raises(ConfigError, match=r"empty\.yaml: the config file is empty"):

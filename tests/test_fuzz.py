@@ -35,32 +35,6 @@ from tests.fuzz_kit import (
     run_command,
 )
 
-# Mutation kinds that fail on today's code because of a fault listed in the reliability issue (its number
-# given), fixed on other branches. The cases still run, as xfail(strict=False); once those fixes are merged,
-# delete this list: every kind must then pass.
-KNOWN = {
-    "csv_trailing_comma_rows": "fault 15: a trailing comma on data rows gives a shifted-column problem per row",
-    "table_is_folder": "fault 15: train.csv (or info.csv) as a folder is reported as not found",
-    "path_spelled_twice": "fault 3: x and x/ (or ./x) are one person listed twice",
-    "path_spelled_otherwise": "fault 3: a person folder written x/ or ./x becomes another person id",
-    "row_dropped": "fault 18: person folders not in train.csv pass without a word",
-    "person_unlisted": "fault 18: person folders not in train.csv pass without a word",
-    "photo_questionable_size": "fault 18: 1x1 or 800x300 photos pass without a word",
-    "info_empty_cell": "fault 15: an empty ImageID cell is reported without its line",
-    "fix_unchecked": "faults 13 and 15: label fixes are not checked like train.csv (age 250, abc; swap with itself)",
-    "fixes_unreadable": "fault 15: an empty (or binary) fixes file gives pandas' words without the file",
-    "photo_is_folder": "fault 15: a folder named mask1.jpg is reported only as a missing photo",
-    "photo_fifo": "fault 15: a FIFO is called a broken or looping link",
-    "photo_bomb": "fault 5: a decompression bomb crashes check-data with a traceback",
-    "eval_is_file": "fault 15: eval/ as a file is reported as info.csv missing",
-    "cfg_file_binary": "fault 10: a binary (or UTF-16) config file crashes the loader (UnicodeDecodeError)",
-    "cfg_extends_odd": "fault 10: extends: given a list (or a mapping, a number) crashes the loader",
-    "cfg_set_deep": "fault 10: --set train.epochs.x=5 crashes the loader (TypeError)",
-    "cfg_empty": "fault 18: an empty config runs on the code's defaults",
-    "cfg_seed_out_of_range": "fault 15: seed=-1 is refused in sklearn's words, no key named",
-    "cfg_training_values": "fault 9: values that crash train-all pass check-data",
-    "cfg_age_cuts": "fault 15: age_cuts [30,30] or [-5,200] are blamed on soften_near_cut",
-}
 # The default run: every kind once and then some, a minute or two on 2 CPU cores.
 DEFAULT_CASES = 120
 SEED = fuzz_seed()
@@ -76,8 +50,7 @@ def plan(seed: int, cases: int) -> list[str]:
 
 def _params():
     for i, kind in enumerate(plan(SEED, CASES)):
-        marks = [pytest.mark.xfail(strict=False, reason=KNOWN[kind])] if kind in KNOWN else []
-        yield pytest.param(i, kind, id=f"seed{SEED}-case{i:04d}-{kind}", marks=marks)
+        yield pytest.param(i, kind, id=f"seed{SEED}-case{i:04d}-{kind}")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +83,7 @@ def test_fuzz(index, kind, fuzz_base, tmp_path, monkeypatch):
         out = run_command(command, work, case)
         wrong += judge(command, case, out, fuzz_base)
         outputs.append(f"--- maskfold {command} (exit {out.code}):\n{out.output.strip()[-3000:]}")
-    if not wrong or kind in KNOWN:
+    if not wrong:
         shutil.rmtree(work.root)  # an unexpected failure's copy stays for a look
     if wrong:
         pytest.fail(f"fuzz case {index} ({kind}), seed {SEED}: {case.what}\n" + "\n".join(f"  {w}" for w in wrong)

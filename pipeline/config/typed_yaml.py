@@ -180,7 +180,7 @@ def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    if data is None:  # an empty file would run on the code's defaults, which no one chose
+    if data is None or data == {}:  # an empty file (or `{}`) would run on the code's defaults, which no one chose
         raise ConfigError(f"{path}: the config file is empty; name what differs from a base, e.g. "
                           f"`extends: base.yaml` and the keys you change")
     if not isinstance(data, dict):
