@@ -102,6 +102,7 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.sched = build_scheduler(self.opt, t, self.settings["epochs"], self.steps_per_epoch)
         self.updates = 0  # optimiser steps so far: the schedule's clock
+        self.lrs_used = []  # the head's lr at each optimiser step of the epoch under way (metrics.csv's lr)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.ema = None
         if t.ema:
