@@ -21,7 +21,7 @@ from pipeline.model.optim import build_optimizer, build_scheduler
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
-from tests.conftest import make_config, tiny_config
+from tests.conftest import make_config, straight_and_resumed, tiny_config
 
 QUIET = {"log": lambda m: None}
 
@@ -242,15 +242,7 @@ def test_resume_with_the_new_techniques_repeats_a_straight_run(data_dir, tmp_pat
     torch.set_num_threads(1)
     sets = ["train.head=multi", "data.soften_near_cut=2", "train.scheduler=plateau", "train.plateau_patience=0",
             "train.mix.kind=vertical", "train.layer_decay=0.7"]
-    cfg = tiny_config(tmp_path / "a", data_dir, *sets)
-    straight = Trainer(cfg, "test_resnet", 1, load_run_data(cfg, **QUIET), progress=False, **QUIET)
-    straight.fit()
-    cfg2 = tiny_config(tmp_path / "b", data_dir, *sets)
-    data2 = load_run_data(cfg2, **QUIET)
-    first = Trainer(cfg2, "test_resnet", 1, data2, progress=False, **QUIET)
-    first.settings["epochs"] = 1
-    first.fit()
-    resumed = Trainer(cfg2, "test_resnet", 1, data2, progress=False, **QUIET)
+    straight, first, resumed = straight_and_resumed(tmp_path, data_dir, *sets)
     assert resumed.try_resume() and resumed.updates == first.updates > 0
     assert resumed.sched.state_dict() == first.sched.state_dict()
     resumed.fit()

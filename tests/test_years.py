@@ -10,7 +10,7 @@ from pipeline.layout import pair_dir
 from pipeline.model.years import YearsHeads, YearsLoss
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
-from tests.conftest import make_config, tiny_config
+from tests.conftest import make_config, straight_and_resumed, tiny_config
 
 QUIET = {"log": lambda m: None}
 YEARS = ["train.head=multi", "train.age_head=years"]
@@ -195,19 +195,11 @@ def test_years_run_tunes_the_cut_nested_and_predict_replays_it(data_dir, tmp_pat
 def test_resume_with_a_years_head_repeats_a_straight_run(data_dir, tmp_path):
     torch.set_num_threads(1)
     sets = [*YEARS, "train.mix.kind=vertical", "train.age_l1_weight=0.2"]
-    cfg = tiny_config(tmp_path / "a", data_dir, *sets)
-    straight = Trainer(cfg, "test_resnet", 1, load_run_data(cfg, **QUIET), progress=False, **QUIET)
-    straight.fit()
-    cfg2 = tiny_config(tmp_path / "b", data_dir, *sets)
-    data2 = load_run_data(cfg2, **QUIET)
-    first = Trainer(cfg2, "test_resnet", 1, data2, progress=False, **QUIET)
-    first.settings["epochs"] = 1
-    first.fit()
-    resumed = Trainer(cfg2, "test_resnet", 1, data2, progress=False, **QUIET)
+    straight, first, resumed = straight_and_resumed(tmp_path, data_dir, *sets)
     assert resumed.try_resume() and resumed.updates == first.updates > 0
     resumed.fit()
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    za = np.load(pair_dir(cfg.run_dir, "test_resnet", 1) / "oof.npz")
-    zb = np.load(pair_dir(cfg2.run_dir, "test_resnet", 1) / "oof.npz")
+    za = np.load(pair_dir(straight.cfg.run_dir, "test_resnet", 1) / "oof.npz")
+    zb = np.load(pair_dir(resumed.cfg.run_dir, "test_resnet", 1) / "oof.npz")
     assert np.array_equal(za["age_probs"], zb["age_probs"]) and np.array_equal(za["logits"], zb["logits"])
