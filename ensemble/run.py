@@ -20,7 +20,7 @@ from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
 from pipeline.config import Config
 from pipeline.contract import image_file, read_eval
-from pipeline.data.pseudo import class_counts
+from pipeline.data.extra import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from pipeline.layout import (
     blended_oof_npz,

@@ -19,11 +19,12 @@ from folds.make import write_folds
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.contract import NUM_CLASSES, DataError
-from pipeline.data.pseudo import read_pseudo, with_soft_labels
+from pipeline.data.extra import with_soft_labels
 from pipeline.layout import blended_probs_npz, folds_csv, pair_dir, pseudo_dir, read_done, refit_dir, unfinished_reason
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
+from pseudo_labels.current import read_pseudo
 from pseudo_labels.run import run_pseudo
 from tests.conftest import ROOT, TINY, cli_args, make_config, tiny_config
 

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from pipeline.config import Config, ConfigError, LossTerm
 from pipeline.contract import NUM_CLASSES, training_rows, training_targets
 from pipeline.data.datasets import CachedPhotos
+from pipeline.data.extra import with_soft_labels
 from pipeline.data.mixing import mix_batch
-from pipeline.data.pseudo import with_soft_labels
 from pipeline.data.samplers import EpochSampler
 from pipeline.data.transforms import build_transform
 from pipeline.io import (
