@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.layout import tracked_files
+
 # kind -> (the module it needs, the extra that installs it); none needs nothing
 TRACKERS = {"none": None, "mlflow": ("mlflow", "maskfold[mlflow]"), "wandb": ("wandb", "maskfold[wandb]")}
 
@@ -124,7 +126,7 @@ class PairTracker(_Guarded):
             # done.json's val_f1 is the best epoch's: named apart from the per-epoch val_f1 curve it would extend
             store.summary({("best_val_f1" if k == "val_f1" else k): v for k, v in numbers(record).items()})
             store.tag(describe(record))
-            store.upload([Path(folder) / f for f in ("metrics.csv", "done.json") if (Path(folder) / f).is_file()], "")
+            store.upload(tracked_files(folder), "")
             store.end()
         self.call(finish)
 
