@@ -24,7 +24,7 @@ from pipeline.data.transforms import build_transform
 from pipeline.faces.crop import crop_function, crop_key
 from pipeline.layout import pair_file, refit_file, weights_json
 from pipeline.model import models
-from pipeline.model.inference import predict_logits, resolve_device
+from pipeline.model.inference import Inference, predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
 from pipeline.storage import output_file
@@ -81,8 +81,8 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
-    out = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
-                         cfg.train.amp if dev.type == "cuda" else "none")
+    out = predict_logits(model, loader, Inference(dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
+                                                  cfg.train.amp if dev.type == "cuda" else "none"))
     probs = blend.softmax(class_scores(out))
     if age_cut is not None and out.shape[1] > NUM_CLASSES:
         ages = prediction_arrays(out, cfg.train)
