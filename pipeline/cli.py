@@ -352,6 +352,7 @@ def tune_cmd(cfg):
     tune resumes; several tune processes on one study share its trials."""
     from tune.run import run_tune
 
+    _stage_outputs_current(cfg)
     given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
     try:
         run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
