@@ -61,7 +61,7 @@ def read_record(stage_dir) -> ExtraRecord | None:
         return None
 
 
-# Which config key adds which stage's folder, and what to say when the folder has no photos to add.
+# What to say when a folder the config asks for has no photos to add: the problem, and the hint naming the command.
 MISSING = {
     "external": ("there is no external data; run `maskfold external` first", None),
     "pseudo": ("there are no pseudo-labelled photos",
