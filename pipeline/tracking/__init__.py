@@ -18,8 +18,6 @@ import json
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.layout import tracked_files
-
 # kind -> (the module it needs, the extra that installs it); none needs nothing
 TRACKERS = {"none": None, "mlflow": ("mlflow", "maskfold[mlflow]"), "wandb": ("wandb", "maskfold[wandb]")}
 
@@ -122,6 +120,8 @@ class PairTracker(_Guarded):
 
     def done(self, record: dict, folder: Path) -> None:
         def finish():
+            from pipeline.layout import tracked_files  # here: the config reads this module's names, and stays light
+
             store = self._open()
             # done.json's val_f1 is the best epoch's: named apart from the per-epoch val_f1 curve it would extend
             store.summary({("best_val_f1" if k == "val_f1" else k): v for k, v in numbers(record).items()})
