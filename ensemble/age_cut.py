@@ -18,7 +18,7 @@ import pandas as pd
 
 from ensemble import blend
 from pipeline.data.ages import band_probs
-from pipeline.layout import pair_dir, refit_dir
+from pipeline.layout import pair_file, refit_file
 
 SHIFT_GRID = sorted(np.round(np.arange(-4.0, 4.01, 0.5), 2), key=abs)  # no shift first: ties keep the labelled cuts
 
@@ -43,7 +43,7 @@ def load_member_ages(preds, test_from: str) -> list[MemberAges | None]:
     index = pd.Series(np.arange(len(preds.image_ids)), index=preds.image_ids)
     out = []
     for m in preds.members:
-        folds = [_age_file(pair_dir(m.run, m.backbone, k) / "oof.npz") for k in range(m.cfg.folds.n_splits)]
+        folds = [_age_file(pair_file(m.run, m.backbone, k, "oof")) for k in range(m.cfg.folds.n_splits)]
         if any(f is None for f in folds):
             out.append(None)
             continue
@@ -52,9 +52,9 @@ def load_member_ages(preds, test_from: str) -> list[MemberAges | None]:
             oof[index.reindex(f["image_id"].astype(str)).to_numpy().astype(int)] = f["age_probs"]
         test, refit = [], None
         if preds.test is not None:
-            test = [_age_file(pair_dir(m.run, m.backbone, k) / "test.npz")["age_probs"] for k in range(len(folds))]
+            test = [_age_file(pair_file(m.run, m.backbone, k, "test"))["age_probs"] for k in range(len(folds))]
             if test_from != "folds":
-                refit = _age_file(refit_dir(m.run, m.backbone) / "test.npz")["age_probs"]
+                refit = _age_file(refit_file(m.run, m.backbone, "test"))["age_probs"]
         out.append(MemberAges(folds[0]["ages"], oof, test, refit))
     return out
 

@@ -20,9 +20,9 @@ from pipeline.layout import (
     config_yaml,
     folds_csv,
     folds_digest,
-    pair_dir,
+    pair_file,
     read_fold_table,
-    refit_dir,
+    refit_file,
     refit_status,
     unfinished_reason,
 )
@@ -131,12 +131,11 @@ def load_predictions(cfg: Config) -> Predictions:
         probs = np.full((len(ids), NUM_CLASSES), np.nan)
         test_folds = []
         for k in range(m.cfg.folds.n_splits):
-            d = pair_dir(m.run, m.backbone, k)
             why = unfinished_reason(m.cfg, m.backbone, k)
             if why is not None:
                 missing.append((m.run, f"{m.name} fold {k} ({why})"))
                 continue
-            z = np.load(d / "oof.npz")
+            z = np.load(pair_file(m.run, m.backbone, k, "oof"))
             rows = index.reindex(z["image_id"].astype(str))
             if rows.isna().any():
                 missing.append((m.run, f"{m.name} fold {k}: oof.npz names photos not in folds.csv; retrain this pair"))
@@ -148,7 +147,7 @@ def load_predictions(cfg: Config) -> Predictions:
             s = scores(z["labels"], z["logits"].argmax(1))
             per_fold.append({"backbone": m.name, "fold": k, "f1": s["f1"], "acc": s["acc"], "photos": len(rows)})
             if evals is not None:
-                zt = np.load(d / "test.npz")
+                zt = np.load(pair_file(m.run, m.backbone, k, "test"))
                 if list(zt["image_id"].astype(str)) != list(evals["image_id"]):
                     missing.append((m.run, f"{m.name} fold {k}: test.npz photos are not {cfg.data_dir}/eval/info.csv's"))
                     continue
@@ -179,7 +178,7 @@ def _refit_test(m: Member, evals: pd.DataFrame, cfg: Config, missing: list) -> n
         missing.append((m.run, f"{m.name} refit ({why}; ensemble.test_from is {cfg.ensemble.test_from}: run "
                                f"`maskfold train-all --refit`)"))
         return None
-    z = np.load(refit_dir(m.run, m.backbone) / "test.npz")
+    z = np.load(refit_file(m.run, m.backbone, "test"))
     if list(z["image_id"].astype(str)) != list(evals["image_id"]):
         missing.append((m.run, f"{m.name} refit: test.npz photos are not {cfg.data_dir}/eval/info.csv's"))
         return None

@@ -22,9 +22,9 @@ from pipeline.data.datasets import CachedPhotos
 from pipeline.data.images import photo_shape, shape_notes
 from pipeline.data.transforms import build_transform
 from pipeline.faces.crop import crop_function, crop_key
-from pipeline.layout import pair_dir, refit_dir, weights_json
+from pipeline.layout import pair_file, refit_file, weights_json
 from pipeline.model import models
-from pipeline.model.inference import predict_logits, resolve_device
+from pipeline.model.inference import Inference, predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
 from pipeline.storage import output_file
@@ -51,9 +51,9 @@ def decode_all(files, size, crop_fn) -> tuple[np.ndarray, list[Path], list[tuple
 def member_checkpoints(run: Path, member: dict, test_from: str) -> tuple[list[Path], Path | None]:
     """The best.pt files of a member's fold models and of its refit, as far as test_from uses them."""
     where = run if member["run"] == "." else Path(member["run"])
-    folds = [] if test_from == "refit" else [pair_dir(where, member["backbone"], k) / "best.pt"
+    folds = [] if test_from == "refit" else [pair_file(where, member["backbone"], k, "best")
                                              for k in range(member["n_splits"])]
-    refit = None if test_from == "folds" else refit_dir(where, member["backbone"]) / "best.pt"
+    refit = None if test_from == "folds" else refit_file(where, member["backbone"], "best")
     missing = [p for p in folds + ([refit] if refit else []) if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{missing[0]} not found (the ensemble predicted the eval set with the "
@@ -81,8 +81,8 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
-    out = predict_logits(model, loader, dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
-                         cfg.train.amp if dev.type == "cuda" else "none")
+    out = predict_logits(model, loader, Inference(dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
+                                                  cfg.train.amp if dev.type == "cuda" else "none"))
     probs = blend.softmax(class_scores(out))
     if age_cut is not None and out.shape[1] > NUM_CLASSES:
         ages = prediction_arrays(out, cfg.train)

@@ -1,6 +1,7 @@
 """report.md with a confusion matrix and a per-class F1 chart beside it."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from pipeline.contract import NUM_CLASSES, age_band_names, class_names
 from pipeline.io import atomic_path, atomic_write_text
+from pipeline.layout import ENSEMBLE_FILES
 
 CLASSES = range(NUM_CLASSES)
 
@@ -180,72 +182,122 @@ def techniques_lines(run: list[str], members: dict[str, list[str]] | None = None
     return lines
 
 
-def write_report(out: Path, rows: dict, per_fold: list[dict], y, pred, test_pred, train_labels,
-                 chosen: str, age_cuts=(30, 60), curves: dict | None = None, correlation=None,
-                 photos: dict | None = None, techniques: list[str] | None = None,
-                 pseudo: dict | None = None, sections: list[str] | None = None) -> list[str]:
-    """Write report.md and the PNGs; return the headline lines to print.
+@dataclass
+class ReportInput:
+    """What report.md shows. rows: label -> scores of each row of the scores table; per_fold: a dict per (backbone,
+    fold); y, pred: the OOF truth and the chosen blend's classes; test_pred: its eval classes (None without an eval
+    set); train_labels: the training prior; chosen: the blend used; curves: backbone -> {fold: metrics table};
+    correlation: (members, their OOF errors' correlation); photos: ages, files and confidence of each OOF photo;
+    techniques: lines from techniques_lines; pseudo: run -> pseudo-labelled photos per class it trained on;
+    sections: more markdown lines (the ages)."""
 
-    techniques: lines from techniques_lines, shown under the title (none when every technique key is default);
-    pseudo: run -> pseudo-labelled photos per class it trained on; sections: more markdown lines (the ages)."""
+    rows: dict
+    per_fold: list[dict]
+    y: np.ndarray
+    pred: np.ndarray
+    test_pred: np.ndarray | None
+    train_labels: np.ndarray
+    chosen: str
+    age_cuts: tuple = (30, 60)
+    curves: dict | None = None
+    correlation: tuple | None = None
+    photos: dict | None = None
+    techniques: list[str] = field(default_factory=list)
+    pseudo: dict | None = None
+    sections: list[str] = field(default_factory=list)
+
+
+def write_report(out: Path, r: ReportInput) -> list[str]:
+    """Write report.md and the PNGs under `out` (layout.ENSEMBLE_FILES); return the headline lines to print."""
     out.mkdir(parents=True, exist_ok=True)
-    names = class_names(age_cuts)
-    p, r, f, n = precision_recall_fscore_support(y, pred, labels=CLASSES, zero_division=0)
-    plot_confusion(y, pred, names, out / "confusion.png")
-    plot_class_f1(f, n, names, age_band_names(age_cuts)[2], out / "class_f1.png")
-    if curves:
-        plot_curves(curves, out / "curves.png")
+    files = {k: out / name for k, name in ENSEMBLE_FILES.items()}
+    names = class_names(r.age_cuts)
+    per_class = precision_recall_fscore_support(r.y, r.pred, labels=CLASSES, zero_division=0)
+    plot_confusion(r.y, r.pred, names, files["confusion"])
+    plot_class_f1(per_class[2], per_class[3], names, age_band_names(r.age_cuts)[2], files["class_f1"])
+    if r.curves:
+        plot_curves(r.curves, files["curves"])
     lines = ["# Ensemble report", ""]
-    for line in techniques or []:
+    for line in r.techniques:
         lines += [line, ""]
-    lines += ["## Scores on out-of-fold predictions", ""]
-    lines += markdown_table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
-                    [[k, v["f1"], v["acc"], v["f1_mask"], v["f1_gender"], v["f1_age"]] for k, v in rows.items()])
-    lines += ["", "In-sample rows fit and score on the same OOF photos; nested rows fit on some persons and score on "
-              "the others, which is the gain to expect on the leaderboard.", "",
-              f"Used for the submission and the tables below: **{chosen}**.", ""]
-    if correlation is not None and len(correlation[0]) > 1:
-        members, corr = correlation
-        lines += ["## Which members add something", "", "Correlation of the members' OOF errors (1 where a member is "
-                  "wrong): the lower, the more one member is right where the other is wrong.", ""]
-        lines += markdown_table(["member", *members], [[m, *map(float, row)] for m, row in zip(members, corr)])
-        lines += [""]
-    lines += ["## Each backbone over its folds", ""]
-    lines += markdown_table(["backbone", "folds", "fold macro F1 mean", "std"], fold_spread(per_fold))
-    lines += ["", "Learning curves (train loss, validation loss and macro F1 per epoch, folds overlaid):", "",
-              "![learning curves](curves.png)", ""]
-    lines += ["## Each (backbone, fold) on its own fold (OOF predictions, with the run's TTA)", ""]
-    lines += markdown_table(["backbone", "fold", "photos", "macro F1", "accuracy"],
-                    [[d["backbone"], d["fold"], d["photos"], d["f1"], d["acc"]] for d in per_fold])
-    lines += ["", "## Per class (final ensemble, OOF)", ""]
-    lines += markdown_table(["class", "name", "precision", "recall", "F1", "photos"],
-                    [[i, names[i], float(p[i]), float(r[i]), float(f[i]), int(n[i])] for i in CLASSES])
-    lines += ["", "![confusion matrix](confusion.png)", "", "![per-class F1](class_f1.png)", ""]
-    if photos is not None:
-        lines += ["## Around the age cuts", "", "True age of the person; accuracy of the whole class and of the age band "
-                  "alone (OOF).", ""]
-        lines += markdown_table(["age", "photos", "class accuracy", "age-band accuracy"],
-                                near_cut_table(photos["ages"], y, pred, age_cuts))
-        shown = plot_mistakes(photos["files"], y, pred, photos["confidence"], names, out / "mistakes.png")
-        lines += ["", f"The {shown} most confident OOF mistakes (truth, prediction, confidence):", "",
-                  "![mistakes](mistakes.png)", ""]
-    lines += sections or []
-    if pseudo:
-        lines += ["## Pseudo-labelled eval photos added to every training fold", "",
-                  "Eval photos another run's ensemble was sure of, trained on in every fold, never validated nor "
-                  "counted in any figure above.", ""]
-        counts = [[i, names[i], *(int(c[i]) for c in pseudo.values())] for i in CLASSES]
-        lines += markdown_table(["class", "name", *(f"photos ({run})" for run in pseudo)],
-                                counts + [["total", "", *(int(c.sum()) for c in pseudo.values())]])
-        lines += [""]
-    if test_pred is not None:
-        prior = np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
-        dist = np.bincount(test_pred, minlength=NUM_CLASSES) / len(test_pred)
-        lines += ["## Predicted class distribution on the eval set vs the training prior", ""]
-        lines += markdown_table(["class", "name", "eval predicted", "training prior", "ratio"],
-                        [[i, names[i], float(dist[i]), float(prior[i]),
-                          float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in CLASSES])
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    head = list(techniques or []) + [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in rows.items()]
-    head.append(f"report: {out / 'report.md'} (+ confusion.png, class_f1.png, curves.png, mistakes.png); submission uses: {chosen}")
+    lines += _score_lines(r) + _member_lines(r.correlation) + _fold_lines(r, files)
+    lines += _class_lines(per_class, names, files)
+    if r.photos is not None:
+        lines += _age_cut_lines(r, names, files["mistakes"])
+    lines += r.sections
+    if r.pseudo:
+        lines += _pseudo_lines(r.pseudo, names)
+    if r.test_pred is not None:
+        lines += _eval_lines(r.test_pred, r.train_labels, names)
+    atomic_write_text(files["report"], "\n".join(lines) + "\n")
+    head = list(r.techniques) + [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in r.rows.items()]
+    pngs = ", ".join(files[k].name for k in ("confusion", "class_f1", "curves", "mistakes"))
+    head.append(f"report: {files['report']} (+ {pngs}); submission uses: {r.chosen}")
     return head
+
+
+def _score_lines(r: ReportInput) -> list[str]:
+    lines = ["## Scores on out-of-fold predictions", ""]
+    lines += markdown_table(["what", "macro F1", "accuracy", "mask F1", "gender F1", "age F1"],
+                            [[k, v["f1"], v["acc"], v["f1_mask"], v["f1_gender"], v["f1_age"]]
+                             for k, v in r.rows.items()])
+    return lines + ["", "In-sample rows fit and score on the same OOF photos; nested rows fit on some persons and "
+                    "score on the others, which is the gain to expect on the leaderboard.", "",
+                    f"Used for the submission and the tables below: **{r.chosen}**.", ""]
+
+
+def _member_lines(correlation) -> list[str]:
+    if correlation is None or len(correlation[0]) <= 1:
+        return []
+    members, corr = correlation
+    lines = ["## Which members add something", "", "Correlation of the members' OOF errors (1 where a member is "
+             "wrong): the lower, the more one member is right where the other is wrong.", ""]
+    return lines + markdown_table(["member", *members], [[m, *map(float, row)] for m, row in zip(members, corr)]) + [""]
+
+
+def _fold_lines(r: ReportInput, files: dict) -> list[str]:
+    lines = ["## Each backbone over its folds", ""]
+    lines += markdown_table(["backbone", "folds", "fold macro F1 mean", "std"], fold_spread(r.per_fold))
+    lines += ["", "Learning curves (train loss, validation loss and macro F1 per epoch, folds overlaid):", "",
+              f"![learning curves]({files['curves'].name})", ""]
+    lines += ["## Each (backbone, fold) on its own fold (OOF predictions, with the run's TTA)", ""]
+    return lines + markdown_table(["backbone", "fold", "photos", "macro F1", "accuracy"],
+                                  [[d["backbone"], d["fold"], d["photos"], d["f1"], d["acc"]] for d in r.per_fold])
+
+
+def _class_lines(per_class, names: list[str], files: dict) -> list[str]:
+    p, rec, f, n = per_class
+    lines = ["", "## Per class (final ensemble, OOF)", ""]
+    lines += markdown_table(["class", "name", "precision", "recall", "F1", "photos"],
+                            [[i, names[i], float(p[i]), float(rec[i]), float(f[i]), int(n[i])] for i in CLASSES])
+    return lines + ["", f"![confusion matrix]({files['confusion'].name})", "",
+                    f"![per-class F1]({files['class_f1'].name})", ""]
+
+
+def _age_cut_lines(r: ReportInput, names: list[str], mistakes: Path) -> list[str]:
+    lines = ["## Around the age cuts", "", "True age of the person; accuracy of the whole class and of the age band "
+             "alone (OOF).", ""]
+    lines += markdown_table(["age", "photos", "class accuracy", "age-band accuracy"],
+                            near_cut_table(r.photos["ages"], r.y, r.pred, r.age_cuts))
+    shown = plot_mistakes(r.photos["files"], r.y, r.pred, r.photos["confidence"], names, mistakes)
+    return lines + ["", f"The {shown} most confident OOF mistakes (truth, prediction, confidence):", "",
+                    f"![mistakes]({mistakes.name})", ""]
+
+
+def _pseudo_lines(pseudo: dict, names: list[str]) -> list[str]:
+    lines = ["## Pseudo-labelled eval photos added to every training fold", "",
+             "Eval photos another run's ensemble was sure of, trained on in every fold, never validated nor "
+             "counted in any figure above.", ""]
+    counts = [[i, names[i], *(int(c[i]) for c in pseudo.values())] for i in CLASSES]
+    lines += markdown_table(["class", "name", *(f"photos ({run})" for run in pseudo)],
+                            counts + [["total", "", *(int(c.sum()) for c in pseudo.values())]])
+    return lines + [""]
+
+
+def _eval_lines(test_pred, train_labels, names: list[str]) -> list[str]:
+    prior = np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
+    dist = np.bincount(test_pred, minlength=NUM_CLASSES) / len(test_pred)
+    lines = ["## Predicted class distribution on the eval set vs the training prior", ""]
+    return lines + markdown_table(["class", "name", "eval predicted", "training prior", "ratio"],
+                                  [[i, names[i], float(dist[i]), float(prior[i]),
+                                    float(dist[i] / prior[i]) if prior[i] else float("nan")] for i in CLASSES])

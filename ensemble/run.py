@@ -8,6 +8,7 @@ Never loads a model: what it needs from training is on disk as predictions.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,15 @@ from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
 from pipeline.config import Config
 from pipeline.contract import image_file, read_eval
-from pipeline.data.pseudo import class_counts
+from pipeline.data.extra import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from pipeline.layout import (
     blended_oof_npz,
     blended_probs_npz,
     ensemble_dir,
+    ensemble_file,
     folds_csv,
-    pair_dir,
+    pair_file,
     read_refit_done,
     submission_csv,
     weights_json,
@@ -67,21 +69,56 @@ def pseudo_added(members) -> dict[str, np.ndarray]:
     return {label: c for label, c in counts.items() if c is not None}
 
 
+@dataclass
+class Blends:
+    """Every blend the config asks for, fitted on the OOF predictions: label -> fit, the scores table's rows, each
+    blend's honest figure, and the age-cut fitter (ensemble.tune_age_cut; None when off)."""
+
+    fits: dict
+    rows: dict
+    honest: dict
+    cutter: object | None
+
+
+@dataclass
+class Chosen:
+    """The blend used for the submission: its label, fit and fitter (ensemble.blend or the age-cut one), its blended
+    OOF probabilities and OOF classes (offsets applied)."""
+
+    label: str
+    fitted: dict
+    fitter: object
+    weighted: np.ndarray
+    pred: np.ndarray
+
+
 def run_ensemble(cfg: Config, log=print) -> dict:
-    e = cfg.ensemble
     for folder in (cfg.run_dir, ensemble_dir(cfg.run_dir)):
         remove_stale_temporaries(folder)  # a killed earlier ensemble's half-written files
     preds = load_predictions(cfg)
-    names = list(preds.oof)
-    oof = [preds.oof[b] for b in names]
-    y = preds.labels
-    out = ensemble_dir(cfg.run_dir)
+    oof = [preds.oof[b] for b in preds.oof]
+    blends = fit_blends(cfg, preds, oof, log)
+    chosen = choose(cfg, blends, oof, preds.labels, log)
+    atomic_save_npz(blended_oof_npz(cfg.run_dir), image_id=preds.image_ids,
+                    probs=chosen.weighted.astype(np.float32), labels=preds.labels, pred=chosen.pred)
+    saved = weights_record(cfg, preds, blends, chosen)
+    atomic_write_text(weights_json(cfg.run_dir), json.dumps(saved, indent=1))
+    submission, test_pred = write_test_outputs(cfg, preds, chosen, log)
+    for line in _write_report(cfg, preds, oof, blends, chosen, test_pred, saved["age_cut"]):
+        log(line)
+    eval_f1 = _closing_lines(cfg, submission, log)
+    return {"rows": blends.rows, "weights": saved,
+            "figures": ensemble_figures(blends.rows, blends.honest, chosen.label, eval_f1)}
+
+
+def fit_blends(cfg: Config, preds, oof: list[np.ndarray], log) -> Blends:
+    """Each blend fitted, with its in-sample and honest figures. A plain vote fits nothing, so its OOF score is
+    already honest; fitted blends are scored nested (fit on some persons, score on the others; stacking: on the
+    other folds, as it would be used)."""
+    e, y = cfg.ensemble, preds.labels
     kw = {"steps": e.selection_steps, "c": e.stacking_c}
     persons = blend.person_parts(preds.persons, e.nested_splits, seed=cfg.seed)
-
-    rows = {f"backbone {b}": scores(y, p.argmax(1)) for b, p in zip(names, oof)}
-    # Honest F1 of each blend: a plain vote fits nothing, so its OOF score is already honest; fitted blends are
-    # scored nested (fit on some persons, score on the others; stacking: on the other folds, as it would be used).
+    rows = {f"backbone {b}": scores(y, p.argmax(1)) for b, p in zip(preds.oof, oof)}
     fits, honest = {}, {}
     cutter = age_cut_blends(cfg, preds, log)  # ensemble.tune_age_cut: each blend again, on the age cut fitted first
     for kind, off, fitter in [(k, o, f) for f in (blend, cutter) if f for k, o in blend_kinds(e)]:
@@ -100,78 +137,89 @@ def run_ensemble(cfg: Config, log=print) -> dict:
         honest[label] = nested["f1"]
     for line in blend.take_notes():  # e.g. a stacker that did not converge: once, with what to change
         log(line)
-    chosen = max(honest, key=honest.get) if e.choose_by_nested else list(fits)[-1]
-    fitted = fits[chosen]
-    fitter = cutter if "age_shift" in fitted else blend
+    return Blends(fits, rows, honest, cutter)
+
+
+def choose(cfg: Config, blends: Blends, oof: list[np.ndarray], y: np.ndarray, log) -> Chosen:
+    """The blend with the best honest figure (ensemble.choose_by_nested), else the last one asked for."""
+    e = cfg.ensemble
+    label = max(blends.honest, key=blends.honest.get) if e.choose_by_nested else list(blends.fits)[-1]
+    fitted = blends.fits[label]
+    fitter = blends.cutter if "age_shift" in fitted else blend
     weighted = fitter.apply_blend(fitted, oof, e.method)
-    final_pred = blend.predict_with(weighted, fitted["offsets"])
-    log(f"used for the submission: {chosen} (honest OOF macro F1 {honest[chosen]:.4f}"
+    log(f"used for the submission: {label} (honest OOF macro F1 {blends.honest[label]:.4f}"
         f"{'; chosen by the nested figures' if e.choose_by_nested else ''})")
+    return Chosen(label, fitted, fitter, weighted, blend.predict_with(weighted, fitted["offsets"]))
 
-    atomic_save_npz(blended_oof_npz(cfg.run_dir), image_id=preds.image_ids, probs=weighted.astype(np.float32),
-                    labels=y, pred=final_pred)
-    stacker = fitted["stacker"]
-    saved = {"method": e.method, "backbones": names, "chosen": chosen, "honest_f1": honest,
-             # a member of this run is found beside weights.json ("."), another run's by its absolute path
-             "members": [{"name": m.name, "run": "." if m.run == cfg.run_dir else str(Path(m.run).resolve()),
-                          "backbone": m.backbone, "tta": m.cfg.tta, "n_splits": m.cfg.folds.n_splits}
-                         for m in preds.members],
-             "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
-             "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
-             "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": preds.test_from,
-             # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
-             "age_cuts": list(cfg.data.age_cuts), "age_cut": cutter.cuts_used(fitted) if fitter is cutter else None}
-    atomic_write_text(weights_json(cfg.run_dir), json.dumps(saved, indent=1))
 
-    submission = None
-    test_pred = None
-    if preds.test is not None:
-        test_in = ([preds.test[b] for b in names], [preds.refit[b] for b in names] if preds.refit else None)
-        if fitter is cutter:  # the members' eval probabilities re-summed at the tuned cuts
-            test_in = cutter.test_inputs(fitted, *test_in)
-        test_scores = blend.test_scores(fitted, *test_in, preds.test_from, e.method)
-        test_pred = blend.predict_with(test_scores, fitted["offsets"])
-        submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
-        evals, _ = read_eval(cfg.data_dir)
-        validate_submission(submission, evals["image_id"].tolist())
-        atomic_write_csv(submission, submission_csv(cfg.run_dir))
-        # what `maskfold pseudo` of another run reads: the blended probabilities (before the offsets), the classes
-        # submitted, and the age cuts that give the classes their meaning
-        atomic_save_npz(blended_probs_npz(cfg.run_dir), image_id=preds.test_ids,
-                        probs=test_scores / test_scores.sum(1, keepdims=True), pred=test_pred,
-                        age_cuts=np.asarray(cfg.data.age_cuts))
-        log(f"eval set predicted by {TEST_MODELS[preds.test_from]} (ensemble.test_from: {e.test_from}; the OOF "
-            f"figures are the folds')")
-    else:
+def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> dict:
+    """weights.json: what `maskfold predict` replays to reproduce the submission."""
+    fitted, stacker = chosen.fitted, chosen.fitted["stacker"]
+    tuned_cut = chosen.fitter is blends.cutter
+    return {"method": cfg.ensemble.method, "backbones": list(preds.oof), "chosen": chosen.label,
+            "honest_f1": blends.honest,
+            # a member of this run is found beside weights.json ("."), another run's by its absolute path
+            "members": [{"name": m.name, "run": "." if m.run == cfg.run_dir else str(Path(m.run).resolve()),
+                         "backbone": m.backbone, "tta": m.cfg.tta, "n_splits": m.cfg.folds.n_splits}
+                        for m in preds.members],
+            "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
+            "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
+            "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": preds.test_from,
+            # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
+            "age_cuts": list(cfg.data.age_cuts), "age_cut": blends.cutter.cuts_used(fitted) if tuned_cut else None}
+
+
+def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+    """The submission and the blended eval probabilities (test_probs.npz); (None, None) without an eval set."""
+    if preds.test is None:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
+        return None, None
+    names, fitted, method = list(preds.oof), chosen.fitted, cfg.ensemble.method
+    test_in = ([preds.test[b] for b in names], [preds.refit[b] for b in names] if preds.refit else None)
+    if chosen.fitter is not blend:  # the members' eval probabilities re-summed at the tuned cuts
+        test_in = chosen.fitter.test_inputs(fitted, *test_in)
+    test_scores = blend.test_scores(fitted, *test_in, preds.test_from, method)
+    test_pred = blend.predict_with(test_scores, fitted["offsets"])
+    submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
+    evals, _ = read_eval(cfg.data_dir)
+    validate_submission(submission, evals["image_id"].tolist())
+    atomic_write_csv(submission, submission_csv(cfg.run_dir))
+    # what `maskfold pseudo` of another run reads: the blended probabilities (before the offsets), the classes
+    # submitted, and the age cuts that give the classes their meaning
+    atomic_save_npz(blended_probs_npz(cfg.run_dir), image_id=preds.test_ids,
+                    probs=test_scores / test_scores.sum(1, keepdims=True), pred=test_pred,
+                    age_cuts=np.asarray(cfg.data.age_cuts))
+    log(f"eval set predicted by {TEST_MODELS[preds.test_from]} (ensemble.test_from: {cfg.ensemble.test_from}; the "
+        f"OOF figures are the folds')")
+    return submission, test_pred
 
-    from ensemble.report import techniques_lines, techniques_used, write_report
 
-    curves = {m.name: {k: pd.read_csv(pair_dir(m.run, m.backbone, k) / "metrics.csv")
-                       for k in range(m.cfg.folds.n_splits) if (pair_dir(m.run, m.backbone, k) / "metrics.csv").is_file()}
+def _write_report(cfg: Config, preds, oof: list[np.ndarray], blends: Blends, chosen: Chosen,
+                  test_pred: np.ndarray | None, age_cut) -> list[str]:
+    # looked up when called: a test interrupts the ensemble between the submission and the report through it
+    from ensemble import report
+
+    names, y = list(preds.oof), preds.labels
+    curves = {m.name: {k: pd.read_csv(pair_file(m.run, m.backbone, k, "metrics"))
+                       for k in range(m.cfg.folds.n_splits) if pair_file(m.run, m.backbone, k, "metrics").is_file()}
               for m in preds.members}
-    headline = write_report(out, rows, preds.per_fold, y, final_pred, test_pred, preds.labels, chosen,
-                            cfg.data.age_cuts, curves, (names, blend.error_correlation(oof, y)),
-                            {"ages": preds.ages, "files": [image_file(cfg.data_dir, p) for p in preds.paths],
-                             "confidence": weighted[np.arange(len(y)), final_pred] / weighted.sum(1)},
-                            techniques_lines(techniques_used(settings_used(cfg, preds.members, preds.test_from)),
-                                             {m.name: techniques_used(m.cfg.to_dict()) for m in preds.members}),
-                            pseudo=pseudo_added(preds.members),
-                            sections=age_lines(names, cutter.members if cutter else
-                                               load_member_ages(preds, preds.test_from), preds.ages, y, final_pred,
-                                               cfg.data.age_cuts, saved["age_cut"]))
-    for line in headline:
-        log(line)
-    eval_f1 = _closing_lines(cfg, submission, log)
-    return {"rows": rows, "weights": saved, "figures": ensemble_figures(rows, honest, chosen, eval_f1)}
+    ages = (blends.cutter.members if blends.cutter else load_member_ages(preds, preds.test_from))
+    techniques = report.techniques_lines(report.techniques_used(settings_used(cfg, preds.members, preds.test_from)),
+                                         {m.name: report.techniques_used(m.cfg.to_dict()) for m in preds.members})
+    photos = {"ages": preds.ages, "files": [image_file(cfg.data_dir, p) for p in preds.paths],
+              "confidence": chosen.weighted[np.arange(len(y)), chosen.pred] / chosen.weighted.sum(1)}
+    return report.write_report(ensemble_dir(cfg.run_dir), report.ReportInput(
+        blends.rows, preds.per_fold, y, chosen.pred, test_pred, preds.labels, chosen.label, cfg.data.age_cuts,
+        curves, (names, blend.error_correlation(oof, y)), photos, techniques, pseudo_added(preds.members),
+        age_lines(names, ages, preds.ages, y, chosen.pred, cfg.data.age_cuts, age_cut)))
 
 
 def track_ensemble(cfg: Config, result: dict, log=print) -> None:
     """The ensemble's figures, report and charts to the run's tracker (tracking.*). Called once the outputs are in
     place: inside `maskfold ensemble` they stay temporaries until the whole set is switched in."""
     out = ensemble_dir(cfg.run_dir)
-    track_run(cfg, result["figures"], [out / "report.md", weights_json(cfg.run_dir), *sorted(out.glob("*.png"))],
-              "ensemble", log)
+    track_run(cfg, result["figures"], [ensemble_file(cfg.run_dir, "report"), weights_json(cfg.run_dir),
+                                       *sorted(out.glob("*.png"))], "ensemble", log)
 
 
 def _closing_lines(cfg: Config, submission: pd.DataFrame | None, log) -> float | None:

@@ -22,8 +22,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pipeline.config import Config
 from pipeline.contract import MASKS, image_file, read_train
 from pipeline.data.cache import decode
-from pipeline.data.external import read_external
+from pipeline.data.extra import MISSING, read_extra
 from pipeline.faces.crop import crop_function
+from pipeline.layout import external_dir
 
 GRID = 8
 SIZE = (96, 128)  # width, height the statistics are taken at
@@ -70,7 +71,8 @@ def run_probe(cfg: Config, persons: int = 300, n_jobs: int = 2, log=print) -> di
     """The probe's AUC per mask state (whole photo and frame only), external vs competition photos."""
     competition, _ = read_train(cfg.data_dir, cfg.data)
     competition = competition.assign(path=[str(image_file(cfg.data_dir, p)) for p in competition["path"]])
-    external = read_external(cfg.run_dir, cfg.data)
+    external = read_extra(external_dir(cfg.run_dir), cfg.data, "data.use_external", *MISSING["external"],
+                          cap=cfg.data.external_cap)
     # Against competition persons of the external persons' age bands only: age itself is a real difference
     # between the sources (every external person is old), not a tell of how the photos were made.
     competition = competition[competition["age_band"].isin(external["age_band"].unique())]

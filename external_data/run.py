@@ -1,8 +1,9 @@
 """`maskfold external`: import older faces, find landmarks, put masks on, write pseudo-persons.
 
 Output (<run_dir>/external/): train/train.csv and train/images/<person>/ in the competition layout, a contact
-sheet PNG and summary.json. The folds stage adds these persons to every training fold (fold -1) when
-data.use_external is on.
+sheet PNG, summary.json, the `masked` face detector trained on these persons, and, last, extra.json, which tells the
+core how to read them as extra training photos (pipeline.data.extra). The folds stage adds these persons to every
+training fold (fold -1) when data.use_external is on.
 """
 from __future__ import annotations
 
@@ -21,12 +22,23 @@ from external_data.importers import import_csv, import_fairface, import_utkface,
 from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person
 from pipeline.config import Config, ConfigError
 from pipeline.contract import PHOTOS, DataError, image_file, read_eval, read_train
+from pipeline.data.extra import ExtraRecord, write_record
 from pipeline.data.images import read_rgb
 from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
-from pipeline.layout import external_dir
+from pipeline.layout import (
+    external_dir,
+    external_probe_json,
+    external_sheet_png,
+    extra_images_dir,
+    extra_record,
+    extra_train_csv,
+    masked_detector,
+    stage_summary,
+)
 from pipeline.progress import bar
 
+LANDMARKS_FILE = "landmarks.json"  # beside the user's face table, not in a run directory
 IMPORTERS = {"utkface": lambda e: import_utkface(e.path),
              "fairface": lambda e: import_fairface(e.path, e.images_dir),
              "csv": lambda e: import_csv(e.path, e.images_dir)}
@@ -39,7 +51,7 @@ def landmark_source(name: str, table_path: str | None):
 
         faces.require()  # fail now, with the install hint, not in a worker
         return lambda f, img: faces.landmarks68(img)
-    path = Path(table_path).parent / "landmarks.json"
+    path = Path(table_path).parent / LANDMARKS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: external.landmarks is 'file' but there is no landmarks.json beside the table")
     table = {str((path.parent / k).resolve()): np.asarray(v, np.float32) for k, v in json.loads(path.read_text()).items()}
@@ -100,11 +112,11 @@ def _framing(cfg: Config, log) -> tuple[np.ndarray, np.ndarray | None]:
     return competition_framing(train, cfg.data_dir, seed=cfg.seed, log=log, wall_photos=walls)
 
 
-def _train_detector(images: Path, table: pd.DataFrame, root: Path, log) -> bool:
+def _train_detector(images: Path, table: pd.DataFrame, run_dir, log) -> bool:
     """Train the `masked` face detector (data.face_detector) on these pseudo-persons; False without dlib."""
     from pipeline.faces import boxes, landmarks
 
-    model = root / boxes.MASKED_MODEL
+    model = masked_detector(run_dir)
     model.unlink(missing_ok=True)  # a detector trained on the previous photos must not outlive them
     if not landmarks.available():
         log("masked-face detector: the `faces` extra is missing; not trained")
@@ -113,14 +125,18 @@ def _train_detector(images: Path, table: pd.DataFrame, root: Path, log) -> bool:
     return boxes.train_masked_detector(persons, model, log=log)
 
 
-def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 12) -> dict:
-    e = cfg.external
+def _require_settings(e) -> None:
     if e.source not in IMPORTERS:  # the importers are this stage's, so this stage checks the name
         raise ConfigError(f"'external.source' is {e.source!r}; choose one of {', '.join(IMPORTERS)}")
     if e.framing not in FRAMINGS:
         raise ConfigError(f"'external.framing' is {e.framing!r}; choose one of {', '.join(FRAMINGS)}")
     if not e.path:
         raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
+
+
+def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 12) -> dict:
+    e = cfg.external
+    _require_settings(e)
     start = time.time()
     faces, malformed = IMPORTERS[e.source](e)
     for f, why in malformed:
@@ -133,9 +149,10 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 1
     geometry, walls = _framing(cfg, log) if e.framing == "portrait" else (DEFAULT_GEOMETRY, None)
 
     root = external_dir(cfg.run_dir)
-    images = root / "train" / "images"
-    if (root / "train").exists():
-        shutil.rmtree(root / "train")  # generated output: a rerun replaces it whole
+    images = extra_images_dir(root)
+    extra_record(root).unlink(missing_ok=True)  # until the new photos are whole, there are none to train on
+    if images.parent.exists():
+        shutil.rmtree(images.parent)  # generated output: a rerun replaces it whole
     images.mkdir(parents=True)
     # "ext" ids never meet the competition's numeric ids
     jobs = [(f"ext{i + 1:06d}", r) for i, r in enumerate(chosen.to_dict("records"))]
@@ -155,21 +172,23 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 1
              "path": folder, "source_file": by_id[pid]["file"]} for pid, folder in sorted(made.items()) if folder]
     no_face = sum(1 for v in made.values() if v is None)
     table = pd.DataFrame(rows, columns=["id", "gender", "race", "age", "path", "source_file"])
-    atomic_write_csv(table, root / "train" / "train.csv")
+    atomic_write_csv(table, extra_train_csv(root))
     if len(table):
-        contact_sheet(images, table, root / "contact_sheet.png", sheet_persons)
-    detector = _train_detector(images, table, root, log)
+        contact_sheet(images, table, external_sheet_png(cfg.run_dir), sheet_persons)
+    detector = _train_detector(images, table, cfg.run_dir, log)
     summary = {"imported": len(faces), "malformed": len(malformed), "selected": len(chosen), "no_face": no_face,
                "persons": len(table), "photos": len(table) * len(PHOTOS), "framing": e.framing,
                "geometry_from": len(geometry) if geometry is not DEFAULT_GEOMETRY else 0,
                "masked_face_detector": detector, "overlay_seconds": round(overlay_s, 2),
                "faces_per_second": round(len(chosen) / overlay_s, 2) if overlay_s else None,
                "seconds": round(time.time() - start, 2)}
-    atomic_write_text(root / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(stage_summary(root), json.dumps(summary, indent=1))
+    write_record(root, ExtraRecord(source="external", whole_persons=True, photo_ids=False, photos=len(table),
+                                   hint="run `maskfold external` with this config"))
     log(f"no face found in {no_face} of {len(chosen)} photos (skipped); wrote {len(table)} pseudo-persons "
-        f"({summary['photos']} photos) to {root / 'train'}")
+        f"({summary['photos']} photos) to {images.parent}")
     log(f"overlay throughput: {summary['faces_per_second']} faces/s ({n_jobs} processes); "
-        f"contact sheet: {root / 'contact_sheet.png'}")
+        f"contact sheet: {external_sheet_png(cfg.run_dir)}")
     return summary
 
 
@@ -177,10 +196,9 @@ def probe_external(cfg: Config, n_jobs: int = 2, log=print) -> dict | None:
     """Run the domain probe on the written external photos; its figures go to external/probe.json."""
     from external_data.probe import run_probe
 
-    root = external_dir(cfg.run_dir)
-    if not (root / "train" / "train.csv").is_file():
-        raise FileNotFoundError(f"{root / 'train' / 'train.csv'}: no external photos to probe; "
-                                "run `maskfold external` without --probe first")
+    table = extra_train_csv(external_dir(cfg.run_dir))
+    if not table.is_file():
+        raise FileNotFoundError(f"{table}: no external photos to probe; run `maskfold external` without --probe first")
     result = run_probe(cfg, n_jobs=n_jobs, log=log)
-    atomic_write_text(root / "probe.json", json.dumps(result, indent=1))
+    atomic_write_text(external_probe_json(cfg.run_dir), json.dumps(result, indent=1))
     return result

@@ -12,8 +12,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pipeline.checks import require_clean
 from pipeline.config import Config
 from pipeline.contract import EXTERNAL_FOLD, NUM_CLASSES, fold_problems, train_only
-from pipeline.data.external import read_external
-from pipeline.data.pseudo import read_pseudo
+from pipeline.data.extra import extra_rows
 from pipeline.io import atomic_write_csv, remove_stale_temporaries
 from pipeline.layout import folds_csv
 
@@ -49,14 +48,17 @@ def fold_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_folds(cfg: Config, log=print) -> pd.DataFrame:
-    """The stage: the checked contract (plus external pseudo-persons when configured) -> <run_dir>/folds.csv."""
+    """The stage: the checked contract (plus the extra training photos the config asks for) -> <run_dir>/folds.csv.
+
+    The stages that made the extra photos judge whether they are current; the command asks them first."""
     train, _, _ = require_clean(cfg)
-    if cfg.data.use_external:
-        ext = read_external(cfg.run_dir, cfg.data)
+    extra = extra_rows(cfg)
+    if "external" in extra:
+        ext = extra["external"]
         log(f"external persons added to every training fold: {ext['person_id'].nunique()}")
         train = pd.concat([train, ext], ignore_index=True)
-    if cfg.data.use_pseudo:
-        pseudo = read_pseudo(cfg)
+    if "pseudo" in extra:
+        pseudo = extra["pseudo"]
         counts = pseudo["label"].value_counts().sort_index()
         log(f"pseudo-labelled eval photos added to every training fold: {len(pseudo)} "
             f"({'soft' if cfg.pseudo.soft else 'hard'} labels; per class: "

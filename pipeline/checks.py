@@ -90,8 +90,7 @@ def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame
     """What training checks of folds.csv: valid folds, the same photos and labels as the data, the same external
     persons as <run_dir>/external, the same pseudo-labelled photos and labels as <run_dir>/pseudo. Raises DataError
     naming folds.csv and the stage that fixes it."""
-    from pipeline.data.external import read_external
-    from pipeline.data.pseudo import read_pseudo
+    from pipeline.data.extra import extra_rows
 
     problems = fold_problems(folds)
     if problems:
@@ -102,11 +101,12 @@ def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame
     if not a.index.equals(b.index) or not (a.values == b.values).all():
         raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed)")],
                         hint=FOLDS_HINT)
-    external = read_external(cfg.run_dir, cfg.data)["image_id"] if cfg.data.use_external else pd.Series([], dtype=str)
+    extra = extra_rows(cfg)
+    external = extra["external"]["image_id"] if "external" in extra else pd.Series([], dtype=str)
     if set(folds.loc[ext, "image_id"]) != set(external):
         raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
                                             "data.use_external")], hint=FOLDS_HINT)
-    pseudo = read_pseudo(cfg) if cfg.data.use_pseudo else folds.iloc[:0]
+    pseudo = extra.get("pseudo", folds.iloc[:0])
     if _pseudo_labels(folds[folds["source"] == "pseudo"]) != _pseudo_labels(pseudo):
         raise DataError([Problem(str(path), "folds.csv's pseudo-labelled photos or their labels differ from "
                                             "<run_dir>/pseudo or from data.use_pseudo")], hint=FOLDS_HINT)

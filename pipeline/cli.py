@@ -126,6 +126,13 @@ def check_data(cfg):
         sys.exit(1)
 
 
+def _stage_outputs_current(cfg) -> None:
+    """A stage alone knows whether its output is current for the config; the commands that read it ask first."""
+    from pseudo_labels.current import require_current
+
+    require_current(cfg)
+
+
 @main.command("folds")
 @_config_options
 @_friendly
@@ -133,6 +140,7 @@ def folds_cmd(cfg):
     """Assign persons to folds; write <run_dir>/folds.csv."""
     from folds.make import write_folds
 
+    _stage_outputs_current(cfg)
     write_folds(cfg, log=click.echo)
     save_config(cfg, config_yaml(cfg.run_dir))
 
@@ -237,6 +245,7 @@ def train_cmd(cfg, backbone, fold, device, force):
     else:
         require_config_device(cfg)
     require_weights([cfg.backbone(backbone)], click.echo)
+    _stage_outputs_current(cfg)
     info = train_pair(cfg, backbone, fold, device=device, force=force)
     if info["status"] == "busy":
         raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info['error']}); "
@@ -266,6 +275,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
 
     if backend == "local":  # a Ray cluster's devices are its nodes', not this machine's
         require_config_device(cfg)
+    _stage_outputs_current(cfg)
     if refit:
         cfg.train.refit = True
     start = time.time()
@@ -342,6 +352,7 @@ def tune_cmd(cfg):
     tune resumes; several tune processes on one study share its trials."""
     from tune.run import run_tune
 
+    _stage_outputs_current(cfg)
     given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
     try:
         run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)

@@ -269,3 +269,97 @@ def refit_status(cfg, backbone: str) -> tuple[dict | None, str | None]:
     if done is None:
         return None, "not trained"
     return done, _not_current(cfg, refit_dir(cfg.run_dir, backbone), done, refit_identity(cfg, backbone, epochs))
+
+
+# ---------------------------------------------------------------- stage outputs
+# Every file a stage writes under the run directory, so no stage spells a run-directory name of its own.
+
+
+def extra_train_csv(stage_dir) -> Path:
+    """The table of a stage's extra training photos, in the competition layout (pipeline.data.extra)."""
+    return Path(stage_dir) / "train" / "train.csv"
+
+
+def extra_images_dir(stage_dir) -> Path:
+    """The person folders of a stage's extra training photos (train/images/<person>/)."""
+    return Path(stage_dir) / "train" / "images"
+
+
+def extra_record(stage_dir) -> Path:
+    """How to read a stage's extra training photos (pipeline.data.extra.ExtraRecord), written once they are whole."""
+    return Path(stage_dir) / "extra.json"
+
+
+def stage_summary(stage_dir) -> Path:
+    """What a stage (external, pseudo) did and under which settings, as it wrote it."""
+    return Path(stage_dir) / "summary.json"
+
+
+def masked_detector(run_dir) -> Path:
+    """The `masked` face detector (data.face_detector) that `maskfold external` trains on its pseudo-persons."""
+    return external_dir(run_dir) / "face_detector.svm"
+
+
+def external_sheet_png(run_dir) -> Path:
+    return external_dir(run_dir) / "contact_sheet.png"
+
+
+def external_probe_json(run_dir) -> Path:
+    """The domain probe's figures (`maskfold external --probe`)."""
+    return external_dir(run_dir) / "probe.json"
+
+
+def ensemble_file(run_dir, name: str) -> Path:
+    """A file of the ensemble's output set (ENSEMBLE_FILES)."""
+    return ensemble_dir(run_dir) / ENSEMBLE_FILES[name]
+
+
+ENSEMBLE_FILES = {"report": "report.md", "confusion": "confusion.png", "class_f1": "class_f1.png",
+                  "curves": "curves.png", "mistakes": "mistakes.png"}
+
+
+# A pair's or refit's files by what they hold, for the readers outside training (ensemble, tools, tracking).
+JOB_FILES = {"best": "best.pt", "last": "last.pt", "metrics": "metrics.csv", "oof": "oof.npz", "test": "test.npz",
+             "done": "done.json"}
+
+
+def pair_file(run_dir, backbone: str, fold: int, what: str) -> Path:
+    """One of a pair's files (JOB_FILES: best, last, metrics, oof, test, done)."""
+    return pair_dir(run_dir, backbone, fold) / JOB_FILES[what]
+
+
+def refit_file(run_dir, backbone: str, what: str) -> Path:
+    """One of a refit's files (JOB_FILES but oof)."""
+    return refit_dir(run_dir, backbone) / JOB_FILES[what]
+
+
+def job_file(job_dir, what: str) -> Path:
+    """One of the files (JOB_FILES) of a pair's or refit's folder."""
+    return Path(job_dir) / JOB_FILES[what]
+
+
+def tune_study_db(run_dir) -> Path:
+    """The Optuna study (SQLite) when tune.storage names none."""
+    return tune_file(run_dir, "study.db")
+
+
+def tune_trials_csv(run_dir) -> Path:
+    return tune_file(run_dir, "trials.csv")
+
+
+def tune_best_yaml(run_dir) -> Path:
+    """The best trial as an experiment file."""
+    return tune_file(run_dir, "best.yaml")
+
+
+TUNE_PLOTS = {"history": "history.png", "importances": "importances.png", "epochs": "epochs.png"}
+
+
+def tune_plot(run_dir, kind: str) -> Path:
+    """One of the study's plots (TUNE_PLOTS)."""
+    return tune_file(run_dir, TUNE_PLOTS[kind])
+
+
+def tracked_files(job_dir) -> list[Path]:
+    """What a tracker uploads from a pair's or refit's folder once it is done (those present)."""
+    return [p for p in (job_file(job_dir, "metrics"), job_file(job_dir, "done")) if p.is_file()]

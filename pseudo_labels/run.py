@@ -11,12 +11,12 @@ Output (<run_dir>/pseudo/): train/train.csv and train/images/<ImageID>/<photo><e
 one photo per "person" (an eval photo has no person grouping), the photo's name standing for the predicted mask
 state (mask1, incorrect_mask, normal), train.csv giving the predicted gender and an age inside the predicted band;
 each photo is a hard link to the eval photo (a copy where the file system cannot link). summary.json records the
-settings, the source and the photos per class. The folder is built beside the old one and swapped in, so a reader
-never sees half of it.
+settings, the source and the photos per class (pseudo_labels.current judges from it whether the photos are current);
+extra.json tells the core how to read them as extra training photos (pipeline.data.extra). The folder is built
+beside the old one and swapped in, so a reader never sees half of it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -40,9 +40,10 @@ from pipeline.contract import (
     mask_photo,
     read_eval,
 )
-from pipeline.data.pseudo import format_probs
+from pipeline.data.extra import ExtraRecord, format_probs, write_record
 from pipeline.io import pid_alive
-from pipeline.layout import blended_probs_npz, pseudo_dir
+from pipeline.layout import blended_probs_npz, extra_images_dir, extra_train_csv, pseudo_dir, stage_summary
+from pseudo_labels.current import PSEUDO_HINT, source_digest
 
 TABLE_COLUMNS = ["id", "gender", "race", "age", "path", "label", "confidence", "soft_label"]
 
@@ -84,7 +85,7 @@ def run_pseudo(cfg: Config, log=print) -> dict:
     root = pseudo_dir(cfg.run_dir)
     remove_leftovers(root)
     stage = root.parent / f".{root.name}.staging-{os.getpid()}"
-    images = stage / "train" / "images"
+    images = extra_images_dir(stage)
     images.mkdir(parents=True)
     rows, skipped = [], []
     for i in keep:
@@ -101,18 +102,21 @@ def run_pseudo(cfg: Config, log=print) -> dict:
                      "age": band_age(int(band), cfg.data.age_cuts), "path": image_id, "label": int(cls[i]),
                      "confidence": f"{top[i]:.6g}", "soft_label": format_probs(probs[i:i + 1])[0] if p.soft else ""})
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    table.to_csv(stage / "train" / "train.csv", index=False)
+    table.to_csv(extra_train_csv(stage), index=False)
     names = class_names(cfg.data.age_cuts)
     per_class = np.bincount(table["label"].to_numpy(dtype=np.int64), minlength=NUM_CLASSES)
     summary = {"from_run": str(Path(p.from_run).resolve()),
-               "source_digest": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+               "source_digest": source_digest(path),
                "threshold": p.threshold, "soft": p.soft, "age_cuts": list(cfg.data.age_cuts),
                "eval_photos": len(ids), "photos": len(table), "skipped_not_a_photo": skipped,
                "per_class": {f"{c} {names[c]}": int(n) for c, n in enumerate(per_class)}}
-    (stage / "summary.json").write_text(json.dumps(summary, indent=1))
+    stage_summary(stage).write_text(json.dumps(summary, indent=1))
+    # each eval photo is its own person, under its ImageID, holding the one photo of its predicted mask state
+    write_record(stage, ExtraRecord(source="pseudo", whole_persons=False, photo_ids=True, photos=len(table),
+                                    hint=PSEUDO_HINT))
     swap_in(stage, root)
     log(f"{len(table)} of {len(ids)} eval photos have a top probability of at least {p.threshold} in "
-        f"{path}; written with {'soft' if p.soft else 'hard'} labels to {root / 'train'}")
+        f"{path}; written with {'soft' if p.soft else 'hard'} labels to {extra_train_csv(root).parent}")
     log("per class: " + " ".join(f"{c}:{n}" for c, n in enumerate(per_class)))
     for image_id in skipped:
         log(f"skipped (not a .jpg/.jpeg/.png name): {image_id}")

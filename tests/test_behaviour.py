@@ -134,8 +134,8 @@ def test_crop_tta_views_are_averaged(data_dir, tmp_path):
     _, model = t._best_model()
     from pipeline.model.inference import predict_logits
 
-    orig = predict_logits(model, t.val_loader(), **{**t._predict_kw(), "tta": ("orig",)})
-    crop = predict_logits(model, t.val_loader(), **{**t._predict_kw(), "tta": ("crop90",)})
+    orig = predict_logits(model, t.val_loader(), t._inference(("orig",)))
+    crop = predict_logits(model, t.val_loader(), t._inference(("crop90",)))
     assert not np.allclose(orig, crop, atol=1e-4)
     assert np.allclose(both, (orig + crop) / 2, atol=1e-4)  # the views' logits, averaged
 

@@ -10,6 +10,7 @@ from external_data.geometry import wall_strip
 from external_data.persons import FRAMINGS, make_person
 from external_data.probe import probe_auc, region_statistics
 from pipeline.data.images import read_rgb
+from pipeline.layout import masked_detector
 from pipeline.tools.demo_data import render_portrait, sample_person
 from tests.conftest import SHARED_DATA, make_config
 
@@ -118,7 +119,7 @@ def test_masked_face_detector_finds_98_percent_of_masked_utkface_faces(demo_sour
     held_out = make_config(tmp_path / "b", demo_source, *sets, "external.min_age=30", "external.max_age=59",
                            "external.max_persons=30")
     run_external(held_out, n_jobs=2, log=lambda m: None)
-    model = str(boxes.masked_model(trained.run_dir))
+    model = str(masked_detector(trained.run_dir))
     hits = {"hog": {}, "hog+masked": {}}
     for person in sorted(glob.glob(f"{held_out.run_dir}/external/train/images/*")):
         truth = boxes.detect(read_rgb(f"{person}/normal.jpg"), "hog")  # same framing in all seven photos

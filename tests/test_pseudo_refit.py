@@ -19,11 +19,21 @@ from folds.make import write_folds
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.contract import NUM_CLASSES, DataError
-from pipeline.data.pseudo import read_pseudo, with_soft_labels
-from pipeline.layout import blended_probs_npz, folds_csv, pair_dir, pseudo_dir, read_done, refit_dir, unfinished_reason
+from pipeline.data.extra import with_soft_labels
+from pipeline.layout import (
+    blended_probs_npz,
+    extra_record,
+    folds_csv,
+    pair_dir,
+    pseudo_dir,
+    read_done,
+    refit_dir,
+    unfinished_reason,
+)
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
+from pseudo_labels.current import read_pseudo
 from pseudo_labels.run import run_pseudo
 from tests.conftest import ROOT, TINY, cli_args, make_config, tiny_config
 
@@ -84,6 +94,22 @@ def test_pseudo_stage_keeps_photos_at_or_above_the_threshold_with_hard_or_soft_l
     with pytest.raises(DataError, match="test_probs.npz: not found") as e:
         run_pseudo(pseudo_config(tmp_path, data_dir, f"pseudo.from_run={tmp_path / 'nothing'}"), **QUIET)
     assert "run `maskfold ensemble`" in str(e.value)
+
+
+def test_the_commands_ask_the_pseudo_stage_whether_its_photos_are_current(data_dir, tmp_path):
+    """The core reads the photos through extra.json alone; the stage's own check refuses them for other settings."""
+    labelled_eval(tmp_path / "a", data_dir)
+    sets = [*TINY, f"pseudo.from_run={tmp_path / 'a'}", "data.use_pseudo=true"]
+    run_pseudo(pseudo_config(tmp_path, data_dir), **QUIET)
+    res = CliRunner().invoke(main, cli_args("folds", tmp_path, data_dir, *sets, "pseudo.threshold=0.95"))
+    assert res.exit_code != 0 and "summary.json: pseudo.threshold is 0.95 but the photos were written with 0.9" in \
+        res.output and "run `maskfold pseudo` with this config" in res.output
+    res = CliRunner().invoke(main, cli_args("folds", tmp_path, data_dir, *sets))
+    assert res.exit_code == 0, res.output
+    assert (pd.read_csv(folds_csv(tmp_path / "run"))["source"] == "pseudo").sum() == len(KEPT)
+    extra_record(pseudo_dir(tmp_path / "run")).unlink()  # a folder without its record is not read as extra photos
+    res = CliRunner().invoke(main, cli_args("folds", tmp_path, data_dir, *sets))
+    assert res.exit_code != 0 and "data.use_pseudo is on but there are no pseudo-labelled photos" in res.output
 
 
 def test_pseudo_photos_train_in_every_fold_never_in_validation_or_oof(data_dir, tmp_path):

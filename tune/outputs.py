@@ -7,11 +7,11 @@ import pandas as pd
 
 from pipeline.config import load_config
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
-from pipeline.layout import tune_file
+from pipeline.layout import config_yaml, tune_best_yaml, tune_plot, tune_trials_csv
 from tune.space import experiment
 
-PLOTS = {"history.png": "plot_optimization_history", "importances.png": "plot_param_importances",
-         "epochs.png": "plot_intermediate_values"}
+PLOTS = {"history": "plot_optimization_history", "importances": "plot_param_importances",
+         "epochs": "plot_intermediate_values"}
 
 
 def trials_table(study) -> pd.DataFrame:
@@ -33,11 +33,11 @@ def write_best(cfg, config_path, overrides, study) -> Path | None:
         return None
     best = study.best_trial
     folder = best.user_attrs["run_dir"]
-    resolved = load_config(Path(folder) / "config.yaml").to_dict()
+    resolved = load_config(config_yaml(folder)).to_dict()
     keys = [s.split("=", 1)[0] for s in overrides if not s.startswith("run_dir=")] + list(best.params)
     note = (f"The best trial ({best.number}, {cfg.tune.metric} {best.value:.4f}) of study {study.study_name}: "
             f"train it as any experiment (maskfold folds, train-all, ensemble --config this file).")
-    out = tune_file(cfg.run_dir, "best.yaml")
+    out = tune_best_yaml(cfg.run_dir)
     atomic_write_text(out, experiment(Path(config_path), resolved, list(dict.fromkeys(keys)),
                                       f"{Path(cfg.run_dir)}-best", note))
     load_config(out)  # it must read as an ordinary experiment
@@ -52,25 +52,26 @@ def write_plots(cfg, study, log) -> None:
     matplotlib.use("Agg")
     from optuna.visualization import matplotlib as plots
 
-    for name, fn in PLOTS.items():
+    for kind, fn in PLOTS.items():
+        path = tune_plot(cfg.run_dir, kind)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
                 ax = getattr(plots, fn)(study)
             fig = (ax if not hasattr(ax, "__len__") else ax.flat[0]).figure
-            with atomic_path(tune_file(cfg.run_dir, name)) as tmp:
+            with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
         except Exception as e:  # noqa: BLE001 - a plot that cannot be drawn (too few trials) is only a note
-            log(f"{name} not drawn: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            log(f"{path.name} not drawn: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 def write_outputs(cfg, config_path, overrides, study, log) -> pd.DataFrame:
     table = trials_table(study)
-    atomic_write_csv(table, tune_file(cfg.run_dir, "trials.csv"), float_format="%.6g")
+    atomic_write_csv(table, tune_trials_csv(cfg.run_dir), float_format="%.6g")
     best = write_best(cfg, config_path, overrides, study)
     write_plots(cfg, study, log)
     shown = table.drop(columns=["run_dir"]).to_string(index=False, float_format=lambda v: f"{v:.4g}")
-    log(f"\ntrials ({tune_file(cfg.run_dir, 'trials.csv')}):\n{shown}")
+    log(f"\ntrials ({tune_trials_csv(cfg.run_dir)}):\n{shown}")
     if best is not None:
         log(f"best trial {study.best_trial.number}: {cfg.tune.metric} {study.best_value:.4f}; experiment file {best}")
     return table

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from pipeline.io import Busy, file_lock
-from pipeline.layout import trial_lock, tune_file
+from pipeline.layout import trial_lock, tune_study_db
 
 NEVER_LOCKED_S = 120  # a running trial with no lock file this old was never started by a live process
 
@@ -19,7 +19,7 @@ NEVER_LOCKED_S = 120  # a running trial with no lock file this old was never sta
 def storage_url(cfg) -> str:
     if cfg.tune.storage:
         return cfg.tune.storage
-    db = tune_file(cfg.run_dir, "study.db").resolve()
+    db = tune_study_db(cfg.run_dir).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
 

@@ -3,9 +3,10 @@
 `data.face_detector` is a chain of detectors joined by '+', tried in order until one finds a face:
 - hog: dlib's HOG frontal face detector (about 30 ms a photo); it misses most faces behind a mask.
 - cnn: dlib's CNN (MMOD) face detector on a 256 px copy, upsampled once (about 0.85 s a photo on one CPU core).
-- masked: a HOG detector trained by `maskfold external` on its own pseudo-persons in every mask state, each photo
-  labelled with the box that `hog` finds on the same person's unmasked photo (same framing), so it finds masked
-  faces and returns boxes like hog's (about 13 ms a photo).
+- masked: a HOG detector trained (train_masked_detector) by `maskfold external` on its own pseudo-persons in every
+  mask state, each photo labelled with the box that `hog` finds on the same person's unmasked photo (same
+  framing), so it finds masked faces and returns boxes like hog's (about 13 ms a photo). The detector and its
+  file (layout.masked_detector) are the core's: the stage only hands it photos, so nothing here knows the stage.
 
 Only a box a portrait can have is taken (width 15-90% of the photo's, centred in its middle), the best-scoring
 one. Boxes are cached per detector under <cache_dir>/faces/, keyed by each photo's content digest (and the masked
@@ -23,11 +24,10 @@ from joblib import Parallel, delayed
 
 from pipeline.faces import landmarks as faces
 from pipeline.io import atomic_path, atomic_write_text, file_lock
-from pipeline.layout import external_dir
+from pipeline.layout import masked_detector
 from pipeline.progress import bar
 
 DETECTORS = ("hog", "cnn", "masked")
-MASKED_MODEL = "face_detector.svm"  # under <run_dir>/external/, written by `maskfold external`
 _LOADED: dict = {}
 
 
@@ -42,10 +42,6 @@ def bad_chain(text: str) -> str | None:
     if unknown or len(set(names)) != len(names):
         return f"{text!r} must join {', '.join(DETECTORS)} with '+', each once (e.g. hog+cnn)"
     return None
-
-
-def masked_model(run_dir) -> Path:
-    return external_dir(run_dir) / MASKED_MODEL
 
 
 def _small(img: np.ndarray, side: int):
@@ -123,7 +119,7 @@ def detector_identity(text: str, run_dir) -> str:
 def model_path(name: str, run_dir) -> str | None:
     if name != "masked":
         return None
-    path = masked_model(run_dir)
+    path = masked_detector(run_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: data.face_detector uses 'masked' but there is no trained masked-face "
                                 "detector; run `maskfold external` with this config first (it trains one when the "

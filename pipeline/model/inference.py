@@ -6,6 +6,7 @@ float conversion and per-backbone normalisation happen on the device, where they
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,18 +46,30 @@ def autocast_for(device: torch.device, amp: str):
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+@dataclass(frozen=True)
+class Inference:
+    """How a model sees photos at prediction time: its device, its backbone's normalisation (mean, std), the TTA
+    views averaged, the memory format and the autocast precision (amp: none, bf16, fp16; CUDA only)."""
+
+    device: object
+    mean: tuple
+    std: tuple
+    tta: tuple = ("orig",)
+    channels_last: bool = True
+    amp: str = "none"
+
+
 @torch.no_grad()
-def predict_logits(model, loader, device, mean, std, tta=("orig",), channels_last=True, amp="none",
-                   progress=None) -> np.ndarray:
+def predict_logits(model, loader, how: Inference, progress=None) -> np.ndarray:
     """Logits averaged over the TTA views, (N, C) float32 in loader order."""
     model.eval()
-    device = torch.device(device)
-    m, s = norm_tensors(mean, std, device)
+    device = torch.device(how.device)
+    m, s = norm_tensors(how.mean, how.std, device)
     out = []
     for xb, _ in (progress(loader) if progress else loader):
-        x = to_model_input(xb, device, m, s, channels_last)
-        with autocast_for(device, amp):
-            logits = sum(model(tta_view(x, v)).float() for v in tta) / len(tta)
+        x = to_model_input(xb, device, m, s, how.channels_last)
+        with autocast_for(device, how.amp):
+            logits = sum(model(tta_view(x, v)).float() for v in how.tta) / len(how.tta)
         out.append(logits.cpu())
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, NUM_CLASSES), np.float32)
 

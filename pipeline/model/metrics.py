@@ -21,11 +21,11 @@ def scores(y_true, y_pred) -> dict:
 
 def backbone_oof(run_dir, backbone: str, n_splits: int) -> dict | None:
     """A backbone's out-of-fold scores over the folds whose oof.npz exists: {"scores", "folds", "fold_f1"}."""
-    from pipeline.layout import pair_dir
+    from pipeline.layout import pair_oof_npz
 
     ys, ps, fold_f1 = [], [], []
     for k in range(n_splits):
-        f = pair_dir(run_dir, backbone, k) / "oof.npz"
+        f = pair_oof_npz(run_dir, backbone, k)
         if f.is_file():
             z = np.load(f)
             ys.append(z["labels"])

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.layout import blended_probs_npz
 from pipeline.tools.env import ALLOCATOR
 from pipeline.tools.workload import build_workload, member_runs
 
@@ -50,7 +51,7 @@ def stage_command(stage: str, root: Path) -> list[str]:
                 "load_run_data; load_run_data(load_config(sys.argv[1], sys.argv[2:]), log=print)")
         return ["-c", code, str(root / "config.yaml"), f"cache_dir={root / 'bench-cache'}"]
     blended = runs / _slug("ensemble (every blend)")
-    source = blended if (blended / "ensemble" / "test_probs.npz").is_file() else root / "predict-run"
+    source = blended if blended_probs_npz(blended).is_file() else root / "predict-run"
     args = {
         "check-data": ["check-data", *config],
         "folds": ["folds", *config, "--set", f"run_dir={runs / 'folds'}"],

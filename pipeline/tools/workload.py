@@ -28,7 +28,17 @@ import pandas as pd
 from pipeline.config import Config, save_config
 from pipeline.contract import NUM_CLASSES, read_eval, train_only
 from pipeline.io import atomic_save_npz, atomic_write_text
-from pipeline.layout import config_yaml, eval_digest, folds_csv, pair_dir, refit_dir, refit_identity, run_digest
+from pipeline.layout import (
+    config_yaml,
+    eval_digest,
+    folds_csv,
+    job_file,
+    pair_dir,
+    pair_file,
+    refit_dir,
+    refit_identity,
+    run_digest,
+)
 
 BUILT = ".built.json"  # written last: the workload is whole and was built with these sizes
 
@@ -76,27 +86,27 @@ def member_run(cfg: Config, run: Path, backbones: list[str], folds: pd.DataFrame
             rows = (scored["fold"] == k).to_numpy()
             d = pair_dir(run, b, k)
             d.mkdir(parents=True, exist_ok=True)
-            atomic_save_npz(d / "oof.npz", image_id=scored["image_id"].to_numpy()[rows].astype(str),
+            atomic_save_npz(job_file(d, "oof"), image_id=scored["image_id"].to_numpy()[rows].astype(str),
                             logits=logits[rows], labels=scored["label"].to_numpy()[rows])
             if evals is not None:
                 _test_npz(d, evals, truth, strengths, b, backbones, rng)
-            (d / "best.pt").touch()
+            job_file(d, "best").touch()
             pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, 1.2, 0.9], "val_loss": [1.5, 1.0, 0.95],
-                          "val_f1": [0.5, 0.7, 0.75]}).to_csv(d / "metrics.csv", index=False)
-            atomic_write_text(d / "done.json", json.dumps({**done, "hash": member_cfg.pair_hash(b), "fold": k,
+                          "val_f1": [0.5, 0.7, 0.75]}).to_csv(job_file(d, "metrics"), index=False)
+            atomic_write_text(job_file(d, "done"), json.dumps({**done, "hash": member_cfg.pair_hash(b), "fold": k,
                                                           "backbone": b}))
         if evals is not None and cfg.train.refit:
             d = refit_dir(run, b)
             d.mkdir(parents=True, exist_ok=True)
             _test_npz(d, evals, truth, strengths, b, backbones, rng)
-            (d / "best.pt").touch()
-            atomic_write_text(d / "done.json", json.dumps({**done, "hash": refit_identity(member_cfg, b, 1),
+            job_file(d, "best").touch()
+            atomic_write_text(job_file(d, "done"), json.dumps({**done, "hash": refit_identity(member_cfg, b, 1),
                                                           "backbone": b, "epochs": 1}))
 
 
 def _test_npz(d: Path, evals: pd.DataFrame, truth: np.ndarray, strengths, b: str, backbones: list[str], rng) -> None:
     logits = member_logits(truth, [strengths[backbones.index(b)]], rng)[0]
-    atomic_save_npz(d / "test.npz", image_id=evals["image_id"].to_numpy().astype(str), logits=logits)
+    atomic_save_npz(job_file(d, "test"), image_id=evals["image_id"].to_numpy().astype(str), logits=logits)
 
 
 def eval_truth(data_dir: Path, evals: pd.DataFrame | None) -> np.ndarray | None:
@@ -130,7 +140,7 @@ def predict_run(cfg: Config, root: Path, backbone: str) -> Path:
              "mean": mean, "std": std, "img_size": pcfg.resolved(bb)["img_size"], "epoch": 1, "f1": 0.0,
              "hash": pcfg.pair_hash(backbone), "data": run_digest(run)}
     for k in range(cfg.folds.n_splits):
-        torch.save({**state, "fold": k}, pair_dir(run, backbone, k) / "best.pt")
+        torch.save({**state, "fold": k}, pair_file(run, backbone, k, "best"))
     cli("ensemble", "--config", str(config_yaml(run)), "--set", "ensemble.search_weights=false",
         "--set", "ensemble.selection=false", "--set", "ensemble.stacking=false", "--set", "ensemble.tune_offsets=false")
     return run

@@ -120,11 +120,13 @@ class PairTracker(_Guarded):
 
     def done(self, record: dict, folder: Path) -> None:
         def finish():
+            from pipeline.layout import tracked_files  # here: the config reads this module's names, and stays light
+
             store = self._open()
             # done.json's val_f1 is the best epoch's: named apart from the per-epoch val_f1 curve it would extend
             store.summary({("best_val_f1" if k == "val_f1" else k): v for k, v in numbers(record).items()})
             store.tag(describe(record))
-            store.upload([Path(folder) / f for f in ("metrics.csv", "done.json") if (Path(folder) / f).is_file()], "")
+            store.upload(tracked_files(folder), "")
             store.end()
         self.call(finish)
 

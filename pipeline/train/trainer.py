@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from pipeline.config import Config, ConfigError, LossTerm
 from pipeline.contract import NUM_CLASSES, training_rows, training_targets
 from pipeline.data.datasets import CachedPhotos
+from pipeline.data.extra import with_soft_labels
 from pipeline.data.mixing import mix_batch
-from pipeline.data.pseudo import with_soft_labels
 from pipeline.data.samplers import EpochSampler
 from pipeline.data.transforms import build_transform
 from pipeline.io import (
@@ -33,7 +33,14 @@ from pipeline.io import (
 from pipeline.layout import PAIR_FILES, pair_dir, read_done, tensorboard_dir
 from pipeline.model import models
 from pipeline.model.heads import build_criterion, timm_body
-from pipeline.model.inference import autocast_for, norm_tensors, predict_logits, resolve_device, to_model_input
+from pipeline.model.inference import (
+    Inference,
+    autocast_for,
+    norm_tensors,
+    predict_logits,
+    resolve_device,
+    to_model_input,
+)
 from pipeline.model.losses import build_loss
 from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
@@ -319,8 +326,7 @@ class Trainer:
     def validate(self, tta=("orig",)) -> tuple[dict, np.ndarray]:
         model = self.ema.module if self.ema else self.forward
         loader = self.val_loader()
-        logits = class_scores(predict_logits(model, loader, self.device, self.mean, self.std, tta,
-                                             self.cfg.train.channels_last, self.amp, progress=self._bars("validate")))
+        logits = class_scores(predict_logits(model, loader, self._inference(tta), progress=self._bars("validate")))
         loss = float(self.val_criterion(torch.from_numpy(logits), torch.from_numpy(self.val_labels)))
         return {"val_loss": loss, **{f"val_{k}": v for k, v in scores(self.val_labels, logits.argmax(1)).items()}}, logits
 
@@ -382,7 +388,7 @@ class Trainer:
     def finish(self) -> dict:
         """best.pt predicts the fold's validation photos (OOF) and the eval photos, with the config's TTA."""
         best, model = self._best_model()
-        oof = predict_logits(model, self.val_loader(), **self._predict_kw(), progress=self._bars("OOF"))
+        oof = predict_logits(model, self.val_loader(), self._inference(), progress=self._bars("OOF"))
         ids = self.data.folds["image_id"].to_numpy()
         atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), labels=self.val_labels,
                         **prediction_arrays(oof, self.cfg.train))
@@ -402,9 +408,10 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         return best, model
 
-    def _predict_kw(self) -> dict:
-        return dict(device=self.device, mean=self.mean, std=self.std, tta=self.cfg.tta,
-                    channels_last=self.cfg.train.channels_last, amp=self.amp)
+    def _inference(self, tta=None) -> Inference:
+        """How this pair predicts: with the run's TTA unless `tta` names other views."""
+        return Inference(self.device, self.mean, self.std, self.cfg.tta if tta is None else tta,
+                         self.cfg.train.channels_last, self.amp)
 
     def _write_test(self, model) -> None:
         """test.npz: the eval photos' logits, in eval/info.csv order (nothing for a train-only data set)."""
@@ -412,7 +419,7 @@ class Trainer:
             return
         n = len(self.data.evals)
         loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
-        test = predict_logits(model, loader, **self._predict_kw(), progress=self._bars("test"))
+        test = predict_logits(model, loader, self._inference(), progress=self._bars("test"))
         atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
                         **prediction_arrays(test, self.cfg.train))
 
