@@ -32,13 +32,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
 import statistics
 from pathlib import Path
 
 import pandas as pd
 
-PAIR_FILES = ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json")
+MODEL_FILES = ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json")  # what one job writes
 # What identifies a photo set, its labels and its folds; paths are left out (external photos' are absolute).
 # soft_label exists only where pseudo-labelled photos are trained on their blended probabilities.
 DIGEST_COLUMNS = ["image_id", "person_id", "gender", "age", "mask", "label", "source", "fold", "soft_label"]
@@ -94,7 +93,47 @@ def pair_dir(run_dir, backbone: str, fold: int) -> Path:
 
 def pair_oof_npz(run_dir, backbone: str, fold: int) -> Path:
     """A pair's out-of-fold logits (image_id, logits, labels) for its validation fold."""
-    return pair_dir(run_dir, backbone, fold) / "oof.npz"
+    return oof_npz(pair_dir(run_dir, backbone, fold))
+
+
+# The files of one job's folder (a pair's fold<k>/ or a refit's full/).
+
+def best_pt(folder) -> Path:
+    """The model: the best epoch's weights (a refit's last epoch's), with what rebuilds it (pipeline.records.BestMeta)."""
+    return Path(folder) / "best.pt"
+
+
+def last_pt(folder) -> Path:
+    """Everything a rerun needs to continue after a kill (pipeline.records.LastMeta)."""
+    return Path(folder) / "last.pt"
+
+
+def metrics_csv(folder) -> Path:
+    return Path(folder) / "metrics.csv"
+
+
+def oof_npz(folder) -> Path:
+    return Path(folder) / "oof.npz"
+
+
+def test_npz(folder) -> Path:
+    """The eval photos' logits, in eval/info.csv order."""
+    return Path(folder) / "test.npz"
+
+
+def done_json(folder) -> Path:
+    """Written last: the record that makes the job finished (pipeline.records.PairDone, RefitDone)."""
+    return Path(folder) / "done.json"
+
+
+def attempts_jsonl(folder) -> Path:
+    """Ray backend: a line per attempt at the job and one when it ends (node, process, times)."""
+    return Path(folder) / "attempts.jsonl"
+
+
+def model_files(folder) -> list[Path]:
+    """Every file a job writes: what starting it over removes."""
+    return [Path(folder) / name for name in MODEL_FILES]
 
 
 def gpu_lock(run_dir, index: int) -> Path:
@@ -188,44 +227,50 @@ def eval_digest(data_dir) -> str | None:
     return _digest(Path(data_dir) / "eval" / "info.csv", "eval")
 
 
-def _read_json(path: Path) -> dict | None:
+def read_done(run_dir, backbone: str, fold: int):
+    """A pair's done record (pipeline.records.PairDone), or None when it has none or one that cannot be read."""
+    from pipeline.records import PairDone, RecordError
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return PairDone.read(done_json(pair_dir(run_dir, backbone, fold)))
+    except RecordError:
         return None
 
 
-def read_done(run_dir, backbone: str, fold: int) -> dict | None:
-    return _read_json(pair_dir(run_dir, backbone, fold) / "done.json")
+def read_refit_done(run_dir, backbone: str):
+    """A backbone's refit's done record (pipeline.records.RefitDone), or None as read_done."""
+    from pipeline.records import RecordError, RefitDone
+
+    try:
+        return RefitDone.read(done_json(refit_dir(run_dir, backbone)))
+    except RecordError:
+        return None
 
 
-def read_refit_done(run_dir, backbone: str) -> dict | None:
-    return _read_json(refit_dir(run_dir, backbone) / "done.json")
-
-
-def pair_status(cfg, backbone: str, fold: int) -> tuple[dict | None, str | None]:
-    """(done.json, None) when the pair is finished under this config; else (done.json or None, why not)."""
+def pair_status(cfg, backbone: str, fold: int):
+    """(done record, None) when the pair is finished under this config; else (done record or None, why not)."""
     done = read_done(cfg.run_dir, backbone, fold)
     return done, None if done is None else _unfinished(cfg, backbone, fold, done)
 
 
-def _unfinished(cfg, backbone: str, fold: int, done: dict) -> str | None:
-    return _not_current(cfg, pair_dir(cfg.run_dir, backbone, fold), done, cfg.pair_hash(backbone), "oof.npz")
+def _unfinished(cfg, backbone: str, fold: int, done) -> str | None:
+    return _not_current(cfg, pair_dir(cfg.run_dir, backbone, fold), done, cfg.pair_hash(backbone), oof_npz)
 
 
-def _not_current(cfg, d: Path, done: dict, identity: str, *needed: str) -> str | None:
-    """Why a done.json does not describe a finished model under this config (None: it does)."""
-    if done.get("hash") != identity:
+def _not_current(cfg, d: Path, done, identity: str, *needed) -> str | None:
+    """Why a done record does not describe a finished model under this config (None: it does)."""
+    if done.hash != identity:
         return "trained under other settings"
-    if done.get("data") != run_digest(cfg.run_dir):
+    if done.data != run_digest(cfg.run_dir):
         return "trained on other photos, labels or folds"
-    if done.get("tta") != list(cfg.tta):
+    if done.tta != list(cfg.tta):
         return "predicted with another TTA"
-    if done.get("eval") != eval_digest(cfg.data_dir):
+    if done.eval != eval_digest(cfg.data_dir):
         return "test predictions are for another eval set"
-    needed = ["best.pt", *needed] + (["test.npz"] if done.get("test") else [])
-    what = {"best.pt": "weights", "oof.npz": "OOF predictions", "test.npz": "test predictions"}
-    lost = [f"no {d / n}: {what[n]}" for n in needed if not (d / n).is_file()]
+    needed = [(best_pt, "weights"), *((n, "OOF predictions") for n in needed)]
+    if done.test:
+        needed.append((test_npz, "test predictions"))
+    lost = [f"no {path(d)}: {what}" for path, what in needed if not path(d).is_file()]
     if lost:
         return "; ".join(lost)
     return None
@@ -237,7 +282,7 @@ def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
     return "not trained" if done is None else why
 
 
-def finished(cfg, backbone: str, fold: int) -> dict | None:
+def finished(cfg, backbone: str, fold: int):
     """The done.json of a pair finished under this config (see the module docstring), else None."""
     done, why = pair_status(cfg, backbone, fold)
     return done if done is not None and why is None else None
@@ -251,7 +296,7 @@ def refit_epochs(cfg, backbone: str) -> tuple[int | None, str | None]:
         done, why = pair_status(cfg, backbone, k)
         if done is None or why is not None:
             return None, f"fold {k} is not finished ({why or 'not trained'})"
-        best.append(done["best_epoch"])
+        best.append(done.best_epoch)
     return max(1, int(statistics.median(best) + 0.5)), None
 
 
@@ -260,8 +305,8 @@ def refit_identity(cfg, backbone: str, epochs: int) -> str:
     return f"{cfg.pair_hash(backbone)}-refit{epochs}"
 
 
-def refit_status(cfg, backbone: str) -> tuple[dict | None, str | None]:
-    """(done.json, None) when the backbone's refit is finished under this config; else (done.json or None, why not)."""
+def refit_status(cfg, backbone: str):
+    """(done record, None) when the backbone's refit is finished under this config; else (done.json or None, why not)."""
     done = read_refit_done(cfg.run_dir, backbone)
     epochs, why = refit_epochs(cfg, backbone)
     if why is not None:

@@ -59,8 +59,8 @@ def test_patience_counts_the_epochs_before_a_resume(data_dir, tmp_path, monkeypa
     first.fit()
     _scripted_f1(monkeypatch, [0.45, 0.9, 0.9])
     resumed = _trainer(cfg)
-    info = resumed.fit()
-    assert info["epochs_run"] == 4 and info["best_epoch"] == 2
+    done = resumed.fit()
+    assert done.epochs_run == 4 and done.best_epoch == 2
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
 
 

@@ -233,7 +233,7 @@ def test_tiny_multi_head_training_writes_valid_log_probabilities(data_dir, tmp_p
     assert np.allclose(np.exp(logp).sum(1), 1, atol=1e-5)
     test = np.load(d / "test.npz")["logits"]
     assert np.allclose(np.exp(test).sum(1), 1, atol=1e-5)
-    assert info["epochs_run"] == 2 and pd.read_csv(d / "metrics.csv")["train_loss"].notna().all()
+    assert info.epochs_run == 2 and pd.read_csv(d / "metrics.csv")["train_loss"].notna().all()
     assert torch.load(d / "best.pt", weights_only=True)["config"]["train"]["head"] == "multi"
 
 

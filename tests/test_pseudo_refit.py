@@ -186,7 +186,7 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
         d = refit_dir(cfg.run_dir, b)
         for name in ("best.pt", "test.npz", "metrics.csv", "done.json"):
             assert (d / name).is_file(), (b, name)
-        best = [read_done(cfg.run_dir, b, k)["best_epoch"] for k in range(cfg.folds.n_splits)]
+        best = [read_done(cfg.run_dir, b, k).best_epoch for k in range(cfg.folds.n_splits)]
         for k, e in enumerate(best):  # the folds' best epochs, as their metrics.csv show them
             metrics = pd.read_csv(pair_dir(cfg.run_dir, b, k) / "metrics.csv")
             assert metrics["epoch"][metrics["val_f1"].idxmax()] == e

@@ -37,8 +37,8 @@ def pending_pairs(cfg: Config) -> tuple[list[tuple[str, int]], list[dict]]:
     for b, k in pairs_of(cfg):
         done = finished(cfg, b, k)
         if done:
-            rows.append({"backbone": b, "fold": k, "status": "skipped", "val_f1": done["val_f1"],
-                         "host": done.get("host"), "device": done.get("device"), "seconds": 0.0})
+            rows.append({"backbone": b, "fold": k, "status": "skipped", "val_f1": done.val_f1,
+                         "host": done.host, "device": done.device, "seconds": 0.0})
         else:
             todo.append((b, k))
     return todo, rows
@@ -115,8 +115,8 @@ def pending_refits(cfg: Config) -> tuple[list[tuple[str, str]], list[dict]]:
     for b in cfg.backbone_names():
         done, why = refit_status(cfg, b)
         if done is not None and why is None:
-            rows.append({"backbone": b, "fold": REFIT, "status": "skipped", "host": done.get("host"),
-                         "device": done.get("device"), "seconds": 0.0})
+            rows.append({"backbone": b, "fold": REFIT, "status": "skipped", "host": done.host,
+                         "device": done.device, "seconds": 0.0})
         elif refit_epochs(cfg, b)[0] is None:
             rows.append({"backbone": b, "fold": REFIT, "status": "waiting", "error": why, "seconds": 0.0})
         else:

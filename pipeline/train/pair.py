@@ -2,13 +2,14 @@
 resumed."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import ExitStack
 
 from pipeline.config import Config
 from pipeline.io import Busy, file_lock
 from pipeline.layout import (
-    PAIR_FILES,
+    model_files,
     REFIT,
     pair_dir,
     pair_lock,
@@ -39,7 +40,7 @@ def train_pair(cfg: Config, backbone: str, fold: int | str, data: RunData | None
     # lock_wait_s: a retry after a lost node may meet its predecessor's lock for a moment
     return _held_job(f"{backbone} fold {fold}", backbone, fold, pair_lock(cfg.run_dir, backbone, fold),
                      pair_dir(cfg.run_dir, backbone, fold), lambda: pair_status(cfg, backbone, fold),
-                     lambda done: f"val F1 {done['val_f1']:.4f}",
+                     lambda done: f"val F1 {done.val_f1:.4f}",
                      lambda d: Trainer(cfg, backbone, fold, d, device=device, progress=progress, log=log),
                      cfg, data, force, lock_wait_s, log)
 
@@ -55,7 +56,7 @@ def train_refit(cfg: Config, backbone: str, data: RunData | None = None, device=
         raise ValueError(f"{backbone} cannot be refitted yet: {why}; run `maskfold train-all` first")
     return _held_job(f"{backbone} refit", backbone, REFIT, refit_lock(cfg.run_dir, backbone),
                      refit_dir(cfg.run_dir, backbone), lambda: refit_status(cfg, backbone),
-                     lambda done: f"{done['epochs']} epochs",
+                     lambda done: f"{done.epochs} epochs",
                      lambda d: RefitTrainer(cfg, backbone, epochs, d, device=device, progress=progress, log=log),
                      cfg, data, force, lock_wait_s, log)
 
@@ -71,16 +72,16 @@ def _held_job(name: str, backbone: str, fold, lock, folder, status, finished_not
             log(f"{name}: being trained by {e.owner}; left to it")
             return {"backbone": backbone, "fold": fold, "status": "busy", "error": f"held by {e.owner}"}
         if force:
-            for file in PAIR_FILES:
-                (folder / file).unlink(missing_ok=True)
+            for path in model_files(folder):
+                path.unlink(missing_ok=True)
         else:
             done, why = status()
             if done is not None and why is None:
                 log(f"{name}: already finished under this config ({finished_note(done)}); skipped")
-                return {**done, "status": "skipped"}
+                return {**dataclasses.asdict(done), "status": "skipped"}
             if done is not None:
                 log(f"{name}: {why}")
         data = data or load_run_data(cfg, log=log)
         start = time.time()
-        info = make_trainer(data).fit()
+        info = dataclasses.asdict(make_trainer(data).fit())
         return {**info, "status": "done", "seconds": round(time.time() - start, 1)}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import Config, save_config
-from pipeline.layout import config_yaml, folds_csv, pair_dir
+from pipeline.layout import attempts_jsonl, config_yaml, folds_csv, pair_dir
 from pipeline.model.models import require_weights
 from pipeline.train.jobs import pending_pairs, run_one, train_refits
 from pipeline.train.rundata import RunData, load_run_data
@@ -82,7 +82,7 @@ def _job(cfg: Config, backbone: str, fold: int, probe: str, threads: int, data: 
     d.mkdir(parents=True, exist_ok=True)
     # One line per attempt and one when it ends: where it ran and which process, so a retry after a lost node and
     # the jobs that shared a node are visible.
-    attempts = d / "attempts.jsonl"
+    attempts = attempts_jsonl(d)
     with open(attempts, "a") as f:
         f.write(json.dumps({"node": node, "host": host, "pid": os.getpid(), "start": time.time()}) + "\n")
     result = run_one(cfg, backbone, fold, device=None, threads=threads, progress=False, data=data,
@@ -152,7 +152,7 @@ def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float |
                         pending[remote.options(scheduling_strategy=strategy).remote(cfg, b, k, *args)] = (b, k)
                         continue
                 res = {"backbone": b, "fold": k, "status": "failed", "error": f"{type(e).__name__}: {cause}"[:300]}
-            attempts = pair_dir(cfg.run_dir, b, k) / "attempts.jsonl"
+            attempts = attempts_jsonl(pair_dir(cfg.run_dir, b, k))
             starts = [x for x in attempts.read_text().splitlines() if '"start"' in x] if attempts.is_file() else []
             res["attempts"] = len(starts) + len(notes.get((b, k), []))
             if notes.get((b, k)):

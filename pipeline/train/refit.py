@@ -9,6 +9,7 @@ done.json}; like a fold pair it is held by a lock, resumed from last.pt and skip
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -16,7 +17,8 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.contract import training_rows
 from pipeline.io import remove_stale_temporaries
-from pipeline.layout import REFIT, read_refit_done, refit_dir, refit_identity
+from pipeline.layout import REFIT, last_pt, read_refit_done, refit_dir, refit_identity
+from pipeline.records import BestMeta, RefitDone
 from pipeline.train.rundata import RunData
 from pipeline.train.trainer import Trainer
 
@@ -38,20 +40,20 @@ class RefitTrainer(Trainer):
     def output_dir(self):
         return refit_dir(self.cfg.run_dir, self.bb.name)
 
-    def read_done(self) -> dict | None:
+    def read_done(self):
         return read_refit_done(self.cfg.run_dir, self.bb.name)
 
     def split(self, folds):
         """Every photo that a training fold may use (data.drop_near_cut still applies); nothing is validated."""
         return np.flatnonzero(training_rows(folds, self.cfg.data)), np.array([], dtype=np.int64)
 
-    def _best_state(self) -> dict:
-        return {**super()._best_state(), "fold": REFIT}
+    def _best_meta(self) -> BestMeta:
+        return dataclasses.replace(super()._best_meta(), fold=None)
 
     def fit(self) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)
-        if not (self.dir / "last.pt").is_file() and self.trained_before():
+        if not last_pt(self.dir).is_file() and self.trained_before():
             self.log(f"{self.bb.name} refit: trained before; predicting again from best.pt")
             return self.finish()
         self.try_resume()
@@ -65,7 +67,7 @@ class RefitTrainer(Trainer):
             self.epoch += 1
             last = self.epoch == self.epochs
             if last:
-                self.best_epoch = self.epoch - 1
+                self.best_epoch = self.epoch
             self._save_epoch(row, improved=last)
             self.log(f"{self.bb.name} refit epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} "
                      f"train F1 {row['train_f1']:.4f} lr {row['lr']:.2e} ({row['seconds']}s)"
@@ -78,5 +80,4 @@ class RefitTrainer(Trainer):
         self._write_test(model)
         self.log(f"{self.bb.name} refit: {self.epochs} epochs on {len(self.train_rows)} photos; test predictions "
                  f"{'written' if self.data.eval_cache is not None else 'not needed (no eval set)'}")
-        return self._write_done(fold=REFIT, epochs=self.epochs, best_epoch=self.epochs, epochs_run=self.epoch,
-                                photos=int(len(self.train_rows)))
+        return self._write_done(RefitDone, epochs=self.epochs, photos=int(len(self.train_rows)))

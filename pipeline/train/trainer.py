@@ -7,7 +7,6 @@ leaves either the previous file or the new one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import socket
 import time
 
@@ -30,7 +29,18 @@ from pipeline.io import (
     atomic_write_text,
     remove_stale_temporaries,
 )
-from pipeline.layout import PAIR_FILES, pair_dir, read_done, tensorboard_dir
+from pipeline.layout import (
+    best_pt,
+    done_json,
+    last_pt,
+    metrics_csv,
+    model_files,
+    oof_npz,
+    pair_dir,
+    read_done,
+    tensorboard_dir,
+    test_npz,
+)
 from pipeline.model import models
 from pipeline.model.heads import build_criterion, timm_body
 from pipeline.model.inference import autocast_for, norm_tensors, predict_logits, resolve_device, to_model_input
@@ -39,6 +49,7 @@ from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
 from pipeline.model.years import class_scores, prediction_arrays, with_age_targets
 from pipeline.progress import bar as progress_bar
+from pipeline.records import BestMeta, LastMeta, PairDone, RecordError
 from pipeline.tracking import pair_tracker
 from pipeline.train.provenance import provenance
 from pipeline.train.rundata import RunData
@@ -110,7 +121,8 @@ class Trainer:
 
             self.ema = ModelEmaV3(self.model, decay=t.ema)
         self.norm = norm_tensors(self.mean, self.std, self.device)
-        self.epoch, self.best_f1, self.best_epoch, self.history = 0, -1.0, -1, []
+        # best_epoch: 1-based, as the logs print it; 0 until an epoch is the best
+        self.epoch, self.best_f1, self.best_epoch, self.history = 0, -1.0, 0, []
         self.started = time.time()
         require_tensorboard(cfg)
         self._train_loader = self._val_loader = None
@@ -171,66 +183,68 @@ class Trainer:
     # -- checkpoints
 
     def _state(self) -> dict:
-        return {
+        meta = LastMeta(epoch=self.epoch, best_f1=self.best_f1, best_epoch=self.best_epoch, updates=self.updates,
+                        history=self.history, rng=rng_state(), config=self.cfg.to_dict(), hash=self.hash,
+                        data=self.digest)
+        return meta.to_checkpoint({
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "ema": self.ema.module.state_dict() if self.ema else None,
-            "updates": self.updates, "epoch": self.epoch, "best_f1": self.best_f1, "best_epoch": self.best_epoch,
-            "history": self.history,
-            "rng": rng_state(), "config": self.cfg.to_dict(), "hash": self.hash, "data": self.digest,
-        }
+        })
+
+    def _best_meta(self) -> BestMeta:
+        return BestMeta(backbone=dataclasses.asdict(self.bb), config=self.cfg.to_dict(), mean=self.mean, std=self.std,
+                        img_size=self.settings["img_size"], epoch=self.epoch, f1=self.best_f1, hash=self.hash,
+                        data=self.digest, fold=self.fold)
 
     def _best_state(self) -> dict:
         weights = self.ema.module if self.ema else self.model
-        return {
-            "model": weights.state_dict(), "backbone": dataclasses.asdict(self.bb), "config": self.cfg.to_dict(),
-            "mean": self.mean, "std": self.std, "img_size": self.settings["img_size"], "epoch": self.epoch,
-            "f1": self.best_f1, "hash": self.hash, "data": self.digest, "fold": self.fold,
-        }
+        return self._best_meta().to_checkpoint(weights.state_dict())
 
     def start_over(self, why: str | None = None) -> None:
         """Remove every file of an earlier run of this pair, so nothing of it can be resumed or reach the ensemble."""
         if why:
             self.log(f"{self.name}: {why}; starting it over")
-        for name in PAIR_FILES:
-            (self.dir / name).unlink(missing_ok=True)
+        for path in model_files(self.dir):
+            path.unlink(missing_ok=True)
 
-    def read_done(self) -> dict | None:
+    def read_done(self):
         return read_done(self.cfg.run_dir, self.bb.name, self.fold)
 
     def trained_before(self) -> bool:
         """Training finished under these settings and data, and best.pt is whole: only predictions are owed."""
         done = self.read_done()
-        if not done or done.get("hash") != self.hash or done.get("data") != self.digest:
+        if not done or done.hash != self.hash or done.data != self.digest:
             return False
         try:
-            best = models.load_checkpoint(self.dir / "best.pt")
+            best = BestMeta.from_checkpoint(models.load_checkpoint(best_pt(self.dir)))
         except Exception:  # noqa: BLE001 - missing or damaged: retrain
             return False
-        if best.get("hash") != self.hash:
+        if best.hash != self.hash:
             return False
-        self.epoch, self.best_epoch, self.best_f1 = done["epochs_run"], done["best_epoch"] - 1, best["f1"]
+        self.epoch, self.best_epoch, self.best_f1 = done.epochs_run, done.best_epoch, best.f1
         return True
 
     def try_resume(self) -> bool:
         """Continue from last.pt when it was written for the same settings and data and its best.pt is whole."""
-        last = self.dir / "last.pt"
+        last = last_pt(self.dir)
         if not last.is_file():
             self.start_over()
             return False
         try:
             state = models.load_checkpoint(last)
+            meta = LastMeta.from_checkpoint(state, last)
         except Exception as e:  # noqa: BLE001 - a damaged file is not a reason to stop, only to retrain
             self.start_over(f"{last} cannot be read ({type(e).__name__})")
             return False
-        if state.get("hash") != self.hash or state.get("data") != self.digest:
+        if meta.hash != self.hash or meta.data != self.digest:
             self.start_over(f"{last} was written under other settings or data")
             return False
-        if state["best_epoch"] >= 0:
-            best = self.dir / "best.pt"
+        if meta.best_epoch:
+            best = best_pt(self.dir)
             try:
-                ok = best.is_file() and models.load_checkpoint(best).get("hash") == self.hash
-            except Exception:  # noqa: BLE001
+                ok = best.is_file() and BestMeta.from_checkpoint(models.load_checkpoint(best)).hash == self.hash
+            except (RecordError, Exception):  # noqa: BLE001
                 ok = False
             if not ok:
                 self.start_over(f"{best} is missing or from another run")
@@ -242,9 +256,9 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema and state["ema"]:
             self.ema.module.load_state_dict(state["ema"])
-        self.epoch, self.best_f1, self.best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
-        self.updates, self.history = state["updates"], state["history"]
-        set_rng_state(state["rng"])
+        self.epoch, self.best_f1, self.best_epoch = meta.epoch, meta.best_f1, meta.best_epoch
+        self.updates, self.history = meta.updates, meta.history
+        set_rng_state(meta.rng)
         best = f" (best F1 {self.best_f1:.4f})" if self.best_f1 >= 0 else ""  # a refit validates nothing
         self.log(f"resumed {self.name} after epoch {self.epoch}{best}")
         return True
@@ -327,13 +341,13 @@ class Trainer:
     def fit(self) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)  # left by a kill in the middle of an atomic write
-        if not (self.dir / "last.pt").is_file() and self.trained_before():  # e.g. a lost oof.npz, last.pt deleted
+        if not last_pt(self.dir).is_file() and self.trained_before():  # e.g. a lost oof.npz, last.pt deleted
             self.log(f"{self.bb.name} fold {self.fold}: trained before; predicting again from best.pt")
             return self.finish()
         self.try_resume()
         t = self.cfg.train
         epochs = self.settings["epochs"]
-        stale = self.epoch - 1 - self.best_epoch if self.best_epoch >= 0 else 0
+        stale = self.epoch - self.best_epoch if self.best_epoch else 0
         while self.epoch < epochs and not (t.patience and stale >= t.patience):
             start = time.time()
             row = {"epoch": self.epoch + 1, **self.train_epoch()}
@@ -342,9 +356,9 @@ class Trainer:
             row["seconds"] = round(time.time() - start, 2)
             self.sched.step(self.epoch + 1, val["val_f1"])  # only plateau moves here; the others per update
             improved = val["val_f1"] > self.best_f1
+            self.epoch += 1
             if improved:
                 self.best_f1, self.best_epoch = val["val_f1"], self.epoch
-            self.epoch += 1
             self._save_epoch(row, improved)
             stale = 0 if improved else stale + 1
             self.log(f"{self.bb.name} fold {self.fold} epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
@@ -356,10 +370,10 @@ class Trainer:
         """The epoch's record and checkpoints: best.pt when it is the model, last.pt always (what a rerun resumes)."""
         self.history.append(row)
         if improved:
-            atomic_torch_save(self._best_state(), self.dir / "best.pt")
-        atomic_torch_save(self._state(), self.dir / "last.pt")
+            atomic_torch_save(self._best_state(), best_pt(self.dir))
+        atomic_torch_save(self._state(), last_pt(self.dir))
         # six significant digits: readable, and a learning rate of 3e-6 keeps its value
-        atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv", float_format="%.6g")
+        atomic_write_csv(pd.DataFrame(self.history), metrics_csv(self.dir), float_format="%.6g")
         self._tensorboard(row)
         self.tracker.epoch(row)
 
@@ -384,19 +398,19 @@ class Trainer:
         best, model = self._best_model()
         oof = predict_logits(model, self.val_loader(), **self._predict_kw(), progress=self._bars("OOF"))
         ids = self.data.folds["image_id"].to_numpy()
-        atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), labels=self.val_labels,
+        atomic_save_npz(oof_npz(self.dir), image_id=ids[self.val_rows].astype(str), labels=self.val_labels,
                         **prediction_arrays(oof, self.cfg.train))
         oof = class_scores(oof)
         self._write_test(model)
         oof_scores = scores(self.val_labels, oof.argmax(1))
         self.log(f"{self.bb.name} fold {self.fold}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
-                 f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch + 1})")
-        return self._write_done(fold=self.fold, best_epoch=self.best_epoch + 1, val_f1=best["f1"],
-                                oof_f1_tta=oof_scores["f1"], epochs_run=self.epoch)
+                 f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch})")
+        return self._write_done(PairDone, fold=self.fold, best_epoch=self.best_epoch, val_f1=best["f1"],
+                                oof_f1_tta=oof_scores["f1"])
 
     def _best_model(self):
         """best.pt, and the model it holds on this trainer's device."""
-        best = models.load_checkpoint(self.dir / "best.pt")
+        best = models.load_checkpoint(best_pt(self.dir))
         model = models.model_from_checkpoint(best).to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -413,16 +427,16 @@ class Trainer:
         n = len(self.data.evals)
         loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
         test = predict_logits(model, loader, **self._predict_kw(), progress=self._bars("test"))
-        atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
+        atomic_save_npz(test_npz(self.dir), image_id=self.data.evals["image_id"].to_numpy().astype(str),
                         **prediction_arrays(test, self.cfg.train))
 
-    def _write_done(self, **fields) -> dict:
-        """done.json, written last: the identity that makes this model finished (pipeline.layout), plus `fields`."""
-        info = {"hash": self.hash, "data": self.digest, "tta": list(self.cfg.tta), "eval": self.data.eval_digest,
-                "test": self.data.eval_cache is not None, "backbone": self.bb.name, **fields,
-                "host": socket.gethostname(), "device": str(self.device),
-                "train_seconds": round(sum(r.get("seconds", 0) for r in self.history), 1),
-                "provenance": provenance(self.started, self.device)}
-        atomic_write_text(self.dir / "done.json", json.dumps(info, indent=1))
-        self.tracker.done(info, self.dir)
-        return info
+    def _write_done(self, record, **fields):
+        """done.json, written last: the identity that makes this model finished, plus `fields` (pipeline.records)."""
+        done = record(hash=self.hash, data=self.digest, tta=list(self.cfg.tta), eval=self.data.eval_digest,
+                      test=self.data.eval_cache is not None, backbone=self.bb.name, epochs_run=self.epoch,
+                      host=socket.gethostname(), device=str(self.device),
+                      train_seconds=round(sum(r["seconds"] for r in self.history), 1),
+                      provenance=provenance(self.started, self.device), **fields)
+        atomic_write_text(done_json(self.dir), done.to_json())
+        self.tracker.done(dataclasses.asdict(done), self.dir)
+        return done
