@@ -23,9 +23,8 @@ from pipeline.layout import (
     pair_dir,
     read_fold_table,
     refit_dir,
-    refit_status,
-    unfinished_reason,
 )
+from pipeline.train.state import refit_status, unfinished_reason
 from pipeline.model.metrics import scores
 
 TRAIN_ALL = "run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs"

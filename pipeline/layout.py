@@ -20,19 +20,14 @@
 
 The decoded-photo cache is the project's, not a run's: `cache_dir` (default runs/.cache/), shared by every run.
 
-A pair is finished when its done.json was written under the same training settings (the config hash, which
-leaves out paths and settings that do not change the weights) on the same photos, labels and folds (a digest of
-folds.csv's content), with the same TTA, and its predictions are all on disk. Paths are never part of that
-identity, so a run trained through Ray, moved, or reached through a link is still recognised. A backbone's refit
-is finished in the same way, its identity being the pair hash plus its epoch count (the median of its folds' best
-epochs), so folds retrained to other best epochs make the refit train again.
+Whether a job's files make it finished, resumable or stale is pipeline.train.state's question; the digests that
+identify its photos, labels, folds and eval set are here, beside the files they are read from.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import io
-import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -163,12 +158,13 @@ def refit_dir(run_dir, backbone: str) -> Path:
     return Path(run_dir) / "models" / backbone / REFIT
 
 
-def refit_lock(run_dir, backbone: str) -> Path:
-    return refit_dir(run_dir, backbone) / ".lock"
+def job_lock(folder) -> Path:
+    """Held while a process trains the job of this folder (a pair's or a refit's)."""
+    return Path(folder) / ".lock"
 
 
 def pair_lock(run_dir, backbone: str, fold: int) -> Path:
-    return pair_dir(run_dir, backbone, fold) / ".lock"
+    return job_lock(pair_dir(run_dir, backbone, fold))
 
 
 def external_lock(run_dir) -> Path:
@@ -225,92 +221,3 @@ def run_digest(run_dir) -> str | None:
 def eval_digest(data_dir) -> str | None:
     """Identity of the eval set (eval/info.csv's ImageIDs in order), or None for a train-only data set."""
     return _digest(Path(data_dir) / "eval" / "info.csv", "eval")
-
-
-def read_done(run_dir, backbone: str, fold: int):
-    """A pair's done record (pipeline.records.PairDone), or None when it has none or one that cannot be read."""
-    from pipeline.records import PairDone, RecordError
-
-    try:
-        return PairDone.read(done_json(pair_dir(run_dir, backbone, fold)))
-    except RecordError:
-        return None
-
-
-def read_refit_done(run_dir, backbone: str):
-    """A backbone's refit's done record (pipeline.records.RefitDone), or None as read_done."""
-    from pipeline.records import RecordError, RefitDone
-
-    try:
-        return RefitDone.read(done_json(refit_dir(run_dir, backbone)))
-    except RecordError:
-        return None
-
-
-def pair_status(cfg, backbone: str, fold: int):
-    """(done record, None) when the pair is finished under this config; else (done record or None, why not)."""
-    done = read_done(cfg.run_dir, backbone, fold)
-    return done, None if done is None else _unfinished(cfg, backbone, fold, done)
-
-
-def _unfinished(cfg, backbone: str, fold: int, done) -> str | None:
-    return _not_current(cfg, pair_dir(cfg.run_dir, backbone, fold), done, cfg.pair_hash(backbone), oof_npz)
-
-
-def _not_current(cfg, d: Path, done, identity: str, *needed) -> str | None:
-    """Why a done record does not describe a finished model under this config (None: it does)."""
-    if done.hash != identity:
-        return "trained under other settings"
-    if done.data != run_digest(cfg.run_dir):
-        return "trained on other photos, labels or folds"
-    if done.tta != list(cfg.tta):
-        return "predicted with another TTA"
-    if done.eval != eval_digest(cfg.data_dir):
-        return "test predictions are for another eval set"
-    needed = [(best_pt, "weights"), *((n, "OOF predictions") for n in needed)]
-    if done.test:
-        needed.append((test_npz, "test predictions"))
-    lost = [f"no {path(d)}: {what}" for path, what in needed if not path(d).is_file()]
-    if lost:
-        return "; ".join(lost)
-    return None
-
-
-def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
-    """None when the pair is finished under this config; else why not, in a few words."""
-    done, why = pair_status(cfg, backbone, fold)
-    return "not trained" if done is None else why
-
-
-def finished(cfg, backbone: str, fold: int):
-    """The done.json of a pair finished under this config (see the module docstring), else None."""
-    done, why = pair_status(cfg, backbone, fold)
-    return done if done is not None and why is None else None
-
-
-def refit_epochs(cfg, backbone: str) -> tuple[int | None, str | None]:
-    """(epochs, None): the median of the finished folds' best epochs, rounded half up; (None, why) while a fold of
-    the backbone is not finished under this config."""
-    best = []
-    for k in range(cfg.folds.n_splits):
-        done, why = pair_status(cfg, backbone, k)
-        if done is None or why is not None:
-            return None, f"fold {k} is not finished ({why or 'not trained'})"
-        best.append(done.best_epoch)
-    return max(1, int(statistics.median(best) + 0.5)), None
-
-
-def refit_identity(cfg, backbone: str, epochs: int) -> str:
-    """The refit's hash: its backbone's settings and how many epochs it trains."""
-    return f"{cfg.pair_hash(backbone)}-refit{epochs}"
-
-
-def refit_status(cfg, backbone: str):
-    """(done record, None) when the backbone's refit is finished under this config; else (done.json or None, why not)."""
-    done = read_refit_done(cfg.run_dir, backbone)
-    epochs, why = refit_epochs(cfg, backbone)
-    if why is not None:
-        return done, f"no refit yet: {why}"
-    if done is None:
-        return None, "not trained"
-    return done, _not_current(cfg, refit_dir(cfg.run_dir, backbone), done, refit_identity(cfg, backbone, epochs))

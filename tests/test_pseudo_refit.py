@@ -20,7 +20,8 @@ from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.contract import NUM_CLASSES, DataError
 from pipeline.data.pseudo import read_pseudo, with_soft_labels
-from pipeline.layout import blended_probs_npz, folds_csv, pair_dir, pseudo_dir, read_done, refit_dir, unfinished_reason
+from pipeline.layout import blended_probs_npz, folds_csv, pair_dir, pseudo_dir, refit_dir
+from pipeline.train.state import pair_state, unfinished_reason
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
@@ -186,7 +187,7 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
         d = refit_dir(cfg.run_dir, b)
         for name in ("best.pt", "test.npz", "metrics.csv", "done.json"):
             assert (d / name).is_file(), (b, name)
-        best = [read_done(cfg.run_dir, b, k).best_epoch for k in range(cfg.folds.n_splits)]
+        best = [pair_state(cfg, b, k).done.best_epoch for k in range(cfg.folds.n_splits)]
         for k, e in enumerate(best):  # the folds' best epochs, as their metrics.csv show them
             metrics = pd.read_csv(pair_dir(cfg.run_dir, b, k) / "metrics.csv")
             assert metrics["epoch"][metrics["val_f1"].idxmax()] == e

@@ -28,8 +28,9 @@ import pandas as pd
 from pipeline.config import Config, save_config
 from pipeline.contract import NUM_CLASSES, read_eval, train_only
 from pipeline.io import atomic_save_npz, atomic_write_text
-from pipeline.layout import config_yaml, eval_digest, folds_csv, pair_dir, refit_dir, refit_identity, run_digest
+from pipeline.layout import config_yaml, eval_digest, folds_csv, pair_dir, refit_dir, run_digest
 from pipeline.records import PairDone, RefitDone
+from pipeline.train.job import refit_identity
 
 BUILT = ".built.json"  # written last: the workload is whole and was built with these sizes
 

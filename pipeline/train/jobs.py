@@ -16,7 +16,7 @@ from joblib import Parallel, delayed
 
 from pipeline.config import Config, save_config
 from pipeline.io import Busy, file_lock
-from pipeline.layout import REFIT, config_yaml, finished, gpu_lock, job_lines, refit_epochs, refit_status
+from pipeline.layout import REFIT, config_yaml, gpu_lock, job_lines
 from pipeline.model.metrics import backbone_oof
 from pipeline.model.models import require_weights
 from pipeline.progress import bar as progress_bar
@@ -24,6 +24,7 @@ from pipeline.progress import relay, say
 from pipeline.tracking import open_tracking
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import RunData, load_run_data
+from pipeline.train.state import FINISHED, pair_state, refit_epochs, refit_state
 from pipeline.train.trainer import require_tensorboard
 
 
@@ -35,8 +36,9 @@ def pending_pairs(cfg: Config) -> tuple[list[tuple[str, int]], list[dict]]:
     """Which pairs are left to train, and a summary row for each finished one (every backend asks this)."""
     todo, rows = [], []
     for b, k in pairs_of(cfg):
-        done = finished(cfg, b, k)
-        if done:
+        state = pair_state(cfg, b, k)
+        if state.status == FINISHED:
+            done = state.done
             rows.append({"backbone": b, "fold": k, "status": "skipped", "val_f1": done.val_f1,
                          "host": done.host, "device": done.device, "seconds": 0.0})
         else:
@@ -113,12 +115,14 @@ def pending_refits(cfg: Config) -> tuple[list[tuple[str, str]], list[dict]]:
     skipped when finished, waiting while a fold of its backbone is not finished (its epoch count is not known)."""
     todo, rows = [], []
     for b in cfg.backbone_names():
-        done, why = refit_status(cfg, b)
-        if done is not None and why is None:
-            rows.append({"backbone": b, "fold": REFIT, "status": "skipped", "host": done.host,
-                         "device": done.device, "seconds": 0.0})
-        elif refit_epochs(cfg, b)[0] is None:
-            rows.append({"backbone": b, "fold": REFIT, "status": "waiting", "error": why, "seconds": 0.0})
+        state = refit_state(cfg, b)
+        if state is not None and state.status == FINISHED:
+            rows.append({"backbone": b, "fold": REFIT, "status": "skipped", "host": state.done.host,
+                         "device": state.done.device, "seconds": 0.0})
+        elif state is None:
+            why = refit_epochs(cfg, b)[1]
+            rows.append({"backbone": b, "fold": REFIT, "status": "waiting", "error": f"no refit yet: {why}",
+                         "seconds": 0.0})
         else:
             todo.append((b, REFIT))
     return todo, rows

@@ -8,19 +8,12 @@ from contextlib import ExitStack
 
 from pipeline.config import Config
 from pipeline.io import Busy, file_lock
-from pipeline.layout import (
-    model_files,
-    REFIT,
-    pair_dir,
-    pair_lock,
-    pair_status,
-    refit_dir,
-    refit_epochs,
-    refit_lock,
-    refit_status,
-)
+from pipeline.layout import REFIT, job_lock, model_files
+from pipeline.records import RefitDone
+from pipeline.train.job import Job, fold_job, refit_job
 from pipeline.train.refit import RefitTrainer
 from pipeline.train.rundata import RunData, load_run_data
+from pipeline.train.state import FINISHED, job_state, refit_epochs
 from pipeline.train.trainer import Trainer
 
 
@@ -35,14 +28,10 @@ def train_pair(cfg: Config, backbone: str, fold: int | str, data: RunData | None
     if fold == REFIT:
         return train_refit(cfg, backbone, data=data, device=device, progress=progress, log=log, force=force,
                            lock_wait_s=lock_wait_s)
-    if fold < 0 or fold >= cfg.folds.n_splits:
-        raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
+    job = fold_job(cfg, backbone, fold)
     # lock_wait_s: a retry after a lost node may meet its predecessor's lock for a moment
-    return _held_job(f"{backbone} fold {fold}", backbone, fold, pair_lock(cfg.run_dir, backbone, fold),
-                     pair_dir(cfg.run_dir, backbone, fold), lambda: pair_status(cfg, backbone, fold),
-                     lambda done: f"val F1 {done.val_f1:.4f}",
-                     lambda d: Trainer(cfg, backbone, fold, d, device=device, progress=progress, log=log),
-                     cfg, data, force, lock_wait_s, log)
+    return _held_job(cfg, job, lambda d: Trainer(cfg, backbone, fold, d, device=device, progress=progress, log=log),
+                     data, force, lock_wait_s, log)
 
 
 def train_refit(cfg: Config, backbone: str, data: RunData | None = None, device=None, progress=True, log=print,
@@ -54,34 +43,34 @@ def train_refit(cfg: Config, backbone: str, data: RunData | None = None, device=
     epochs, why = refit_epochs(cfg, backbone)
     if epochs is None:
         raise ValueError(f"{backbone} cannot be refitted yet: {why}; run `maskfold train-all` first")
-    return _held_job(f"{backbone} refit", backbone, REFIT, refit_lock(cfg.run_dir, backbone),
-                     refit_dir(cfg.run_dir, backbone), lambda: refit_status(cfg, backbone),
-                     lambda done: f"{done.epochs} epochs",
-                     lambda d: RefitTrainer(cfg, backbone, epochs, d, device=device, progress=progress, log=log),
-                     cfg, data, force, lock_wait_s, log)
+    job = refit_job(cfg, backbone, epochs)
+    return _held_job(cfg, job, lambda d: RefitTrainer(cfg, backbone, epochs, d, device=device, progress=progress,
+                                                      log=log), data, force, lock_wait_s, log)
 
 
-def _held_job(name: str, backbone: str, fold, lock, folder, status, finished_note, make_trainer, cfg: Config,
-              data: RunData | None, force: bool, lock_wait_s: float | None, log) -> dict:
+def _held_job(cfg: Config, job: Job, make_trainer, data: RunData | None, force: bool, lock_wait_s: float | None,
+              log) -> dict:
     """A fold pair's or a refit's job: take its lock (busy when another live process has it), start over with
     force, skip it when finished under this config, else train, resume or redo its predictions."""
+    fold = job.fold if job.predicts_oof else REFIT
     with ExitStack() as held:
         try:
-            held.enter_context(file_lock(lock, timeout=lock_wait_s))
+            held.enter_context(file_lock(job_lock(job.folder), timeout=lock_wait_s))
         except Busy as e:
-            log(f"{name}: being trained by {e.owner}; left to it")
-            return {"backbone": backbone, "fold": fold, "status": "busy", "error": f"held by {e.owner}"}
+            log(f"{job.name}: being trained by {e.owner}; left to it")
+            return {"backbone": job.backbone, "fold": fold, "status": "busy", "error": f"held by {e.owner}"}
         if force:
-            for path in model_files(folder):
+            for path in model_files(job.folder):
                 path.unlink(missing_ok=True)
-        else:
-            done, why = status()
-            if done is not None and why is None:
-                log(f"{name}: already finished under this config ({finished_note(done)}); skipped")
-                return {**dataclasses.asdict(done), "status": "skipped"}
-            if done is not None:
-                log(f"{name}: {why}")
+        state = job_state(cfg, job)  # after force, and under the lock: nobody else changes the files now
+        if state.status == FINISHED:
+            log(f"{job.name}: already finished under this config ({finished_note(state.done)}); skipped")
+            return {**dataclasses.asdict(state.done), "status": "skipped"}
         data = data or load_run_data(cfg, log=log)
         start = time.time()
-        info = dataclasses.asdict(make_trainer(data).fit())
+        info = dataclasses.asdict(make_trainer(data).fit(state))
         return {**info, "status": "done", "seconds": round(time.time() - start, 1)}
+
+
+def finished_note(done) -> str:
+    return f"{done.epochs} epochs" if isinstance(done, RefitDone) else f"val F1 {done.val_f1:.4f}"

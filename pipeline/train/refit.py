@@ -17,9 +17,11 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.contract import training_rows
 from pipeline.io import remove_stale_temporaries
-from pipeline.layout import REFIT, last_pt, read_refit_done, refit_dir, refit_identity
+from pipeline.layout import REFIT
 from pipeline.records import BestMeta, RefitDone
+from pipeline.train.job import refit_job
 from pipeline.train.rundata import RunData
+from pipeline.train.state import FINISHED, TRAINED, JobState
 from pipeline.train.trainer import Trainer
 
 
@@ -31,17 +33,8 @@ class RefitTrainer(Trainer):
         super().__init__(cfg, backbone, cfg.folds.n_splits, data, device=device, progress=progress, log=log)
         self.name, self.tag, self.board = f"{backbone} refit", REFIT, REFIT
 
-    def planned_epochs(self) -> int:
-        return self.epochs
-
-    def identity(self) -> str:
-        return refit_identity(self.cfg, self.bb.name, self.epochs)
-
-    def output_dir(self):
-        return refit_dir(self.cfg.run_dir, self.bb.name)
-
-    def read_done(self):
-        return read_refit_done(self.cfg.run_dir, self.bb.name)
+    def describe(self):
+        return refit_job(self.cfg, self.bb.name, self.epochs)
 
     def split(self, folds):
         """Every photo that a training fold may use (data.drop_near_cut still applies); nothing is validated."""
@@ -50,13 +43,13 @@ class RefitTrainer(Trainer):
     def _best_meta(self) -> BestMeta:
         return dataclasses.replace(super()._best_meta(), fold=None)
 
-    def fit(self) -> dict:
+    def fit(self, state: JobState | None = None) -> RefitDone:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)
-        if not last_pt(self.dir).is_file() and self.trained_before():
-            self.log(f"{self.bb.name} refit: trained before; predicting again from best.pt")
+        if state is not None or self.state is None:
+            self.prepare(state)
+        if self.state.status in (TRAINED, FINISHED) and self.state.last is None:
             return self.finish()
-        self.try_resume()
         t = self.cfg.train
         while self.epoch < self.epochs:
             start = time.time()

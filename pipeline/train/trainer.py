@@ -36,8 +36,6 @@ from pipeline.layout import (
     metrics_csv,
     model_files,
     oof_npz,
-    pair_dir,
-    read_done,
     tensorboard_dir,
     test_npz,
 )
@@ -49,11 +47,13 @@ from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
 from pipeline.model.years import class_scores, prediction_arrays, with_age_targets
 from pipeline.progress import bar as progress_bar
-from pipeline.records import BestMeta, LastMeta, PairDone, RecordError
+from pipeline.records import BestMeta, LastMeta, PairDone
 from pipeline.tracking import pair_tracker
 from pipeline.train.provenance import provenance
+from pipeline.train.job import fold_job
 from pipeline.train.rundata import RunData
-from pipeline.train.state import rng_state, seed_everything, set_rng_state
+from pipeline.train.rng import rng_state, seed_everything, set_rng_state
+from pipeline.train.state import FINISHED, MISSING, STALE, TRAINED, JobState, job_state
 
 
 def require_tensorboard(cfg: Config) -> None:
@@ -76,10 +76,12 @@ class Trainer:
         self.bb = cfg.backbone(backbone)
         # its name in messages, in progress bars and in tensorboard_dir
         self.name, self.tag, self.board = f"{self.bb.name} fold {fold}", f"f{fold}", fold
-        self.settings = {**cfg.resolved(self.bb), "epochs": self.planned_epochs()}
-        self.hash = self.identity()
+        self.job = self.describe()
+        self.settings = {**cfg.resolved(self.bb), "epochs": self.job.epochs}
+        self.hash = self.job.identity
         self.digest = data.digest
-        self.dir = self.output_dir()
+        self.dir = self.job.folder
+        self.state: JobState | None = None  # where the job stood when prepare() looked
         self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, self.hash, log)  # epochs and done, as written
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
@@ -129,15 +131,8 @@ class Trainer:
 
     # -- what a subclass may change
 
-    def planned_epochs(self) -> int:
-        return self.cfg.resolved(self.bb)["epochs"]
-
-    def identity(self) -> str:
-        """The hash that done.json, best.pt and last.pt must carry to count as this pair's."""
-        return self.cfg.pair_hash(self.bb.name)
-
-    def output_dir(self):
-        return pair_dir(self.cfg.run_dir, self.bb.name, self.fold)
+    def describe(self):
+        return fold_job(self.cfg, self.bb.name, self.fold)
 
     def split(self, folds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(training rows, validation rows): the fold is validated; train-only rows (fold -1) are always trained on."""
@@ -208,47 +203,29 @@ class Trainer:
         for path in model_files(self.dir):
             path.unlink(missing_ok=True)
 
-    def read_done(self):
-        return read_done(self.cfg.run_dir, self.bb.name, self.fold)
-
-    def trained_before(self) -> bool:
-        """Training finished under these settings and data, and best.pt is whole: only predictions are owed."""
-        done = self.read_done()
-        if not done or done.hash != self.hash or done.data != self.digest:
-            return False
-        try:
-            best = BestMeta.from_checkpoint(models.load_checkpoint(best_pt(self.dir)))
-        except Exception:  # noqa: BLE001 - missing or damaged: retrain
-            return False
-        if best.hash != self.hash:
-            return False
-        self.epoch, self.best_epoch, self.best_f1 = done.epochs_run, done.best_epoch, best.f1
-        return True
+    def prepare(self, state: JobState | None = None) -> JobState:
+        """Bring the trainer to where its job stands (pipeline.train.state, asked here when not handed): resumed from
+        last.pt, ready to predict again from best.pt, or started over. fit() then trains what is left."""
+        state = state or job_state(self.cfg, self.job)
+        if state.status in (MISSING, STALE):
+            self.start_over(state.reason)
+        elif state.status == TRAINED:
+            self.log(f"{self.name}: trained before; predicting again from best.pt ({state.reason})")
+        elif state.last is not None:  # restores the history and RNG too, so a finished run stays bit-identical
+            self.resume()
+        else:  # trained (or finished) and its last.pt gone: best.pt and done.json say where training ended
+            self.epoch, self.best_epoch = state.done.epochs_run, state.done.best_epoch
+        self.state = state
+        return state
 
     def try_resume(self) -> bool:
-        """Continue from last.pt when it was written for the same settings and data and its best.pt is whole."""
-        last = last_pt(self.dir)
-        if not last.is_file():
-            self.start_over()
-            return False
-        try:
-            state = models.load_checkpoint(last)
-            meta = LastMeta.from_checkpoint(state, last)
-        except Exception as e:  # noqa: BLE001 - a damaged file is not a reason to stop, only to retrain
-            self.start_over(f"{last} cannot be read ({type(e).__name__})")
-            return False
-        if meta.hash != self.hash or meta.data != self.digest:
-            self.start_over(f"{last} was written under other settings or data")
-            return False
-        if meta.best_epoch:
-            best = best_pt(self.dir)
-            try:
-                ok = best.is_file() and BestMeta.from_checkpoint(models.load_checkpoint(best)).hash == self.hash
-            except (RecordError, Exception):  # noqa: BLE001
-                ok = False
-            if not ok:
-                self.start_over(f"{best} is missing or from another run")
-                return False
+        """prepare(), and whether it continued from last.pt."""
+        return self.prepare().last is not None
+
+    def resume(self) -> None:
+        """Continue from last.pt, which job_state found to be this job's."""
+        state = models.load_checkpoint(last_pt(self.dir))
+        meta = LastMeta.from_checkpoint(state, last_pt(self.dir))
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -261,7 +238,6 @@ class Trainer:
         set_rng_state(meta.rng)
         best = f" (best F1 {self.best_f1:.4f})" if self.best_f1 >= 0 else ""  # a refit validates nothing
         self.log(f"resumed {self.name} after epoch {self.epoch}{best}")
-        return True
 
     # -- epochs
 
@@ -338,13 +314,14 @@ class Trainer:
         loss = float(self.val_criterion(torch.from_numpy(logits), torch.from_numpy(self.val_labels)))
         return {"val_loss": loss, **{f"val_{k}": v for k, v in scores(self.val_labels, logits.argmax(1)).items()}}, logits
 
-    def fit(self) -> dict:
+    def fit(self, state: JobState | None = None) -> PairDone:
+        """Train what is left of the job (where `state`, or job_state, says it stands), then predict."""
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)  # left by a kill in the middle of an atomic write
-        if not last_pt(self.dir).is_file() and self.trained_before():  # e.g. a lost oof.npz, last.pt deleted
-            self.log(f"{self.bb.name} fold {self.fold}: trained before; predicting again from best.pt")
+        if state is not None or self.state is None:
+            self.prepare(state)
+        if self.state.status in (TRAINED, FINISHED) and self.state.last is None:  # e.g. a lost oof.npz, no last.pt
             return self.finish()
-        self.try_resume()
         t = self.cfg.train
         epochs = self.settings["epochs"]
         stale = self.epoch - self.best_epoch if self.best_epoch else 0
