@@ -24,8 +24,9 @@ from pipeline.layout import (
     read_fold_table,
     refit_dir,
 )
-from pipeline.train.state import refit_status, unfinished_reason
 from pipeline.model.metrics import scores
+from pipeline.train.plan import refit_status
+from pipeline.train.state import unfinished_reason
 
 TRAIN_ALL = "run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs"
 

@@ -21,6 +21,7 @@ from folds.make import write_folds
 from pipeline.config import ConfigError, load_config
 from pipeline.data.images import read_rgb
 from pipeline.layout import pair_dir
+from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import load_run_data
@@ -66,7 +67,7 @@ def test_02_killed_retraining_then_revert_trains_again_instead_of_crashing(data_
     train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
     changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
     # the changed config's retraining starts over and is killed before its first checkpoint
-    Trainer(changed, "test_resnet", 0, load_run_data(changed, **QUIET), progress=False, **QUIET).try_resume()
+    Trainer(changed, fold_job(changed, "test_resnet", 0), load_run_data(changed, **QUIET), progress=False, **QUIET).try_resume()
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)  # the setting reverted
     d = pair_dir(cfg.run_dir, "test_resnet", 0)
     assert info["status"] == "done" and (d / "best.pt").is_file() and (d / "oof.npz").is_file()

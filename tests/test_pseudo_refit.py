@@ -21,9 +21,10 @@ from pipeline.config import ConfigError, load_config
 from pipeline.contract import NUM_CLASSES, DataError
 from pipeline.data.pseudo import read_pseudo, with_soft_labels
 from pipeline.layout import blended_probs_npz, folds_csv, pair_dir, pseudo_dir, refit_dir
-from pipeline.train.state import pair_state, unfinished_reason
+from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
+from pipeline.train.state import pair_state, unfinished_reason
 from pipeline.train.trainer import Trainer
 from pseudo_labels.run import run_pseudo
 from tests.conftest import ROOT, TINY, cli_args, make_config, tiny_config
@@ -98,7 +99,7 @@ def test_pseudo_photos_train_in_every_fold_never_in_validation_or_oof(data_dir, 
     assert set(pseudo["image_id"]) == kept and (pseudo["fold"] == -1).all() and folds["image_id"].is_unique
     data = load_run_data(cfg, **QUIET)
     for k in range(cfg.folds.n_splits):
-        t = Trainer(cfg, "test_resnet", k, data, progress=False, **QUIET)
+        t = Trainer(cfg, fold_job(cfg, "test_resnet", k), data, progress=False, **QUIET)
         trained = data.folds.iloc[t.train_rows]
         assert kept <= set(trained["image_id"]) and not kept & set(data.folds["image_id"].iloc[t.val_rows])
         on = (trained["source"] == "pseudo").to_numpy()

@@ -71,8 +71,8 @@ def member_run(cfg: Config, run: Path, backbones: list[str], folds: pd.DataFrame
     scored = folds[~train_only(folds)]
     strengths = list(rng.uniform(2.5, 3.5, len(backbones)))
     oof = member_logits(scored["label"].to_numpy(), strengths, rng)
-    done = dict(data=run_digest(run), tta=list(cfg.tta), eval=eval_digest(cfg.data_dir), test=evals is not None,
-                epochs_run=1)
+    done = {"data": run_digest(run), "tta": list(cfg.tta), "eval": eval_digest(cfg.data_dir), "test": evals is not None,
+            "epochs_run": 1}
     for b, logits in zip(backbones, oof):
         for k in range(cfg.folds.n_splits):
             rows = (scored["fold"] == k).to_numpy()

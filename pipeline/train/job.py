@@ -47,3 +47,14 @@ def refit_identity(cfg, backbone: str, epochs: int) -> str:
 def refit_job(cfg, backbone: str, epochs: int) -> Job:
     return Job(REFIT_JOB, backbone, None, epochs, cfg.folds.n_splits, refit_identity(cfg, backbone, epochs),
                refit_dir(cfg.run_dir, backbone))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a runner runs a job on its machine (not what the job is: that never changes its result)."""
+    device: str | None = None  # None: train.device (or a claimed GPU, where jobs share several)
+    threads: int | None = None  # torch's CPU threads in a worker process
+    progress: bool = True  # progress bars (off where jobs run side by side)
+    n_gpus: int = 0  # GPUs the local jobs share, each claiming one (pipeline.train.jobs.claim_gpu)
+    lines_file: str | None = None  # a worker process's lines go there, for the parent to relay
+    lock_wait_s: float | None = None  # a retry after a lost node may meet its predecessor's lock for a moment

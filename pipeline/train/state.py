@@ -14,12 +14,11 @@ recognised.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
-from pipeline.layout import best_pt, done_json, eval_digest, last_pt, oof_npz, run_digest, test_npz
+from pipeline.layout import best_pt, done_json, eval_digest, last_pt, oof_npz, refit_dir, run_digest, test_npz
 from pipeline.records import BestMeta, Done, LastMeta, PairDone, RecordError, RefitDone
-from pipeline.train.job import Job, fold_job, refit_job
+from pipeline.train.job import Job, fold_job
 
 MISSING, STALE, RESUMABLE, TRAINED, FINISHED = "missing", "stale", "resumable", "trained", "finished"
 
@@ -142,39 +141,8 @@ def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
     return state.reason or ("not trained" if state.status == MISSING else "training stopped before its end")
 
 
-def refit_epochs(cfg, backbone: str) -> tuple[int | None, str | None]:
-    """(epochs, None): the median of the finished folds' best epochs, rounded half up; (None, why) while a fold of
-    the backbone is not finished under this config."""
-    best = []
-    for k in range(cfg.folds.n_splits):
-        state = pair_state(cfg, backbone, k)
-        if state.status != FINISHED:
-            return None, f"fold {k} is not finished ({unfinished_reason(cfg, backbone, k)})"
-        best.append(state.done.best_epoch)
-    return max(1, int(statistics.median(best) + 0.5)), None
-
-
-def refit_state(cfg, backbone: str) -> JobState | None:
-    """Where the backbone's refit stands, or None while its epoch count is not known (a fold is not finished)."""
-    epochs, _ = refit_epochs(cfg, backbone)
-    return None if epochs is None else job_state(cfg, refit_job(cfg, backbone, epochs))
-
-
-def refit_status(cfg, backbone: str) -> tuple[Done | None, str | None]:
-    """(done record, None) when the backbone's refit is finished under this config; else (record or None, why not)."""
-    epochs, why = refit_epochs(cfg, backbone)
-    if epochs is None:
-        return None, f"no refit yet: {why}"
-    state = job_state(cfg, refit_job(cfg, backbone, epochs))
-    if state.status == FINISHED:
-        return state.done, None
-    return state.done, state.reason or "not trained"
-
-
 def refit_done(run_dir, backbone: str) -> RefitDone | None:
     """The refit's done record whatever its identity (a run has a refit at all), None without a readable one."""
-    from pipeline.layout import refit_dir
-
     try:
         return RefitDone.read(done_json(refit_dir(run_dir, backbone)))
     except RecordError:
