@@ -133,7 +133,7 @@ def test_sigkill_mid_epoch_then_rerun_finishes(data_dir, tmp_path):
 
 
 def test_gpu_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
-    from pipeline.train.jobs import claim_gpu
+    from pipeline.train.worker import claim_gpu
 
     with claim_gpu(tmp_path, 2) as a, claim_gpu(tmp_path, 2) as b:
         assert {a, b} == {"cuda:0", "cuda:1"}
