@@ -37,7 +37,7 @@ QUIET = dict(log=lambda m: None)
 
 def test_01_ray_and_local_agree_on_finished_pairs(data_dir, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.ray_jobs import RayOptions
 
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)  # the shipped configs name their paths relative to the working directory
@@ -46,7 +46,7 @@ def test_01_ray_and_local_agree_on_finished_pairs(data_dir, tmp_path, monkeypatc
     write_folds(cfg, **QUIET)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        table = train_all_ray(cfg, cpus_per_job=1, **QUIET)
+        table = train_all(cfg, ray=RayOptions(cpus_per_job=1), **QUIET)
     finally:
         ray.shutdown()
     assert set(table["status"]) == {"done"}, table.to_string()
