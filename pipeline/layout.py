@@ -126,6 +126,11 @@ def attempts_jsonl(folder) -> Path:
     return Path(folder) / "attempts.jsonl"
 
 
+def storage_probe(run_dir, token: str) -> Path:
+    """A file the Ray driver writes for one train-all and every node must see (pipeline.train.ray_jobs)."""
+    return Path(run_dir) / f".storage-probe-{token}"
+
+
 def model_files(folder) -> list[Path]:
     """Every file a job writes: what starting it over removes."""
     return [Path(folder) / name for name in MODEL_FILES]

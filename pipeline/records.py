@@ -56,12 +56,12 @@ class Done:
         return json.dumps(dataclasses.asdict(self), indent=1)
 
     @classmethod
-    def from_json(cls, text: str, source="done.json"):
+    def from_json(cls, text: str, source=None):
         try:
             fields = json.loads(text)
         except ValueError:
-            raise RecordError(f"{source}: not JSON") from None
-        return _build(cls, fields, source)
+            raise RecordError(f"{source or cls.__name__}: not JSON") from None
+        return _build(cls, fields, source or cls.__name__)
 
     @classmethod
     def read(cls, path: Path):
@@ -120,10 +120,10 @@ class BestMeta:
         return {"model": model, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, source="best.pt") -> BestMeta:
+    def from_checkpoint(cls, ckpt: dict, source=None) -> BestMeta:
         if isinstance(ckpt, dict) and ckpt.get("fold") == "full":  # version 1 named a refit's fold "full"
             ckpt = {**ckpt, "fold": None}
-        return _checkpoint_record(cls, ckpt, source)
+        return _checkpoint_record(cls, ckpt, source or cls.__name__)
 
 
 @dataclass(kw_only=True)
@@ -145,8 +145,8 @@ class LastMeta:
         return {**states, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, source="last.pt") -> LastMeta:
-        meta = _checkpoint_record(cls, ckpt, source)
+    def from_checkpoint(cls, ckpt: dict, source=None) -> LastMeta:
+        meta = _checkpoint_record(cls, ckpt, source or cls.__name__)
         if meta.version == 1:  # counted from 0, -1 for none
             meta.best_epoch += 1
         return meta

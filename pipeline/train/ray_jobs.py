@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.layout import REFIT, attempts_jsonl, folds_csv
+from pipeline.layout import REFIT, attempts_jsonl, folds_csv, storage_probe
 from pipeline.train.job import Job, RunOptions
 from pipeline.train.rundata import RunData
 from pipeline.train.worker import run_one
 
-PROBE_PREFIX = ".storage-probe-"
 LOCK_WAIT_S = 90  # a retry may find its lost predecessor's lock until the storage lets it go
 
 
@@ -137,7 +136,7 @@ class RayBackend:
 
     def __enter__(self):
         self.started = _connect(self.ray, self.opts.address)
-        self.probe = Path(self.cfg.run_dir) / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        self.probe = storage_probe(self.cfg.run_dir, uuid.uuid4().hex)
         self.probe.write_text("maskfold: every node must see this file\n")
         gpus = self.opts.gpus_per_job
         self.gpus = gpus if gpus is not None else (1 if self.ray.cluster_resources().get("GPU", 0) else 0)
