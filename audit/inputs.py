@@ -10,7 +10,8 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.contract import MASKS, NUM_CLASSES, DataError, Problem, train_only
-from pipeline.layout import blended_oof_npz, folds_csv, pair_oof_npz, unfinished_reason
+from pipeline.layout import blended_oof_npz, folds_csv, pair_oof_npz
+from pipeline.train.state import unfinished_reason
 
 
 @dataclass

@@ -23,10 +23,10 @@ from pipeline.layout import (
     pair_file,
     read_fold_table,
     refit_file,
-    refit_status,
-    unfinished_reason,
 )
 from pipeline.model.metrics import scores
+from pipeline.train.plan import refit_status
+from pipeline.train.state import unfinished_reason
 
 TRAIN_ALL = "run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs"
 

@@ -30,12 +30,12 @@ from pipeline.layout import (
     ensemble_file,
     folds_csv,
     pair_file,
-    read_refit_done,
     submission_csv,
     weights_json,
 )
 from pipeline.model.metrics import scores
 from pipeline.tracking import track_run
+from pipeline.train.state import refit_done
 
 KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking"}
 TEST_MODELS = {"folds": "the fold models", "refit": "the full-data refits",
@@ -56,7 +56,7 @@ def settings_used(cfg: Config, members, test_from: str | None = None) -> dict:
     that command only, and the ensemble's own config need not say it; and ensemble.test_from as used (auto
     resolved)."""
     used = cfg.to_dict()
-    used["train"]["refit"] = cfg.train.refit or any(read_refit_done(m.run, m.backbone) for m in members)
+    used["train"]["refit"] = cfg.train.refit or any(refit_done(m.run, m.backbone) for m in members)
     used["ensemble"]["test_from"] = test_from or cfg.ensemble.test_from
     return used
 

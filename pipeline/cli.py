@@ -272,6 +272,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     from pipeline.tracking import track_run
     from pipeline.train.jobs import oof_scores, train_all
     from pipeline.train.provenance import write_run_json
+    from pipeline.train.ray_jobs import RayOptions
 
     if backend == "local":  # a Ray cluster's devices are its nodes', not this machine's
         require_config_device(cfg)
@@ -279,13 +280,8 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     if refit:
         cfg.train.refit = True
     start = time.time()
-    if backend == "ray":
-        from pipeline.train.ray_jobs import train_all_ray
-
-        table = train_all_ray(cfg, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
-                              retries=retries)
-    else:
-        table = train_all(cfg, jobs=jobs)
+    ray = RayOptions(address, gpus_per_job, cpus_per_job, retries) if backend == "ray" else None
+    table = train_all(cfg, jobs=jobs, ray=ray)
     shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"})
     click.echo("\nsummary:\n" + shown.to_string(index=False))
     oof = oof_scores(cfg)

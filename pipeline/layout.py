@@ -20,25 +20,19 @@
 
 The decoded-photo cache is the project's, not a run's: `cache_dir` (default runs/.cache/), shared by every run.
 
-A pair is finished when its done.json was written under the same training settings (the config hash, which
-leaves out paths and settings that do not change the weights) on the same photos, labels and folds (a digest of
-folds.csv's content), with the same TTA, and its predictions are all on disk. Paths are never part of that
-identity, so a run trained through Ray, moved, or reached through a link is still recognised. A backbone's refit
-is finished in the same way, its identity being the pair hash plus its epoch count (the median of its folds' best
-epochs), so folds retrained to other best epochs make the refit train again.
+Whether a job's files make it finished, resumable or stale is pipeline.train.state's question; the digests that
+identify its photos, labels, folds and eval set are here, beside the files they are read from.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import io
-import json
-import statistics
 from pathlib import Path
 
 import pandas as pd
 
-PAIR_FILES = ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json")
+MODEL_FILES = ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json")  # what one job writes
 # What identifies a photo set, its labels and its folds; paths are left out (external photos' are absolute).
 # soft_label exists only where pseudo-labelled photos are trained on their blended probabilities.
 DIGEST_COLUMNS = ["image_id", "person_id", "gender", "age", "mask", "label", "source", "fold", "soft_label"]
@@ -94,7 +88,52 @@ def pair_dir(run_dir, backbone: str, fold: int) -> Path:
 
 def pair_oof_npz(run_dir, backbone: str, fold: int) -> Path:
     """A pair's out-of-fold logits (image_id, logits, labels) for its validation fold."""
-    return pair_dir(run_dir, backbone, fold) / "oof.npz"
+    return oof_npz(pair_dir(run_dir, backbone, fold))
+
+
+# The files of one job's folder (a pair's fold<k>/ or a refit's full/).
+
+def best_pt(folder) -> Path:
+    """The model: the best epoch's weights (a refit's last epoch's), with what rebuilds it (pipeline.records.BestMeta)."""
+    return Path(folder) / "best.pt"
+
+
+def last_pt(folder) -> Path:
+    """Everything a rerun needs to continue after a kill (pipeline.records.LastMeta)."""
+    return Path(folder) / "last.pt"
+
+
+def metrics_csv(folder) -> Path:
+    return Path(folder) / "metrics.csv"
+
+
+def oof_npz(folder) -> Path:
+    return Path(folder) / "oof.npz"
+
+
+def test_npz(folder) -> Path:
+    """The eval photos' logits, in eval/info.csv order."""
+    return Path(folder) / "test.npz"
+
+
+def done_json(folder) -> Path:
+    """Written last: the record that makes the job finished (pipeline.records.PairDone, RefitDone)."""
+    return Path(folder) / "done.json"
+
+
+def attempts_jsonl(folder) -> Path:
+    """Ray backend: a line per attempt at the job and one when it ends (node, process, times)."""
+    return Path(folder) / "attempts.jsonl"
+
+
+def storage_probe(run_dir, token: str) -> Path:
+    """A file the Ray driver writes for one train-all and every node must see (pipeline.train.ray_jobs)."""
+    return Path(run_dir) / f".storage-probe-{token}"
+
+
+def model_files(folder) -> list[Path]:
+    """Every file a job writes: what starting it over removes."""
+    return [Path(folder) / name for name in MODEL_FILES]
 
 
 def gpu_lock(run_dir, index: int) -> Path:
@@ -124,12 +163,13 @@ def refit_dir(run_dir, backbone: str) -> Path:
     return Path(run_dir) / "models" / backbone / REFIT
 
 
-def refit_lock(run_dir, backbone: str) -> Path:
-    return refit_dir(run_dir, backbone) / ".lock"
+def job_lock(folder) -> Path:
+    """Held while a process trains the job of this folder (a pair's or a refit's)."""
+    return Path(folder) / ".lock"
 
 
 def pair_lock(run_dir, backbone: str, fold: int) -> Path:
-    return pair_dir(run_dir, backbone, fold) / ".lock"
+    return job_lock(pair_dir(run_dir, backbone, fold))
 
 
 def external_lock(run_dir) -> Path:
@@ -186,91 +226,6 @@ def run_digest(run_dir) -> str | None:
 def eval_digest(data_dir) -> str | None:
     """Identity of the eval set (eval/info.csv's ImageIDs in order), or None for a train-only data set."""
     return _digest(Path(data_dir) / "eval" / "info.csv", "eval")
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_done(run_dir, backbone: str, fold: int) -> dict | None:
-    return _read_json(pair_dir(run_dir, backbone, fold) / "done.json")
-
-
-def read_refit_done(run_dir, backbone: str) -> dict | None:
-    return _read_json(refit_dir(run_dir, backbone) / "done.json")
-
-
-def pair_status(cfg, backbone: str, fold: int) -> tuple[dict | None, str | None]:
-    """(done.json, None) when the pair is finished under this config; else (done.json or None, why not)."""
-    done = read_done(cfg.run_dir, backbone, fold)
-    return done, None if done is None else _unfinished(cfg, backbone, fold, done)
-
-
-def _unfinished(cfg, backbone: str, fold: int, done: dict) -> str | None:
-    return _not_current(cfg, pair_dir(cfg.run_dir, backbone, fold), done, cfg.pair_hash(backbone), "oof.npz")
-
-
-def _not_current(cfg, d: Path, done: dict, identity: str, *needed: str) -> str | None:
-    """Why a done.json does not describe a finished model under this config (None: it does)."""
-    if done.get("hash") != identity:
-        return "trained under other settings"
-    if done.get("data") != run_digest(cfg.run_dir):
-        return "trained on other photos, labels or folds"
-    if done.get("tta") != list(cfg.tta):
-        return "predicted with another TTA"
-    if done.get("eval") != eval_digest(cfg.data_dir):
-        return "test predictions are for another eval set"
-    needed = ["best.pt", *needed] + (["test.npz"] if done.get("test") else [])
-    what = {"best.pt": "weights", "oof.npz": "OOF predictions", "test.npz": "test predictions"}
-    lost = [f"no {d / n}: {what[n]}" for n in needed if not (d / n).is_file()]
-    if lost:
-        return "; ".join(lost)
-    return None
-
-
-def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
-    """None when the pair is finished under this config; else why not, in a few words."""
-    done, why = pair_status(cfg, backbone, fold)
-    return "not trained" if done is None else why
-
-
-def finished(cfg, backbone: str, fold: int) -> dict | None:
-    """The done.json of a pair finished under this config (see the module docstring), else None."""
-    done, why = pair_status(cfg, backbone, fold)
-    return done if done is not None and why is None else None
-
-
-def refit_epochs(cfg, backbone: str) -> tuple[int | None, str | None]:
-    """(epochs, None): the median of the finished folds' best epochs, rounded half up; (None, why) while a fold of
-    the backbone is not finished under this config."""
-    best = []
-    for k in range(cfg.folds.n_splits):
-        done, why = pair_status(cfg, backbone, k)
-        if done is None or why is not None:
-            return None, f"fold {k} is not finished ({why or 'not trained'})"
-        best.append(done["best_epoch"])
-    return max(1, int(statistics.median(best) + 0.5)), None
-
-
-def refit_identity(cfg, backbone: str, epochs: int) -> str:
-    """The refit's hash: its backbone's settings and how many epochs it trains."""
-    return f"{cfg.pair_hash(backbone)}-refit{epochs}"
-
-
-def refit_status(cfg, backbone: str) -> tuple[dict | None, str | None]:
-    """(done.json, None) when the backbone's refit is finished under this config; else (done.json or None, why not)."""
-    done = read_refit_done(cfg.run_dir, backbone)
-    epochs, why = refit_epochs(cfg, backbone)
-    if why is not None:
-        return done, f"no refit yet: {why}"
-    if done is None:
-        return None, "not trained"
-    return done, _not_current(cfg, refit_dir(cfg.run_dir, backbone), done, refit_identity(cfg, backbone, epochs))
-
-
 # ---------------------------------------------------------------- stage outputs
 # Every file a stage writes under the run directory, so no stage spells a run-directory name of its own.
 
@@ -319,23 +274,23 @@ ENSEMBLE_FILES = {"report": "report.md", "confusion": "confusion.png", "class_f1
 
 
 # A pair's or refit's files by what they hold, for the readers outside training (ensemble, tools, tracking).
-JOB_FILES = {"best": "best.pt", "last": "last.pt", "metrics": "metrics.csv", "oof": "oof.npz", "test": "test.npz",
-             "done": "done.json"}
+JOB_FILES = {"best": best_pt, "last": last_pt, "metrics": metrics_csv, "oof": oof_npz, "test": test_npz,
+             "done": done_json}
 
 
 def pair_file(run_dir, backbone: str, fold: int, what: str) -> Path:
     """One of a pair's files (JOB_FILES: best, last, metrics, oof, test, done)."""
-    return pair_dir(run_dir, backbone, fold) / JOB_FILES[what]
+    return job_file(pair_dir(run_dir, backbone, fold), what)
 
 
 def refit_file(run_dir, backbone: str, what: str) -> Path:
     """One of a refit's files (JOB_FILES but oof)."""
-    return refit_dir(run_dir, backbone) / JOB_FILES[what]
+    return job_file(refit_dir(run_dir, backbone), what)
 
 
 def job_file(job_dir, what: str) -> Path:
     """One of the files (JOB_FILES) of a pair's or refit's folder."""
-    return Path(job_dir) / JOB_FILES[what]
+    return JOB_FILES[what](job_dir)
 
 
 def tune_study_db(run_dir) -> Path:

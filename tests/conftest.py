@@ -74,16 +74,17 @@ def straight_and_resumed(tmp_path, data_dir, *sets, fold=1):
     """A tiny run trained straight through, and the same run stopped after one epoch with a fresh Trainer ready to
     resume it: (straight, first, resumed). The schedule of the stopped run is built for every epoch, as the straight
     one's is, so a resume that restores everything ends in the same weights."""
+    from pipeline.train.job import fold_job
     from pipeline.train.rundata import load_run_data
     from pipeline.train.trainer import Trainer
 
     quiet = dict(log=lambda m: None)
     cfg = tiny_config(tmp_path / "a", data_dir, *sets)
-    straight = Trainer(cfg, "test_resnet", fold, load_run_data(cfg, **quiet), progress=False, **quiet)
+    straight = Trainer(cfg, fold_job(cfg, "test_resnet", fold), load_run_data(cfg, **quiet), progress=False, **quiet)
     straight.fit()
     cfg2 = tiny_config(tmp_path / "b", data_dir, *sets)
     data2 = load_run_data(cfg2, **quiet)
-    first = Trainer(cfg2, "test_resnet", fold, data2, progress=False, **quiet)
+    first = Trainer(cfg2, fold_job(cfg2, "test_resnet", fold), data2, progress=False, **quiet)
     first.settings["epochs"] = 1
     first.fit()
-    return straight, first, Trainer(cfg2, "test_resnet", fold, data2, progress=False, **quiet)
+    return straight, first, Trainer(cfg2, fold_job(cfg2, "test_resnet", fold), data2, progress=False, **quiet)

@@ -15,6 +15,7 @@ from ensemble.run import run_ensemble
 from pipeline.io import file_lock
 from pipeline.layout import pair_dir, pair_lock
 from pipeline.train import trainer as trainer_module
+from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import load_run_data
@@ -26,7 +27,8 @@ VALIDATE = Trainer.validate
 
 
 def _trainer(cfg, fold=0):
-    return Trainer(cfg, cfg.backbone_names()[0], fold, load_run_data(cfg, **QUIET), progress=False, **QUIET)
+    return Trainer(cfg, fold_job(cfg, cfg.backbone_names()[0], fold), load_run_data(cfg, **QUIET), progress=False,
+                   **QUIET)
 
 
 def _scripted_f1(monkeypatch, values):
@@ -59,8 +61,8 @@ def test_patience_counts_the_epochs_before_a_resume(data_dir, tmp_path, monkeypa
     first.fit()
     _scripted_f1(monkeypatch, [0.45, 0.9, 0.9])
     resumed = _trainer(cfg)
-    info = resumed.fit()
-    assert info["epochs_run"] == 4 and info["best_epoch"] == 2
+    done = resumed.fit()
+    assert done.epochs_run == 4 and done.best_epoch == 2
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
 
 

@@ -21,6 +21,7 @@ from folds.make import write_folds
 from pipeline.config import ConfigError, load_config
 from pipeline.data.images import read_rgb
 from pipeline.layout import pair_dir
+from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import load_run_data
@@ -36,7 +37,7 @@ QUIET = dict(log=lambda m: None)
 
 def test_01_ray_and_local_agree_on_finished_pairs(data_dir, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.ray_jobs import RayOptions
 
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)  # the shipped configs name their paths relative to the working directory
@@ -45,7 +46,7 @@ def test_01_ray_and_local_agree_on_finished_pairs(data_dir, tmp_path, monkeypatc
     write_folds(cfg, **QUIET)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        table = train_all_ray(cfg, cpus_per_job=1, **QUIET)
+        table = train_all(cfg, ray=RayOptions(cpus_per_job=1), **QUIET)
     finally:
         ray.shutdown()
     assert set(table["status"]) == {"done"}, table.to_string()
@@ -66,7 +67,7 @@ def test_02_killed_retraining_then_revert_trains_again_instead_of_crashing(data_
     train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
     changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
     # the changed config's retraining starts over and is killed before its first checkpoint
-    Trainer(changed, "test_resnet", 0, load_run_data(changed, **QUIET), progress=False, **QUIET).try_resume()
+    Trainer(changed, fold_job(changed, "test_resnet", 0), load_run_data(changed, **QUIET), progress=False, **QUIET).try_resume()
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)  # the setting reverted
     d = pair_dir(cfg.run_dir, "test_resnet", 0)
     assert info["status"] == "done" and (d / "best.pt").is_file() and (d / "oof.npz").is_file()

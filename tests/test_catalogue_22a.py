@@ -212,9 +212,9 @@ def test_22_06_cache_prune_while_train_all_runs_skips_the_caches_in_use(data_dir
     cache = Path(cfg.cache_dir)
     fit, pruned = Trainer.fit, []
 
-    def prune_then_fit(self):
+    def prune_then_fit(self, state=None):
         pruned.append(CliRunner().invoke(main, ["cache", "--dir", str(cache), "--prune"]).output)
-        return fit(self)
+        return fit(self, state)
 
     monkeypatch.setattr(Trainer, "fit", prune_then_fit)
     table = train_all(cfg, **QUIET)

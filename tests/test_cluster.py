@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ensemble.run import run_ensemble
-from pipeline.layout import pair_dir
+from pipeline.layout import pair_dir, refit_dir
 from tests.conftest import TINY, cli_args, tiny_config
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
@@ -41,7 +41,8 @@ def epochs_once(cfg, backbone, fold, n):
 
 
 def test_a_lost_node_s_pair_resumes_on_the_other_node(data_dir, tmp_path, cluster):
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.jobs import train_all
+    from pipeline.train.ray_jobs import RayOptions
 
     nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     ray.init(address=cluster.address, log_to_driver=False)
@@ -63,7 +64,7 @@ def test_a_lost_node_s_pair_resumes_on_the_other_node(data_dir, tmp_path, cluste
     t = threading.Thread(target=remove_the_node_of_fold_0, daemon=True)
     t.start()
     start = time.time()
-    table = train_all_ray(cfg, cpus_per_job=1, retries=3, log=lambda m: None)
+    table = train_all(cfg, ray=RayOptions(cpus_per_job=1, retries=3), log=lambda m: None)
     t.join(timeout=5)
     print(f"two-node lost-node run: {time.time() - start:.1f}s")
     assert lost, "fold 0 finished before its node could be removed"
@@ -76,14 +77,15 @@ def test_a_lost_node_s_pair_resumes_on_the_other_node(data_dir, tmp_path, cluste
 
 
 def test_a_node_without_the_storage_fails_fast_and_its_pair_goes_elsewhere(data_dir, tmp_path, cluster):
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.jobs import train_all
+    from pipeline.train.ray_jobs import RayOptions
 
     cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1, env_vars={"MASKFOLD_PATH_MAP": f"{tmp_path}=/mnt/not-mounted"})
     ray.init(address=cluster.address, log_to_driver=False)
     cfg = tiny_config(tmp_path, data_dir, "train.epochs=1", "folds.n_splits=4")
     lines = []
-    table = train_all_ray(cfg, cpus_per_job=1, log=lines.append)
+    table = train_all(cfg, ray=RayOptions(cpus_per_job=1), log=lines.append)
     assert set(table["status"]) == {"done"}, table.to_string()
     failed = [line for line in lines if "cannot see" in line]
     print(failed[:1])
@@ -97,16 +99,23 @@ def test_a_node_without_the_storage_fails_fast_and_its_pair_goes_elsewhere(data_
 
 
 def test_jobs_take_one_gpu_each_and_spread_over_nodes(data_dir, tmp_path, cluster):
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.jobs import train_all
+    from pipeline.train.ray_jobs import RayOptions
 
     # num_gpus here are stand-ins: Ray counts them, nothing uses CUDA (train.device=cpu)
-    cluster.add_node(num_cpus=2, num_gpus=1)
-    cluster.add_node(num_cpus=2, num_gpus=1)
+    nodes = [cluster.add_node(num_cpus=2, num_gpus=1), cluster.add_node(num_cpus=2, num_gpus=1)]
     ray.init(address=cluster.address, log_to_driver=False)
-    cfg = tiny_config(tmp_path, data_dir, "train.epochs=1", "folds.n_splits=4", "train.device=cpu")
-    table = train_all_ray(cfg, gpus_per_job=1, cpus_per_job=1, log=lambda m: None)
+    cfg = tiny_config(tmp_path, data_dir, "train.epochs=1", "folds.n_splits=4", "train.device=cpu",
+                      "train.refit=true")
+    table = train_all(cfg, ray=RayOptions(gpus_per_job=1, cpus_per_job=1), log=lambda m: None)
     assert set(table["status"]) == {"done"} and table["node"].nunique() == 2 and table["host"].notna().all()
-    spans = {}
+    # the refit is a task like the pairs: it ran on a worker node (the head has no CPU for tasks), not the driver
+    refit = table[table["fold"] == "full"].iloc[0]
+    assert refit["node"] in {n.node_id[:12] for n in nodes}
+    refit_runs = [json.loads(x) for x in (refit_dir(cfg.run_dir, "test_resnet") / "attempts.jsonl").read_text()
+                  .splitlines()]
+    assert refit_runs[0]["node"] == refit["node"] and (refit_dir(cfg.run_dir, "test_resnet") / "done.json").is_file()
+    spans = {refit["node"]: [(refit_runs[0]["start"], refit_runs[-1]["end"])]}
     for k in range(4):
         a = attempts(cfg, "test_resnet", k)
         spans.setdefault(a[0]["node"], []).append((a[0]["start"], a[-1]["end"]))
@@ -116,7 +125,8 @@ def test_jobs_take_one_gpu_each_and_spread_over_nodes(data_dir, tmp_path, cluste
 
 
 def test_a_killed_driver_then_a_rerun_finishes_every_pair_once(data_dir, tmp_path, cluster):
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.jobs import train_all
+    from pipeline.train.ray_jobs import RayOptions
 
     cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
@@ -132,7 +142,7 @@ def test_a_killed_driver_then_a_rerun_finishes_every_pair_once(data_dir, tmp_pat
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     ray.init(address=cluster.address, log_to_driver=False)
-    table = train_all_ray(cfg, cpus_per_job=1, log=lambda m: None)
+    table = train_all(cfg, ray=RayOptions(cpus_per_job=1), log=lambda m: None)
     assert set(table["status"]) <= {"done", "skipped"} and len(table) == 2, table.to_string()
     for k in (0, 1):
         assert epochs_once(cfg, "test_resnet", k, 4)

@@ -11,6 +11,7 @@ import torch
 from ensemble.predict import predict_folder
 from ensemble.run import run_ensemble
 from pipeline.layout import pair_dir
+from pipeline.train.job import fold_job
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
@@ -39,13 +40,13 @@ def test_amp_trains_and_predicts_on_cuda(data_dir, tmp_path, amp):
 def test_resume_on_cuda_gives_the_same_weights(data_dir, tmp_path):
     sets = ("train.device=cuda", "train.amp=bf16")
     a = tiny_config(tmp_path / "a", data_dir, *sets)
-    straight = Trainer(a, "test_resnet", 0, load_run_data(a, **QUIET), progress=False, **QUIET)
+    straight = Trainer(a, fold_job(a, "test_resnet", 0), load_run_data(a, **QUIET), progress=False, **QUIET)
     straight.fit()
     b = tiny_config(tmp_path / "b", data_dir, *sets)
-    first = Trainer(b, "test_resnet", 0, load_run_data(b, **QUIET), progress=False, **QUIET)
+    first = Trainer(b, fold_job(b, "test_resnet", 0), load_run_data(b, **QUIET), progress=False, **QUIET)
     first.settings["epochs"] = 1
     first.fit()
-    resumed = Trainer(b, "test_resnet", 0, load_run_data(b, **QUIET), progress=False, **QUIET)
+    resumed = Trainer(b, fold_job(b, "test_resnet", 0), load_run_data(b, **QUIET), progress=False, **QUIET)
     assert resumed.try_resume() and resumed.epoch == 1
     resumed.fit()
     x, y = straight.model.state_dict(), resumed.model.state_dict()

@@ -18,6 +18,7 @@ from pipeline.model import models
 from pipeline.model.heads import ThreeHeadLoss, ThreeHeads, decode, marginals, split_target, timm_body
 from pipeline.model.losses import CrossEntropy, build_loss
 from pipeline.model.optim import build_optimizer, build_scheduler
+from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
@@ -221,7 +222,7 @@ def test_tiny_multi_head_training_writes_valid_log_probabilities(data_dir, tmp_p
                       "train.class_weight_power=0.5", "train.sampler_power=0.5", "train.layer_decay=0.8", "tta=[orig]",
                       "backbones=[{name: test_resnet, lr: 0.003, freeze_epochs: 1}]")
     data = load_run_data(cfg, **QUIET)
-    trainer = Trainer(cfg, "test_resnet", 0, data, progress=False, **QUIET)
+    trainer = Trainer(cfg, fold_job(cfg, "test_resnet", 0), data, progress=False, **QUIET)
     near = np.isin(data.folds["age"].to_numpy()[trainer.train_rows], [27, 28, 29, 57, 58, 59])
     assert near.any() and (trainer.train_targets[near].max(1) < 1).all()
     assert (trainer.train_targets[~near].max(1) == 1).all()
@@ -233,7 +234,7 @@ def test_tiny_multi_head_training_writes_valid_log_probabilities(data_dir, tmp_p
     assert np.allclose(np.exp(logp).sum(1), 1, atol=1e-5)
     test = np.load(d / "test.npz")["logits"]
     assert np.allclose(np.exp(test).sum(1), 1, atol=1e-5)
-    assert info["epochs_run"] == 2 and pd.read_csv(d / "metrics.csv")["train_loss"].notna().all()
+    assert info.epochs_run == 2 and pd.read_csv(d / "metrics.csv")["train_loss"].notna().all()
     assert torch.load(d / "best.pt", weights_only=True)["config"]["train"]["head"] == "multi"
 
 

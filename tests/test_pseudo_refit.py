@@ -20,18 +20,11 @@ from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.contract import NUM_CLASSES, DataError
 from pipeline.data.extra import with_soft_labels
-from pipeline.layout import (
-    blended_probs_npz,
-    extra_record,
-    folds_csv,
-    pair_dir,
-    pseudo_dir,
-    read_done,
-    refit_dir,
-    unfinished_reason,
-)
+from pipeline.layout import blended_probs_npz, extra_record, folds_csv, pair_dir, pseudo_dir, refit_dir
+from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
+from pipeline.train.state import pair_state, unfinished_reason
 from pipeline.train.trainer import Trainer
 from pseudo_labels.current import read_pseudo
 from pseudo_labels.run import run_pseudo
@@ -123,7 +116,7 @@ def test_pseudo_photos_train_in_every_fold_never_in_validation_or_oof(data_dir, 
     assert set(pseudo["image_id"]) == kept and (pseudo["fold"] == -1).all() and folds["image_id"].is_unique
     data = load_run_data(cfg, **QUIET)
     for k in range(cfg.folds.n_splits):
-        t = Trainer(cfg, "test_resnet", k, data, progress=False, **QUIET)
+        t = Trainer(cfg, fold_job(cfg, "test_resnet", k), data, progress=False, **QUIET)
         trained = data.folds.iloc[t.train_rows]
         assert kept <= set(trained["image_id"]) and not kept & set(data.folds["image_id"].iloc[t.val_rows])
         on = (trained["source"] == "pseudo").to_numpy()
@@ -212,7 +205,7 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
         d = refit_dir(cfg.run_dir, b)
         for name in ("best.pt", "test.npz", "metrics.csv", "done.json"):
             assert (d / name).is_file(), (b, name)
-        best = [read_done(cfg.run_dir, b, k)["best_epoch"] for k in range(cfg.folds.n_splits)]
+        best = [pair_state(cfg, b, k).done.best_epoch for k in range(cfg.folds.n_splits)]
         for k, e in enumerate(best):  # the folds' best epochs, as their metrics.csv show them
             metrics = pd.read_csv(pair_dir(cfg.run_dir, b, k) / "metrics.csv")
             assert metrics["epoch"][metrics["val_f1"].idxmax()] == e

@@ -15,7 +15,8 @@ ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
 
 def test_ray_retry_resumes_after_worker_is_killed(data_dir, tmp_path):
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.jobs import train_all
+    from pipeline.train.ray_jobs import RayOptions
 
     cfg = tiny_config(tmp_path, data_dir, "train.epochs=4", "train.batch_size=4")
     victim = pair_dir(cfg.run_dir, "test_resnet", 0)
@@ -37,7 +38,7 @@ def test_ray_retry_resumes_after_worker_is_killed(data_dir, tmp_path):
     try:
         t = threading.Thread(target=kill_when_training, daemon=True)
         t.start()
-        table = train_all_ray(cfg, cpus_per_job=1, retries=2, log=lambda m: None)
+        table = train_all(cfg, ray=RayOptions(cpus_per_job=1, retries=2), log=lambda m: None)
         t.join(timeout=5)
     finally:
         ray.shutdown()
@@ -54,7 +55,7 @@ def test_ray_retry_resumes_after_worker_is_killed(data_dir, tmp_path):
     # finished pairs are never redone
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        again = train_all_ray(cfg, cpus_per_job=1, log=lambda m: None)
+        again = train_all(cfg, ray=RayOptions(cpus_per_job=1), log=lambda m: None)
     finally:
         ray.shutdown()
     assert set(again["status"]) == {"skipped"}

@@ -160,14 +160,15 @@ def test_ray_workers_log_their_pairs(data_dir, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from folds.make import write_folds
-    from pipeline.train.ray_jobs import train_all_ray
+    from pipeline.train.jobs import train_all
+    from pipeline.train.ray_jobs import RayOptions
 
     store = tmp_path / "mlruns"
     cfg = make_config(tmp_path, data_dir, *TINY, "train.epochs=1", "tracking.kind=mlflow", f"tracking.uri={store}")
     write_folds(cfg, log=lambda m: None)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        table = train_all_ray(cfg, cpus_per_job=1, log=lambda m: None)
+        table = train_all(cfg, ray=RayOptions(cpus_per_job=1), log=lambda m: None)
     finally:
         ray.shutdown()
     assert set(table["status"]) == {"done"}, table.to_string()

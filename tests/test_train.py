@@ -1,6 +1,7 @@
 """End-to-end training on CPU with a tiny model on a tiny generated set."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.layout import pair_dir
+from pipeline.layout import pair_dir, refit_dir
+from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.pair import train_pair
 from pipeline.train.rundata import load_run_data
@@ -52,16 +54,16 @@ def test_resume_restores_the_same_state(data_dir, tmp_path):
     cfg = tiny_config(tmp_path, data_dir, "train.mix.kind=vertical", "train.mix.prob=0.5",
                       "backbones=[{name: test_resnet, lr: 0.003, drop_rate: 0.2}]")
     data = load_run_data(cfg, log=lambda m: None)
-    straight = Trainer(cfg, "test_resnet", 1, data, progress=False, log=lambda m: None)
+    straight = Trainer(cfg, fold_job(cfg, "test_resnet", 1), data, progress=False, log=lambda m: None)
     straight.fit()
     # a second run dir: stop after one epoch, then resume in a fresh Trainer
     cfg2 = tiny_config(tmp_path / "b", data_dir, "train.mix.kind=vertical", "train.mix.prob=0.5",
                        "backbones=[{name: test_resnet, lr: 0.003, drop_rate: 0.2}]")
     data2 = load_run_data(cfg2, log=lambda m: None)
-    first = Trainer(cfg2, "test_resnet", 1, data2, progress=False, log=lambda m: None)
+    first = Trainer(cfg2, fold_job(cfg2, "test_resnet", 1), data2, progress=False, log=lambda m: None)
     first.settings["epochs"] = 1  # the schedule was built for 2 epochs, as in the straight run
     first.fit()
-    resumed = Trainer(cfg2, "test_resnet", 1, data2, progress=False, log=lambda m: None)
+    resumed = Trainer(cfg2, fold_job(cfg2, "test_resnet", 1), data2, progress=False, log=lambda m: None)
     assert resumed.try_resume() and resumed.epoch == 1
     assert resumed.updates == first.updates and resumed.sched.state_dict() == first.sched.state_dict()
     for k, v in first.opt.state_dict()["state"].items():
@@ -131,7 +133,7 @@ def test_sigkill_mid_epoch_then_rerun_finishes(data_dir, tmp_path):
 
 
 def test_gpu_claims_are_exclusive_and_stale_locks_are_taken_over(tmp_path):
-    from pipeline.train.jobs import claim_gpu
+    from pipeline.train.worker import claim_gpu
 
     with claim_gpu(tmp_path, 2) as a, claim_gpu(tmp_path, 2) as b:
         assert {a, b} == {"cuda:0", "cuda:1"}
@@ -148,8 +150,27 @@ def test_loader_workers_do_not_change_the_batches(data_dir, tmp_path):
     for workers in (0, 2):
         cfg = tiny_config(tmp_path / f"w{workers}", data_dir, f"train.num_workers={workers}", "train.epochs=1",
                           "train.sampler_power=0.5")
-        t = Trainer(cfg, "test_resnet", 0, load_run_data(cfg, log=lambda m: None), progress=False,
+        t = Trainer(cfg, fold_job(cfg, "test_resnet", 0), load_run_data(cfg, log=lambda m: None), progress=False,
                     log=lambda m: None)
         results.append((t.train_epoch()["train_loss"], t.model.state_dict()))
     (loss0, w0), (loss2, w2) = results
     assert loss0 == loss2 and all(torch.equal(w0[k], w2[k]) for k in w0)
+
+
+def test_train_all_with_two_jobs_starts_a_refit_beside_another_backbone_s_fold_pair(data_dir, tmp_path):
+    """A refit waits only for its own backbone's folds: with --jobs 2 it starts while a fold pair of the other
+    backbone still trains (here the longer backbone's folds start first, so one backbone's folds end while the
+    other's run, whichever it is)."""
+    cfg = tiny_config(tmp_path, data_dir, "train.refit=true",
+                      "backbones=[{name: test_resnet, lr: 0.003, epochs: 3}, {name: test_efficientnet, lr: 0.003, "
+                      "epochs: 1}]")
+    lines = []
+    table = train_all(cfg, jobs=2, log=lines.append)
+    assert set(table["status"]) == {"done"} and len(table) == 6, table
+    beside = [m for m in lines if re.fullmatch(r"test_\w+ refit: started beside .*test_\w+ fold \d.*", m)]
+    assert beside, "\n".join(lines)
+    for b in ("test_resnet", "test_efficientnet"):
+        assert (refit_dir(cfg.run_dir, b) / "done.json").is_file()
+    # the same plan again: every job finished, nothing trains
+    again = train_all(cfg, jobs=2, log=lambda m: None)
+    assert set(again["status"]) == {"skipped"} and len(again) == 6

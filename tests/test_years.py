@@ -8,6 +8,7 @@ from pipeline.contract import NUM_CLASSES, age_band
 from pipeline.data.ages import age_grid, band_probs, band_weights, gaussian_targets
 from pipeline.layout import pair_dir
 from pipeline.model.years import YearsHeads, YearsLoss
+from pipeline.train.job import fold_job
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
 from tests.conftest import make_config, straight_and_resumed, tiny_config
@@ -98,7 +99,7 @@ def test_tiny_years_training_writes_ages_beside_the_18_classes(data_dir, tmp_pat
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path, data_dir, *YEARS, "train.mix.kind=cutmix", "train.mix.prob=1.0", "tta=[orig]")
     data = load_run_data(cfg, **QUIET)
-    trainer = Trainer(cfg, "test_resnet", 0, data, progress=False, **QUIET)
+    trainer = Trainer(cfg, fold_job(cfg, "test_resnet", 0), data, progress=False, **QUIET)
     assert trainer.train_targets.shape[1] == NUM_CLASSES + 101
     assert np.allclose(trainer.train_targets[:, NUM_CLASSES:].sum(1), 1, atol=1e-5)
     trainer.fit()

@@ -12,6 +12,7 @@ import time
 from pipeline.config import Config, ConfigError, load_config, save_config
 from pipeline.io import file_lock
 from pipeline.layout import config_yaml, trial_dir, trial_lock
+from pipeline.train.job import fold_job
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import Trainer
 from tune.outputs import write_outputs
@@ -52,7 +53,7 @@ def train_trial(cfg: Config, trial_cfg: Config, trial, data: RunData, log) -> fl
     values, offset = [], 0
     for backbone in t.backbones or trial_cfg.backbone_names():
         for fold in t.folds:
-            trainer = Trainer(trial_cfg, backbone, fold, data, progress=False, log=log)
+            trainer = Trainer(trial_cfg, fold_job(trial_cfg, backbone, fold), data, progress=False, log=log)
             trainer.tracker = Reporting(trainer.tracker, trial, t.metric, offset)
             trainer.fit()
             values.append(pick(float(r[t.metric]) for r in trainer.history))

@@ -121,9 +121,10 @@ def step_rate_in_child(spec: dict) -> dict:
 
 def whole_loop_rate(cfg: Config, data, backbone: str, device: str, steps: int = 12) -> float:
     """Photos/s of real training steps (loader + augment + step) through the Trainer, after one warm-up batch."""
+    from pipeline.train.job import fold_job
     from pipeline.train.trainer import Trainer
 
-    trainer = Trainer(cfg, backbone, 0, data, device=device, progress=False, log=lambda m: None)
+    trainer = Trainer(cfg, fold_job(cfg, backbone, 0), data, device=device, progress=False, log=lambda m: None)
     trainer.model.train()
     epoch = 0
     it = iter(trainer.train_loader(epoch))

@@ -28,17 +28,9 @@ import pandas as pd
 from pipeline.config import Config, save_config
 from pipeline.contract import NUM_CLASSES, read_eval, train_only
 from pipeline.io import atomic_save_npz, atomic_write_text
-from pipeline.layout import (
-    config_yaml,
-    eval_digest,
-    folds_csv,
-    job_file,
-    pair_dir,
-    pair_file,
-    refit_dir,
-    refit_identity,
-    run_digest,
-)
+from pipeline.layout import config_yaml, eval_digest, folds_csv, job_file, pair_dir, pair_file, refit_dir, run_digest
+from pipeline.records import PairDone, RefitDone
+from pipeline.train.job import refit_identity
 
 BUILT = ".built.json"  # written last: the workload is whole and was built with these sizes
 
@@ -79,8 +71,8 @@ def member_run(cfg: Config, run: Path, backbones: list[str], folds: pd.DataFrame
     scored = folds[~train_only(folds)]
     strengths = list(rng.uniform(2.5, 3.5, len(backbones)))
     oof = member_logits(scored["label"].to_numpy(), strengths, rng)
-    done = {"data": run_digest(run), "tta": list(cfg.tta), "eval": eval_digest(cfg.data_dir),
-            "test": evals is not None, "best_epoch": 1, "epochs_run": 1, "val_f1": 0.0}
+    done = {"data": run_digest(run), "tta": list(cfg.tta), "eval": eval_digest(cfg.data_dir), "test": evals is not None,
+            "epochs_run": 1}
     for b, logits in zip(backbones, oof):
         for k in range(cfg.folds.n_splits):
             rows = (scored["fold"] == k).to_numpy()
@@ -93,15 +85,15 @@ def member_run(cfg: Config, run: Path, backbones: list[str], folds: pd.DataFrame
             job_file(d, "best").touch()
             pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, 1.2, 0.9], "val_loss": [1.5, 1.0, 0.95],
                           "val_f1": [0.5, 0.7, 0.75]}).to_csv(job_file(d, "metrics"), index=False)
-            atomic_write_text(job_file(d, "done"), json.dumps({**done, "hash": member_cfg.pair_hash(b), "fold": k,
-                                                          "backbone": b}))
+            atomic_write_text(job_file(d, "done"), PairDone(**done, hash=member_cfg.pair_hash(b), backbone=b, fold=k,
+                                                        best_epoch=1, val_f1=0.0, oof_f1_tta=0.0).to_json())
         if evals is not None and cfg.train.refit:
             d = refit_dir(run, b)
             d.mkdir(parents=True, exist_ok=True)
             _test_npz(d, evals, truth, strengths, b, backbones, rng)
             job_file(d, "best").touch()
-            atomic_write_text(job_file(d, "done"), json.dumps({**done, "hash": refit_identity(member_cfg, b, 1),
-                                                          "backbone": b, "epochs": 1}))
+            atomic_write_text(job_file(d, "done"), RefitDone(**done, hash=refit_identity(member_cfg, b, 1), backbone=b,
+                                                         epochs=1, photos=len(folds)).to_json())
 
 
 def _test_npz(d: Path, evals: pd.DataFrame, truth: np.ndarray, strengths, b: str, backbones: list[str], rng) -> None:

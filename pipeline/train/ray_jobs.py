@@ -1,12 +1,12 @@
-"""train-all on a Ray cluster: each pending (backbone, fold) pair is a Ray task asking for its GPUs and CPUs.
+"""train-all on a Ray cluster: each pending job (a fold pair or a refit) is a Ray task asking for its GPUs and CPUs.
 
 The run directory, the data and the photo cache must be on storage every node sees (NFS, a shared volume). A node
 that mounts it elsewhere says so with MASKFOLD_PATH_MAP=/head/path=/node/path (several joined by ':'). Each job
 first checks that its node sees what it needs; a job on a node that does not fails at once with one line naming
 the node and the path, and the pair is sent to another node. A job whose node or worker dies is retried by Ray
 and resumes from its last.pt, because train_pair always resumes; finished pairs are skipped before anything is
-submitted, and the pair lock keeps two jobs from ever writing one pair, across nodes too. With train.refit the
-backbones' full-data refits follow the folds on the driver itself (locally, one after another), not on the cluster.
+submitted, and the job's lock keeps two tasks from ever writing one job, across nodes too. A refit is a task like
+any other, submitted as soon as its backbone's folds are finished (pipeline.train.schedule).
 """
 from __future__ import annotations
 
@@ -16,19 +16,15 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+from pipeline.config import Config
+from pipeline.layout import REFIT, attempts_jsonl, folds_csv, storage_probe
+from pipeline.train.job import Job, RunOptions
+from pipeline.train.rundata import RunData
+from pipeline.train.worker import run_one
 
-from pipeline.config import Config, save_config
-from pipeline.layout import config_yaml, folds_csv, pair_dir
-from pipeline.model.models import require_weights
-from pipeline.train.jobs import pending_pairs, run_one, train_refits
-from pipeline.train.rundata import RunData, load_run_data
-from pipeline.tracking import open_tracking
-from pipeline.train.trainer import require_tensorboard
-
-PROBE_PREFIX = ".storage-probe-"
 LOCK_WAIT_S = 90  # a retry may find its lost predecessor's lock until the storage lets it go
 
 
@@ -66,7 +62,30 @@ def storage_problem(cfg: Config, data: RunData, probe: str) -> str | None:
     return None
 
 
-def _job(cfg: Config, backbone: str, fold: int, probe: str, threads: int, data: RunData) -> dict:
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # HOST:PORT or auto; None starts a local Ray for this command
+    gpus_per_job: float | None = None  # None: 1 where the cluster has GPUs
+    cpus_per_job: float = 1
+    retries: int = 2  # of a task whose worker died
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """Nodes may start in other working directories: every path they read is made absolute here."""
+    return dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir).resolve()),
+                               data_dir=str(Path(cfg.data_dir).resolve()), cache_dir=str(Path(cfg.cache_dir).resolve()))
+
+
+def _on_node(cfg: Config, job: Job, data: RunData) -> tuple[Config, Job, RunData]:
+    """The driver's config, job and data with their paths as this node mounts them."""
+    cfg = dataclasses.replace(cfg, run_dir=on_this_node(cfg.run_dir), data_dir=on_this_node(cfg.data_dir),
+                              cache_dir=on_this_node(cfg.cache_dir))
+    data = dataclasses.replace(data, train_cache=Path(on_this_node(data.train_cache)),
+                               eval_cache=data.eval_cache and Path(on_this_node(data.eval_cache)))
+    return cfg, dataclasses.replace(job, folder=Path(on_this_node(job.folder))), data
+
+
+def _job(cfg: Config, job: Job, probe: str, threads: int, data: RunData) -> dict:
     import ray
 
     node, host = ray.get_runtime_context().get_node_id()[:12], socket.gethostname()
@@ -74,19 +93,14 @@ def _job(cfg: Config, backbone: str, fold: int, probe: str, threads: int, data: 
     if problem:
         raise StorageUnavailable(f"node {node} ({host}) {problem}; mount the shared storage there at the same path "
                                  f"or set MASKFOLD_PATH_MAP on that node")
-    cfg = dataclasses.replace(cfg, run_dir=on_this_node(cfg.run_dir), data_dir=on_this_node(cfg.data_dir),
-                              cache_dir=on_this_node(cfg.cache_dir))
-    data = dataclasses.replace(data, train_cache=Path(on_this_node(data.train_cache)),
-                               eval_cache=data.eval_cache and Path(on_this_node(data.eval_cache)))
-    d = pair_dir(cfg.run_dir, backbone, fold)
-    d.mkdir(parents=True, exist_ok=True)
+    cfg, job, data = _on_node(cfg, job, data)
+    job.folder.mkdir(parents=True, exist_ok=True)
     # One line per attempt and one when it ends: where it ran and which process, so a retry after a lost node and
     # the jobs that shared a node are visible.
-    attempts = d / "attempts.jsonl"
+    attempts = attempts_jsonl(job.folder)
     with open(attempts, "a") as f:
         f.write(json.dumps({"node": node, "host": host, "pid": os.getpid(), "start": time.time()}) + "\n")
-    result = run_one(cfg, backbone, fold, device=None, threads=threads, progress=False, data=data,
-                     lock_wait_s=LOCK_WAIT_S)
+    result = run_one(cfg, job, data, RunOptions(threads=threads, progress=False, lock_wait_s=LOCK_WAIT_S))
     with open(attempts, "a") as f:
         f.write(json.dumps({"node": node, "pid": os.getpid(), "end": time.time(), "status": result["status"]}) + "\n")
     return {**result, "host": host, "node": node}
@@ -103,67 +117,83 @@ def _connect(ray, address: str | None) -> bool:
     return True
 
 
-def train_all_ray(cfg: Config, address: str | None = None, gpus_per_job: float | None = None,
-                  cpus_per_job: float = 1, retries: int = 2, log=print) -> pd.DataFrame:
+def _import_ray():
     try:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     except ImportError:
         raise RuntimeError("the ray backend needs the `ray` extra: pip install 'maskfold[ray]'") from None
-    run_dir = Path(cfg.run_dir).resolve()
-    # Nodes may start in other working directories: every path they read is made absolute here.
-    cfg = dataclasses.replace(cfg, run_dir=str(run_dir), data_dir=str(Path(cfg.data_dir).resolve()),
-                              cache_dir=str(Path(cfg.cache_dir).resolve()))
-    require_tensorboard(cfg)
-    require_weights(cfg.backbones, log)
-    data = load_run_data(cfg, log=log)  # data checks and the photo cache, once, on the driver
-    save_config(cfg, config_yaml(cfg.run_dir))
-    open_tracking(cfg, log)  # made by the driver: workers log their pairs' children to it (tracking.json)
-    todo, rows = pending_pairs(cfg)
-    rows = [{**r, "attempts": 0} for r in rows]
-    log(f"{len(todo)} pair(s) to train on Ray, {len(rows)} already finished")
-    started = _connect(ray, address)
-    probe = run_dir / f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-    probe.write_text("maskfold: every node must see this file\n")
-    try:
-        gpus = gpus_per_job if gpus_per_job is not None else (1 if ray.cluster_resources().get("GPU", 0) else 0)
-        remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus, max_retries=retries)(_job)
-        shared = ray.put(data)  # one copy in the object store, not one per task
-        args = (str(probe), max(1, int(cpus_per_job)), shared)
-        pending = {remote.options(scheduling_strategy="SPREAD").remote(cfg, b, k, *args): (b, k) for b, k in todo}
-        blind, notes = set(), {}  # nodes that cannot see the storage; per pair, what went wrong where
-        while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            b, k = pending.pop(ref)
+    return ray
+
+
+class RayBackend:
+    """Jobs as Ray tasks: as many at once as the cluster's resources allow (Ray queues the rest). A task on a node
+    that cannot see the storage is sent to another node, up to `retries` times."""
+
+    def __init__(self, cfg: Config, data: RunData, opts: RayOptions, log=print):
+        self.ray, self.cfg, self.data, self.opts, self.log = _import_ray(), cfg, data, opts, log
+        self.pending: dict = {}  # task ref -> job
+        self.blind, self.notes = set(), {}  # nodes that cannot see the storage; per job, what went wrong where
+
+    def __enter__(self):
+        self.started = _connect(self.ray, self.opts.address)
+        self.probe = storage_probe(self.cfg.run_dir, uuid.uuid4().hex)
+        self.probe.write_text("maskfold: every node must see this file\n")
+        gpus = self.opts.gpus_per_job
+        self.gpus = gpus if gpus is not None else (1 if self.ray.cluster_resources().get("GPU", 0) else 0)
+        self.remote = self.ray.remote(num_cpus=self.opts.cpus_per_job, num_gpus=self.gpus,
+                                      max_retries=self.opts.retries)(_job)
+        self.args = (str(self.probe), max(1, int(self.opts.cpus_per_job)), self.ray.put(self.data))  # one copy
+        return self
+
+    def __exit__(self, *exc):
+        self.probe.unlink(missing_ok=True)
+        if self.started:
+            self.ray.shutdown()
+
+    def room(self) -> bool:
+        return True  # Ray holds tasks until a node has the resources
+
+    def running(self) -> list[str]:
+        return [job.name for job in self.pending.values()]
+
+    def start(self, job: Job, strategy="SPREAD") -> None:
+        self.pending[self.remote.options(scheduling_strategy=strategy).remote(self.cfg, job, *self.args)] = job
+
+    def next_result(self) -> dict:
+        while True:
+            (ref,), _ = self.ray.wait(list(self.pending), num_returns=1)
+            job = self.pending.pop(ref)
             try:
-                res = ray.get(ref)
+                res = self.ray.get(ref)
             except Exception as e:  # noqa: BLE001 - a node without the storage, or a job that died too often
                 cause = getattr(e, "cause", e)
-                if isinstance(cause, StorageUnavailable):
-                    log(f"{b} fold {k}: {cause}")
-                    blind.add(str(cause).split()[1])
-                    notes.setdefault((b, k), []).append(str(cause).split(";")[0])
-                    elsewhere = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"][:12] not in blind
-                                 and n["Resources"].get("CPU", 0) >= cpus_per_job
-                                 and n["Resources"].get("GPU", 0) >= gpus]
-                    if elsewhere and len(notes[(b, k)]) <= retries:
-                        target = elsewhere[(k + len(notes[(b, k)])) % len(elsewhere)]
-                        strategy = NodeAffinitySchedulingStrategy(node_id=target, soft=True)
-                        pending[remote.options(scheduling_strategy=strategy).remote(cfg, b, k, *args)] = (b, k)
-                        continue
-                res = {"backbone": b, "fold": k, "status": "failed", "error": f"{type(e).__name__}: {cause}"[:300]}
-            attempts = pair_dir(cfg.run_dir, b, k) / "attempts.jsonl"
-            starts = [x for x in attempts.read_text().splitlines() if '"start"' in x] if attempts.is_file() else []
-            res["attempts"] = len(starts) + len(notes.get((b, k), []))
-            if notes.get((b, k)):
-                res["notes"] = "; ".join(notes[(b, k)])
-            rows.append(res)
-    finally:
-        probe.unlink(missing_ok=True)
-        if started:
-            ray.shutdown()
-    table = pd.DataFrame(rows).sort_values(["backbone", "fold"]).reset_index(drop=True)
-    if cfg.train.refit:
-        # One refit per backbone, after every fold: run here, on the driver, one after another.
-        table = pd.concat([table, pd.DataFrame(train_refits(cfg, data, 1, log))], ignore_index=True)
-    return table
+                if isinstance(cause, StorageUnavailable) and self._elsewhere(job, cause):
+                    continue
+                res = {"backbone": job.backbone, "fold": REFIT if job.fold is None else job.fold,
+                       "status": "failed", "error": f"{type(e).__name__}: {cause}"[:300]}
+            return self._with_attempts(job, res)
+
+    def _elsewhere(self, job: Job, cause: Exception) -> bool:
+        """Send the job to a node not known to be blind; False when there is none left to try."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.log(f"{job.name}: {cause}")
+        self.blind.add(str(cause).split()[1])
+        tries = self.notes.setdefault(job.name, [])
+        tries.append(str(cause).split(";")[0])
+        nodes = [n["NodeID"] for n in self.ray.nodes() if n["Alive"] and n["NodeID"][:12] not in self.blind
+                 and n["Resources"].get("CPU", 0) >= self.opts.cpus_per_job
+                 and n["Resources"].get("GPU", 0) >= self.gpus]
+        if not nodes or len(tries) > self.opts.retries:
+            return False
+        target = nodes[(job.seed + len(tries)) % len(nodes)]
+        self.start(job, NodeAffinitySchedulingStrategy(node_id=target, soft=True))
+        return True
+
+    def _with_attempts(self, job: Job, res: dict) -> dict:
+        attempts = attempts_jsonl(job.folder)
+        starts = [x for x in attempts.read_text().splitlines() if '"start"' in x] if attempts.is_file() else []
+        res["attempts"] = len(starts) + len(self.notes.get(job.name, []))
+        if self.notes.get(job.name):
+            res["notes"] = "; ".join(self.notes[job.name])
+        return res

@@ -1,35 +1,149 @@
-"""Random-number state saved in last.pt and restored on resume, so a resumed pair trains to the same bits."""
+"""Where a training job stands, decided in one place from its files: every runner, the trainer and the ensemble ask
+job_state and act on its answer.
+
+    missing    nothing of it on disk: train from the start
+    stale      what is there cannot be used (other settings, photos, labels or folds; a damaged file): start over
+    resumable  last.pt of this job (and, once an epoch was the best, its best.pt): continue after its last epoch
+    trained    training finished under this identity and best.pt is whole, but predictions are owed (another TTA or
+               eval set, a lost oof.npz or test.npz): predict again without training
+    finished   done.json of this identity, data, TTA and eval set, and every file it needs: nothing to do
+
+Identity is content, never a path: the job's hash (its training settings), the digest of folds.csv (photos, labels,
+folds), the TTA and the eval set's digest; so a run moved, reached through a link or trained on Ray is still
+recognised.
+"""
 from __future__ import annotations
 
-import random
+from dataclasses import dataclass
 
-import numpy as np
-import torch
+from pipeline.layout import best_pt, done_json, eval_digest, last_pt, oof_npz, refit_dir, run_digest, test_npz
+from pipeline.records import BestMeta, Done, LastMeta, PairDone, RecordError, RefitDone
+from pipeline.train.job import Job, fold_job
 
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+MISSING, STALE, RESUMABLE, TRAINED, FINISHED = "missing", "stale", "resumable", "trained", "finished"
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+@dataclass(frozen=True)
+class JobState:
+    status: str
+    reason: str | None = None  # stale: why it starts over; trained: which predictions are owed
+    done: Done | None = None  # the job's done record, where it has a readable one
+    last: LastMeta | None = None  # resumable: where training stands
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def read_done(job: Job) -> Done | None:
+    """The job's done record, None when it has none; RecordError when the file is not one."""
+    return (PairDone if job.predicts_oof else RefitDone).read(done_json(job.folder))
+
+
+def _meta(path, record):
+    """A checkpoint's metadata record, read without loading its tensors (mmap); RecordError when unreadable."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any damage means the same: this file cannot be used
+        raise RecordError(f"{path} cannot be read ({type(e).__name__})") from None
+    return record.from_checkpoint(ckpt, path)
+
+
+def _owed(cfg, job: Job, done: Done) -> str | None:
+    """Which predictions a model trained under this identity still owes (None: none)."""
+    if done.tta != list(cfg.tta):
+        return "predicted with another TTA"
+    if done.eval != eval_digest(cfg.data_dir):
+        return "test predictions are for another eval set"
+    needed = [(best_pt, "weights")] + ([(oof_npz, "OOF predictions")] if job.predicts_oof else [])
+    if done.test:
+        needed.append((test_npz, "test predictions"))
+    lost = [f"no {path(job.folder)}: {what}" for path, what in needed if not path(job.folder).is_file()]
+    return "; ".join(lost) or None
+
+
+def _best_is_whole(job: Job) -> bool:
+    try:
+        return best_pt(job.folder).is_file() and _meta(best_pt(job.folder), BestMeta).hash == job.identity
+    except RecordError:
+        return False
+
+
+def _done_state(cfg, job: Job, done: Done | None) -> JobState | None:
+    """finished or trained, from the done record; None when it does not describe this job's finished training."""
+    if done is None or done.hash != job.identity or done.data != run_digest(cfg.run_dir):
+        return None
+    owed = _owed(cfg, job, done)
+    if owed is None:
+        return JobState(FINISHED, done=done, last=_own_last(cfg, job))
+    if _best_is_whole(job):
+        return JobState(TRAINED, owed, done, _own_last(cfg, job))
+    return None
+
+
+def _own_last(cfg, job: Job) -> LastMeta | None:
+    """last.pt's record where it is this job's: a trainer asked to redo a trained job restores where training
+    stood (its history, RNG and epoch count) from it."""
+    try:
+        meta = _meta(last_pt(job.folder), LastMeta) if last_pt(job.folder).is_file() else None
+    except RecordError:
+        return None
+    return meta if meta and meta.hash == job.identity and meta.data == run_digest(cfg.run_dir) else None
+
+
+def _last_state(cfg, job: Job, done: Done | None, why: str | None) -> JobState:
+    """resumable from last.pt, or where nothing can be used: missing or stale (with why)."""
+    last = last_pt(job.folder)
+    if not last.is_file():
+        if why is None and not any(p.is_file() for p in (done_json(job.folder), best_pt(job.folder))):
+            return JobState(MISSING, done=done)
+        return JobState(STALE, why or "training did not reach its end and left no last.pt", done)
+    try:
+        meta = _meta(last, LastMeta)
+    except RecordError as e:
+        return JobState(STALE, why or str(e), done)
+    if meta.hash != job.identity or meta.data != run_digest(cfg.run_dir):
+        return JobState(STALE, why or f"{last} was written under other settings or data", done)
+    if meta.best_epoch and not _best_is_whole(job):
+        return JobState(STALE, why or f"{best_pt(job.folder)} is missing or from another run", done)
+    return JobState(RESUMABLE, done=done, last=meta)
+
+
+def job_state(cfg, job: Job) -> JobState:
+    """Where `job` stands under `cfg` (see the module docstring)."""
+    try:
+        done = read_done(job)
+    except RecordError as e:
+        return _last_state(cfg, job, None, f"{e}; it is trained again")
+    state = _done_state(cfg, job, done)
+    if state is not None:
+        return state
+    return _last_state(cfg, job, done, None if done is None else _why_not_current(cfg, job, done))
+
+
+def _why_not_current(cfg, job: Job, done: Done) -> str:
+    if done.hash != job.identity:
+        return "trained under other settings"
+    if done.data != run_digest(cfg.run_dir):
+        return "trained on other photos, labels or folds"
+    return _owed(cfg, job, done) or "its weights are damaged"
+
+
+# -- the questions other stages ask (the ensemble, the audit, the job runners)
+
+def pair_state(cfg, backbone: str, fold: int) -> JobState:
+    return job_state(cfg, fold_job(cfg, backbone, fold))
+
+
+def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
+    """None when the pair is finished under this config; else why not, in a few words."""
+    state = pair_state(cfg, backbone, fold)
+    if state.status == FINISHED:
+        return None
+    return state.reason or ("not trained" if state.status == MISSING else "training stopped before its end")
+
+
+def refit_done(run_dir, backbone: str) -> RefitDone | None:
+    """The refit's done record whatever its identity (a run has a refit at all), None without a readable one."""
+    try:
+        return RefitDone.read(done_json(refit_dir(run_dir, backbone)))
+    except RecordError:
+        return None

@@ -1,27 +1,27 @@
-"""Training one (backbone, fold) pair: epochs of train + validate, checkpoints, resume, OOF and test predictions.
+"""Training one job: a (backbone, fold) pair, or a backbone's full-data refit (pipeline.train.job): epochs of train
+(+ validate, for a fold), checkpoints, resume, then its predictions (a fold's OOF and test, a refit's test).
 
-Layout: <run_dir>/models/<backbone>/fold<k>/{best.pt, last.pt, metrics.csv, oof.npz, test.npz, done.json}.
-last.pt holds everything a rerun needs to continue after a kill; every write is atomic, so a kill at any moment
-leaves either the previous file or the new one.
+A refit validates nothing, so no epoch can be chosen: its last epoch's weights are the model, and its learning-rate
+schedule spans exactly its epochs (the median of its folds' best), so training ends at the schedule's low rate
+instead of wherever a fold's best epoch happened to fall.
+
+Files: pipeline.layout's job files under the job's folder. last.pt holds everything a rerun needs to continue
+after a kill; every write is atomic, so a kill at any moment leaves either the previous file or the new one.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import socket
 import time
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
-from pipeline.config import Config, ConfigError, LossTerm
+from pipeline.config import Config, LossTerm
 from pipeline.contract import NUM_CLASSES, training_rows, training_targets
-from pipeline.data.datasets import CachedPhotos
 from pipeline.data.extra import with_soft_labels
 from pipeline.data.mixing import mix_batch
-from pipeline.data.samplers import EpochSampler
 from pipeline.data.transforms import build_transform
 from pipeline.io import (
     atomic_save_npz,
@@ -30,7 +30,7 @@ from pipeline.io import (
     atomic_write_text,
     remove_stale_temporaries,
 )
-from pipeline.layout import PAIR_FILES, pair_dir, read_done, tensorboard_dir
+from pipeline.layout import best_pt, done_json, last_pt, metrics_csv, model_files, oof_npz, test_npz
 from pipeline.model import models
 from pipeline.model.heads import build_criterion, timm_body
 from pipeline.model.inference import (
@@ -46,45 +46,49 @@ from pipeline.model.metrics import macro_f1, scores
 from pipeline.model.optim import build_optimizer, build_scheduler
 from pipeline.model.years import class_scores, prediction_arrays, with_age_targets
 from pipeline.progress import bar as progress_bar
+from pipeline.records import BestMeta, Done, LastMeta, PairDone, RefitDone
 from pipeline.tracking import pair_tracker
+from pipeline.train.board import require_tensorboard, write_epoch
+from pipeline.train.job import Job
+from pipeline.train.loaders import Loaders
 from pipeline.train.provenance import provenance
+from pipeline.train.rng import rng_state, seed_everything, set_rng_state
 from pipeline.train.rundata import RunData
-from pipeline.train.state import rng_state, seed_everything, set_rng_state
+from pipeline.train.state import FINISHED, MISSING, STALE, TRAINED, JobState, job_state
 
 
-def require_tensorboard(cfg: Config) -> None:
-    """With train.tensorboard on, fail before any epoch (not after the first) when its extra is missing."""
-    if not cfg.train.tensorboard:
-        return
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        raise ConfigError("train.tensorboard is on but tensorboard is not installed: "
-                          "pip install 'maskfold[tensorboard]', or set train.tensorboard: false") from None
+def split(cfg: Config, job: Job, folds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows). A fold is validated and train-only rows (fold -1) are always trained on; a
+    refit trains on every photo a training fold may use (data.drop_near_cut still applies) and validates nothing."""
+    if job.fold is None:
+        return np.flatnonzero(training_rows(folds, cfg.data)), np.array([], dtype=np.int64)
+    in_val = (folds["fold"] == job.fold).to_numpy()
+    if not in_val.any():
+        raise ValueError(f"fold {job.fold} is empty; folds.n_splits is {cfg.folds.n_splits}")
+    return np.flatnonzero(~in_val & training_rows(folds, cfg.data)), np.flatnonzero(in_val)
 
 
 class Trainer:
-    """One (backbone, fold) pair. pipeline.train.refit.RefitTrainer overrides the hooks below (identity, output_dir,
-    split, planned_epochs) to train a backbone on every photo instead."""
+    """One job of any kind: what differs between a fold and a refit is in the job (its epochs, seed, identity,
+    folder) and in whether it validates (job.fold)."""
 
-    def __init__(self, cfg: Config, backbone: str, fold: int, data: RunData, device=None, progress=True, log=print):
-        self.cfg, self.fold, self.log, self.progress = cfg, fold, log, progress
-        self.bb = cfg.backbone(backbone)
-        # its name in messages, in progress bars and in tensorboard_dir
-        self.name, self.tag, self.board = f"{self.bb.name} fold {fold}", f"f{fold}", fold
-        self.settings = {**cfg.resolved(self.bb), "epochs": self.planned_epochs()}
-        self.hash = self.identity()
-        self.digest = data.digest
-        self.dir = self.output_dir()
+    def __init__(self, cfg: Config, job: Job, data: RunData, device=None, progress=True, log=print):
+        self.cfg, self.job, self.log, self.progress = cfg, job, log, progress
+        self.bb = cfg.backbone(job.backbone)
+        self.validates = job.fold is not None
+        self.name, self.tag = job.name, job.folder.name  # in messages; in progress bars
+        self.settings = {**cfg.resolved(self.bb), "epochs": job.epochs}
+        self.hash, self.digest, self.dir = job.identity, data.digest, job.folder
+        self.state: JobState | None = None  # where the job stood when prepare() looked
         self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, self.hash, log)  # epochs and done, as written
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
         t = cfg.train
         self.amp = t.amp if self.device.type == "cuda" else "none"
-        seed_everything(cfg.seed * 1000 + fold)
+        seed_everything(cfg.seed * 1000 + job.seed)
 
         folds = data.folds
-        self.train_rows, self.val_rows = self.split(folds)
+        self.train_rows, self.val_rows = split(cfg, job, folds)
         labels = folds["label"].to_numpy()
         self.train_labels, self.val_labels = labels[self.train_rows], labels[self.val_rows]
         # one-hot, soft near the age cuts (data.soften_near_cut), pseudo-labelled photos' probabilities where soft
@@ -117,55 +121,26 @@ class Trainer:
 
             self.ema = ModelEmaV3(self.model, decay=t.ema)
         self.norm = norm_tensors(self.mean, self.std, self.device)
-        self.epoch, self.best_f1, self.best_epoch, self.history = 0, -1.0, -1, []
+        # best_epoch: 1-based, as the logs print it; 0 until an epoch is the best
+        self.epoch, self.best_f1, self.best_epoch, self.history = 0, -1.0, 0, []
         self.started = time.time()
         require_tensorboard(cfg)
+        self.loader = Loaders(t, cfg.seed, cfg.seed * 100003 + job.seed * 1009, self.settings["batch_size"],
+                              self.device.type == "cuda")
         self._train_loader = self._val_loader = None
-
-    # -- what a subclass may change
-
-    def planned_epochs(self) -> int:
-        return self.cfg.resolved(self.bb)["epochs"]
-
-    def identity(self) -> str:
-        """The hash that done.json, best.pt and last.pt must carry to count as this pair's."""
-        return self.cfg.pair_hash(self.bb.name)
-
-    def output_dir(self):
-        return pair_dir(self.cfg.run_dir, self.bb.name, self.fold)
-
-    def split(self, folds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(training rows, validation rows): the fold is validated; train-only rows (fold -1) are always trained on."""
-        in_val = (folds["fold"] == self.fold).to_numpy()
-        if not in_val.any():
-            raise ValueError(f"fold {self.fold} is empty; folds.n_splits is {self.cfg.folds.n_splits}")
-        return np.flatnonzero(~in_val & training_rows(folds, self.cfg.data)), np.flatnonzero(in_val)
 
     # -- loaders
 
-    def _loader(self, rows, labels, transform, train: bool, cache=None, targets=None):
-        """Built once per pair: workers stay alive across epochs; the sampler carries the epoch's seed."""
-        workers = self.cfg.train.num_workers
-        ds = CachedPhotos(cache or self.data.train_cache, rows, labels, transform, targets)
-        sampler = EpochSampler(labels, self.cfg.train.sampler_power,
-                               self.cfg.seed * 100003 + self.fold * 1009) if train else None
-        return DataLoader(
-            ds, batch_size=self.settings["batch_size"], sampler=sampler, num_workers=workers,
-            pin_memory=self.device.type == "cuda", drop_last=train and len(rows) > self.settings["batch_size"],
-            persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-            generator=torch.Generator().manual_seed(self.cfg.seed),  # workers' base seed: not the global RNG
-        )
-
     def train_loader(self, epoch: int):
         if self._train_loader is None:
-            self._train_loader = self._loader(self.train_rows, self.train_labels, self.train_tf, True,
-                                              targets=self.train_targets)
+            self._train_loader = self.loader(self.data.train_cache, self.train_rows, self.train_labels,
+                                             self.train_tf, train=True, targets=self.train_targets)
         self._train_loader.sampler.set_epoch(epoch)
         return self._train_loader
 
     def val_loader(self):
         if self._val_loader is None:
-            self._val_loader = self._loader(self.val_rows, self.val_labels, self.val_tf, False)
+            self._val_loader = self.loader(self.data.train_cache, self.val_rows, self.val_labels, self.val_tf)
         return self._val_loader
 
     def _steps_per_epoch(self) -> int:
@@ -178,70 +153,54 @@ class Trainer:
     # -- checkpoints
 
     def _state(self) -> dict:
-        return {
+        meta = LastMeta(epoch=self.epoch, best_f1=self.best_f1, best_epoch=self.best_epoch, updates=self.updates,
+                        history=self.history, rng=rng_state(), config=self.cfg.to_dict(), hash=self.hash,
+                        data=self.digest)
+        return meta.to_checkpoint({
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "ema": self.ema.module.state_dict() if self.ema else None,
-            "updates": self.updates, "epoch": self.epoch, "best_f1": self.best_f1, "best_epoch": self.best_epoch,
-            "history": self.history,
-            "rng": rng_state(), "config": self.cfg.to_dict(), "hash": self.hash, "data": self.digest,
-        }
+        })
+
+    def _best_meta(self) -> BestMeta:
+        return BestMeta(backbone=dataclasses.asdict(self.bb), config=self.cfg.to_dict(), mean=self.mean, std=self.std,
+                        img_size=self.settings["img_size"], epoch=self.epoch, f1=self.best_f1, hash=self.hash,
+                        data=self.digest, fold=self.job.fold)
 
     def _best_state(self) -> dict:
         weights = self.ema.module if self.ema else self.model
-        return {
-            "model": weights.state_dict(), "backbone": dataclasses.asdict(self.bb), "config": self.cfg.to_dict(),
-            "mean": self.mean, "std": self.std, "img_size": self.settings["img_size"], "epoch": self.epoch,
-            "f1": self.best_f1, "hash": self.hash, "data": self.digest, "fold": self.fold,
-        }
+        return self._best_meta().to_checkpoint(weights.state_dict())
 
     def start_over(self, why: str | None = None) -> None:
         """Remove every file of an earlier run of this pair, so nothing of it can be resumed or reach the ensemble."""
         if why:
             self.log(f"{self.name}: {why}; starting it over")
-        for name in PAIR_FILES:
-            (self.dir / name).unlink(missing_ok=True)
+        for path in model_files(self.dir):
+            path.unlink(missing_ok=True)
 
-    def read_done(self) -> dict | None:
-        return read_done(self.cfg.run_dir, self.bb.name, self.fold)
-
-    def trained_before(self) -> bool:
-        """Training finished under these settings and data, and best.pt is whole: only predictions are owed."""
-        done = self.read_done()
-        if not done or done.get("hash") != self.hash or done.get("data") != self.digest:
-            return False
-        try:
-            best = models.load_checkpoint(self.dir / "best.pt")
-        except Exception:  # noqa: BLE001 - missing or damaged: retrain
-            return False
-        if best.get("hash") != self.hash:
-            return False
-        self.epoch, self.best_epoch, self.best_f1 = done["epochs_run"], done["best_epoch"] - 1, best["f1"]
-        return True
+    def prepare(self, state: JobState | None = None) -> JobState:
+        """Bring the trainer to where its job stands (pipeline.train.state, asked here when not handed): resumed from
+        last.pt, ready to predict again from best.pt, or started over. fit() then trains what is left."""
+        state = state or job_state(self.cfg, self.job)
+        if state.status == TRAINED:
+            self.log(f"{self.name}: trained before; predicting again from best.pt ({state.reason})")
+        if state.status in (MISSING, STALE):
+            self.start_over(state.reason)
+        elif state.last is not None:  # restores the history and RNG too, so a finished run stays bit-identical
+            self.resume()
+        else:  # trained (or finished) and its last.pt gone: best.pt and done.json say where training ended
+            self.epoch, self.best_epoch = state.done.epochs_run, state.done.best_epoch
+        self.state = state
+        return state
 
     def try_resume(self) -> bool:
-        """Continue from last.pt when it was written for the same settings and data and its best.pt is whole."""
-        last = self.dir / "last.pt"
-        if not last.is_file():
-            self.start_over()
-            return False
-        try:
-            state = models.load_checkpoint(last)
-        except Exception as e:  # noqa: BLE001 - a damaged file is not a reason to stop, only to retrain
-            self.start_over(f"{last} cannot be read ({type(e).__name__})")
-            return False
-        if state.get("hash") != self.hash or state.get("data") != self.digest:
-            self.start_over(f"{last} was written under other settings or data")
-            return False
-        if state["best_epoch"] >= 0:
-            best = self.dir / "best.pt"
-            try:
-                ok = best.is_file() and models.load_checkpoint(best).get("hash") == self.hash
-            except Exception:  # noqa: BLE001
-                ok = False
-            if not ok:
-                self.start_over(f"{best} is missing or from another run")
-                return False
+        """prepare(), and whether it continued from last.pt."""
+        return self.prepare().last is not None
+
+    def resume(self) -> None:
+        """Continue from last.pt, which job_state found to be this job's."""
+        state = models.load_checkpoint(last_pt(self.dir))
+        meta = LastMeta.from_checkpoint(state, last_pt(self.dir))
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -249,12 +208,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema and state["ema"]:
             self.ema.module.load_state_dict(state["ema"])
-        self.epoch, self.best_f1, self.best_epoch = state["epoch"], state["best_f1"], state["best_epoch"]
-        self.updates, self.history = state["updates"], state["history"]
-        set_rng_state(state["rng"])
+        self.epoch, self.best_f1, self.best_epoch = meta.epoch, meta.best_f1, meta.best_epoch
+        self.updates, self.history = meta.updates, meta.history
+        set_rng_state(meta.rng)
         best = f" (best F1 {self.best_f1:.4f})" if self.best_f1 >= 0 else ""  # a refit validates nothing
         self.log(f"resumed {self.name} after epoch {self.epoch}{best}")
-        return True
 
     # -- epochs
 
@@ -264,7 +222,7 @@ class Trainer:
         self.model.train()
         loader = self.train_loader(e)
         mix_on = t.mix.kind != "none" and (t.mix.stop_epoch is None or e < t.mix.stop_epoch)
-        gen = np.random.default_rng([self.cfg.seed, self.fold, e])
+        gen = np.random.default_rng([self.cfg.seed, self.job.seed, e])
         limit = self.steps_per_epoch * t.accum_steps
         # The running loss and predictions stay on the device: a .item() per step would make the host wait for
         # the GPU every step.
@@ -330,43 +288,56 @@ class Trainer:
         loss = float(self.val_criterion(torch.from_numpy(logits), torch.from_numpy(self.val_labels)))
         return {"val_loss": loss, **{f"val_{k}": v for k, v in scores(self.val_labels, logits.argmax(1)).items()}}, logits
 
-    def fit(self) -> dict:
+    def fit(self, state: JobState | None = None) -> Done:
+        """Train what is left of the job (where `state`, or job_state, says it stands), then predict."""
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)  # left by a kill in the middle of an atomic write
-        if not (self.dir / "last.pt").is_file() and self.trained_before():  # e.g. a lost oof.npz, last.pt deleted
-            self.log(f"{self.bb.name} fold {self.fold}: trained before; predicting again from best.pt")
+        if state is not None or self.state is None:
+            self.prepare(state)
+        if self.state.status in (TRAINED, FINISHED) and self.state.last is None:  # e.g. a lost oof.npz, no last.pt
             return self.finish()
-        self.try_resume()
-        t = self.cfg.train
-        epochs = self.settings["epochs"]
-        stale = self.epoch - 1 - self.best_epoch if self.best_epoch >= 0 else 0
-        while self.epoch < epochs and not (t.patience and stale >= t.patience):
-            start = time.time()
-            row = {"epoch": self.epoch + 1, **self.train_epoch()}
-            val, _ = self.validate()
-            row.update(val)
-            row["seconds"] = round(time.time() - start, 2)
-            self.sched.step(self.epoch + 1, val["val_f1"])  # only plateau moves here; the others per update
-            improved = val["val_f1"] > self.best_f1
-            if improved:
-                self.best_f1, self.best_epoch = val["val_f1"], self.epoch
-            self.epoch += 1
-            self._save_epoch(row, improved)
+        patience = self.cfg.train.patience if self.validates else None  # a refit has no validation to wait on
+        stale = self.epoch - self.best_epoch if self.best_epoch else 0
+        while self.epoch < self.settings["epochs"] and not (patience and stale >= patience):
+            improved = self._epoch()
             stale = 0 if improved else stale + 1
-            self.log(f"{self.bb.name} fold {self.fold} epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
-                     f"val loss {val['val_loss']:.4f} val F1 {val['val_f1']:.4f} acc {val['val_acc']:.4f} "
-                     f"lr {row['lr']:.2e} ({row['seconds']}s){' * new best, saved' if improved else ''}")
         return self.finish()
+
+    def _epoch(self) -> bool:
+        """One epoch, its checkpoints and its line; whether its weights became the model (a fold's best epoch so
+        far, a refit's last)."""
+        start = time.time()
+        row = {"epoch": self.epoch + 1, **self.train_epoch()}
+        if self.validates:
+            row.update(self.validate()[0])
+        row["seconds"] = round(time.time() - start, 2)
+        # only plateau moves here, the others per update; a refit has only its training F1 to go by
+        self.sched.step(self.epoch + 1, row["val_f1" if self.validates else "train_f1"])
+        self.epoch += 1
+        improved = row["val_f1"] > self.best_f1 if self.validates else self.epoch == self.settings["epochs"]
+        if improved:
+            self.best_f1, self.best_epoch = row.get("val_f1", self.best_f1), self.epoch
+        self._save_epoch(row, improved)
+        self.log(self._epoch_line(row, improved))
+        return improved
+
+    def _epoch_line(self, row: dict, improved: bool) -> str:
+        head = f"{self.name} epoch {row['epoch']}/{self.settings['epochs']}: train loss {row['train_loss']:.4f}"
+        if not self.validates:
+            return (f"{head} train F1 {row['train_f1']:.4f} lr {row['lr']:.2e} ({row['seconds']}s)"
+                    f"{' * last epoch, saved as the model' if improved else ''}")
+        return (f"{head} val loss {row['val_loss']:.4f} val F1 {row['val_f1']:.4f} acc {row['val_acc']:.4f} "
+                f"lr {row['lr']:.2e} ({row['seconds']}s){' * new best, saved' if improved else ''}")
 
     def _save_epoch(self, row: dict, improved: bool) -> None:
         """The epoch's record and checkpoints: best.pt when it is the model, last.pt always (what a rerun resumes)."""
         self.history.append(row)
         if improved:
-            atomic_torch_save(self._best_state(), self.dir / "best.pt")
-        atomic_torch_save(self._state(), self.dir / "last.pt")
+            atomic_torch_save(self._best_state(), best_pt(self.dir))
+        atomic_torch_save(self._state(), last_pt(self.dir))
         # six significant digits: readable, and a learning rate of 3e-6 keeps its value
-        atomic_write_csv(pd.DataFrame(self.history), self.dir / "metrics.csv", float_format="%.6g")
-        self._tensorboard(row)
+        atomic_write_csv(pd.DataFrame(self.history), metrics_csv(self.dir), float_format="%.6g")
+        write_epoch(self.cfg, self.job, row)
         self.tracker.epoch(row)
 
     def _bars(self, what: str):
@@ -375,34 +346,29 @@ class Trainer:
             return None
         return lambda loader: progress_bar(loader, desc=f"{self.bb.name} {self.tag} {what}", unit="batch")
 
-    def _tensorboard(self, row: dict) -> None:
-        if not self.cfg.train.tensorboard:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        with SummaryWriter(str(tensorboard_dir(self.cfg.run_dir, self.bb.name, self.board))) as w:
-            for k, v in row.items():
-                if k != "epoch":
-                    w.add_scalar(k, v, row["epoch"])
-
-    def finish(self) -> dict:
-        """best.pt predicts the fold's validation photos (OOF) and the eval photos, with the config's TTA."""
+    def finish(self) -> Done:
+        """The model (best.pt) predicts the eval photos and, for a fold, its validation photos (OOF), with the
+        config's TTA; done.json last."""
         best, model = self._best_model()
+        if not self.validates:
+            self._write_test(model)
+            self.log(f"{self.name}: {self.epoch} epochs on {len(self.train_rows)} photos; test predictions "
+                     f"{'written' if self.data.eval_cache is not None else 'not needed (no eval set)'}")
+            return self._write_done(RefitDone, epochs=self.job.epochs, photos=int(len(self.train_rows)))
         oof = predict_logits(model, self.val_loader(), self._inference(), progress=self._bars("OOF"))
         ids = self.data.folds["image_id"].to_numpy()
-        atomic_save_npz(self.dir / "oof.npz", image_id=ids[self.val_rows].astype(str), labels=self.val_labels,
+        atomic_save_npz(oof_npz(self.dir), image_id=ids[self.val_rows].astype(str), labels=self.val_labels,
                         **prediction_arrays(oof, self.cfg.train))
-        oof = class_scores(oof)
         self._write_test(model)
-        oof_scores = scores(self.val_labels, oof.argmax(1))
-        self.log(f"{self.bb.name} fold {self.fold}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
-                 f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch + 1})")
-        return self._write_done(fold=self.fold, best_epoch=self.best_epoch + 1, val_f1=best["f1"],
-                                oof_f1_tta=oof_scores["f1"], epochs_run=self.epoch)
+        oof_scores = scores(self.val_labels, class_scores(oof).argmax(1))
+        self.log(f"{self.name}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
+                 f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch})")
+        return self._write_done(PairDone, fold=self.job.fold, best_epoch=self.best_epoch, val_f1=best["f1"],
+                                oof_f1_tta=oof_scores["f1"])
 
     def _best_model(self):
         """best.pt, and the model it holds on this trainer's device."""
-        best = models.load_checkpoint(self.dir / "best.pt")
+        best = models.load_checkpoint(best_pt(self.dir))
         model = models.model_from_checkpoint(best).to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -418,18 +384,18 @@ class Trainer:
         if self.data.evals is None or self.data.eval_cache is None:
             return
         n = len(self.data.evals)
-        loader = self._loader(np.arange(n), np.zeros(n, np.int64), self.val_tf, False, cache=self.data.eval_cache)
+        loader = self.loader(self.data.eval_cache, np.arange(n), np.zeros(n, np.int64), self.val_tf)
         test = predict_logits(model, loader, self._inference(), progress=self._bars("test"))
-        atomic_save_npz(self.dir / "test.npz", image_id=self.data.evals["image_id"].to_numpy().astype(str),
+        atomic_save_npz(test_npz(self.dir), image_id=self.data.evals["image_id"].to_numpy().astype(str),
                         **prediction_arrays(test, self.cfg.train))
 
-    def _write_done(self, **fields) -> dict:
-        """done.json, written last: the identity that makes this model finished (pipeline.layout), plus `fields`."""
-        info = {"hash": self.hash, "data": self.digest, "tta": list(self.cfg.tta), "eval": self.data.eval_digest,
-                "test": self.data.eval_cache is not None, "backbone": self.bb.name, **fields,
-                "host": socket.gethostname(), "device": str(self.device),
-                "train_seconds": round(sum(r.get("seconds", 0) for r in self.history), 1),
-                "provenance": provenance(self.started, self.device)}
-        atomic_write_text(self.dir / "done.json", json.dumps(info, indent=1))
-        self.tracker.done(info, self.dir)
-        return info
+    def _write_done(self, record, **fields):
+        """done.json, written last: the identity that makes this model finished, plus `fields` (pipeline.records)."""
+        done = record(hash=self.hash, data=self.digest, tta=list(self.cfg.tta), eval=self.data.eval_digest,
+                      test=self.data.eval_cache is not None, backbone=self.bb.name, epochs_run=self.epoch,
+                      host=socket.gethostname(), device=str(self.device),
+                      train_seconds=round(sum(r["seconds"] for r in self.history), 1),
+                      provenance=provenance(self.started, self.device), **fields)
+        atomic_write_text(done_json(self.dir), done.to_json())
+        self.tracker.done(dataclasses.asdict(done), self.dir)
+        return done

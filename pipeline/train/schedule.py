@@ -1,0 +1,82 @@
+"""The one loop every backend runs train-all through: it starts the planned jobs (pipeline.train.plan) as the backend
+has room, longest first, adds a refit the moment its backbone's folds are finished, and collects a result row per
+job as each ends, in whatever order they end.
+
+A backend is anything with room(), start(job), running() and next_result(): the local one runs jobs in this
+process or in worker processes (pipeline.train.jobs), the Ray one on a cluster (pipeline.train.ray_jobs).
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from pipeline.config import Config
+from pipeline.layout import REFIT
+from pipeline.progress import bar as progress_bar
+from pipeline.progress import say
+from pipeline.train.plan import cost, plan, waiting_refits
+from pipeline.train.state import FINISHED, job_state
+
+
+def skipped_row(job, done) -> dict:
+    row = {"backbone": job.backbone, "fold": REFIT if job.fold is None else job.fold, "status": "skipped",
+           "host": done.host, "device": done.device, "seconds": 0.0}
+    return row if job.fold is None else {**row, "val_f1": done.val_f1}
+
+
+def _new_jobs(cfg: Config, seen: set, rows: list) -> list:
+    """The planned jobs not seen before: finished ones become skipped rows, the others are returned."""
+    todo = []
+    for job in plan(cfg):
+        if job.name in seen:
+            continue
+        seen.add(job.name)
+        state = job_state(cfg, job)
+        if state.status == FINISHED:
+            rows.append(skipped_row(job, state.done))
+        else:
+            todo.append(job)
+    return todo
+
+
+def _announce(cfg: Config, todo: list, rows: list, log) -> int:
+    """The opening counts; how many jobs will run (refits whose folds are still to train included)."""
+    pairs = [j for j in todo if j.fold is not None]
+    log(f"{len(pairs)} pair(s) to train, {sum(r['fold'] != REFIT for r in rows)} already finished")
+    if not cfg.train.refit:
+        return len(pairs)
+    finished = sum(r["fold"] == REFIT for r in rows)
+    refits = len(cfg.backbone_names()) - finished
+    log(f"{refits} refit(s) to train, {finished} already finished")
+    return len(pairs) + refits
+
+
+def run_plan(cfg: Config, backend, log=print) -> list[dict]:
+    """Every job of plan(cfg) through `backend`; a row per job (skipped, done, failed, busy, or waiting for a
+    refit whose folds did not all finish)."""
+    rows, seen = [], set()
+    queue = _new_jobs(cfg, seen, rows)
+    total, ended = _announce(cfg, queue, rows, log), 0
+    with ExitStack() as stack:
+        outer = stack.enter_context(progress_bar(total=total, desc="train-all", unit="job", leave=True))
+        while True:
+            queue.sort(key=lambda j: -cost(cfg, j))
+            while queue and backend.room():
+                job = queue.pop(0)
+                beside = backend.running()
+                backend.start(job)
+                if beside:
+                    log(f"{job.name}: started beside {', '.join(beside)}")
+            if not backend.running():
+                break
+            row = backend.next_result()
+            rows.append(row)
+            ended += 1
+            outer.update(1)
+            what = f"{row['backbone']} refit" if row["fold"] == REFIT else f"{row['backbone']} fold {row['fold']}"
+            say(f"job {ended} of {total}: {what} {row['status']} ({row.get('seconds', 0.0)}s)", log)
+            queue += _new_jobs(cfg, seen, rows)  # a refit whose folds are now all finished
+    for b, why in waiting_refits(cfg).items():
+        log(f"{b} refit waits: {why}")
+        rows.append({"backbone": b, "fold": REFIT, "status": "waiting", "error": f"no refit yet: {why}",
+                     "seconds": 0.0})
+    return rows
