@@ -15,7 +15,8 @@ import yaml
 
 from ensemble import blend
 from pipeline.config import Config, config_from_dict
-from pipeline.contract import NUM_CLASSES, DataError, Problem, read_eval, train_only
+from pipeline.errors import DataError, Problem
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import (
     config_yaml,
     folds_csv,
@@ -27,6 +28,8 @@ from pipeline.layout import (
     unfinished_reason,
 )
 from pipeline.model.metrics import scores
+from pipeline.tables.eval import read_eval
+from pipeline.tables.folds import train_only
 
 TRAIN_ALL = "run `maskfold train-all` with this config: it trains or re-predicts exactly these pairs"
 

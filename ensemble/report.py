@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline.contract import NUM_CLASSES, age_band_names, class_names
 from pipeline.io import atomic_path, atomic_write_text
+from pipeline.labels import NUM_CLASSES, age_band_names, class_names
 
 CLASSES = range(NUM_CLASSES)
 
@@ -137,6 +137,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from pipeline.data.images import read_rgb
 
     wrong = np.flatnonzero(y != pred)
@@ -159,7 +160,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
 def near_cut_table(ages, y, pred, cuts) -> list[list]:
     """[age, photos, class accuracy, age-band accuracy] for the ages just around each cut, where labels are least
     certain and most errors are."""
-    from pipeline.contract import decode_label
+    from pipeline.labels import decode_label
 
     rows = []
     for cut in cuts:

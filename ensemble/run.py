@@ -19,7 +19,6 @@ from ensemble.age_report import age_lines
 from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
 from pipeline.config import Config
-from pipeline.contract import image_file, read_eval
 from pipeline.data.pseudo import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from pipeline.layout import (
@@ -33,6 +32,8 @@ from pipeline.layout import (
     weights_json,
 )
 from pipeline.model.metrics import scores
+from pipeline.tables.eval import read_eval
+from pipeline.tables.fields import image_file
 from pipeline.tracking import track_run
 
 KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking"}

@@ -20,12 +20,16 @@ from external_data.geometry import competition_framing
 from external_data.importers import import_csv, import_fairface, import_utkface, select
 from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person
 from pipeline.config import Config, ConfigError
-from pipeline.contract import PHOTOS, DataError, image_file, read_eval, read_train
 from pipeline.data.images import read_rgb
+from pipeline.errors import DataError
 from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
+from pipeline.labels import PHOTOS
 from pipeline.layout import external_dir
 from pipeline.progress import bar
+from pipeline.tables.eval import read_eval
+from pipeline.tables.fields import image_file
+from pipeline.tables.train import read_train
 
 IMPORTERS = {"utkface": lambda e: import_utkface(e.path),
              "fairface": lambda e: import_fairface(e.path, e.images_dir),

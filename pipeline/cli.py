@@ -58,7 +58,7 @@ def _friendly(f):
 
     @functools.wraps(f)
     def wrapper(*a, **kw):
-        from pipeline.contract import DataError
+        from pipeline.errors import DataError
         from pipeline.faces.landmarks import FacesUnavailable
 
         try:

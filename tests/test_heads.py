@@ -12,7 +12,8 @@ from ensemble.predict import predict_folder
 from ensemble.report import techniques_lines, techniques_used
 from ensemble.run import run_ensemble
 from pipeline.config import BackboneConfig, ConfigError, DataConfig, LossTerm, TrainConfig
-from pipeline.contract import NUM_CLASSES, decode_label, training_targets
+from pipeline.data.targets import training_targets
+from pipeline.labels import NUM_CLASSES, decode_label
 from pipeline.layout import pair_dir
 from pipeline.model import models
 from pipeline.model.heads import ThreeHeadLoss, ThreeHeads, decode, marginals, split_target, timm_body

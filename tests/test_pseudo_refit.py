@@ -18,8 +18,9 @@ from ensemble.run import run_ensemble
 from folds.make import write_folds
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
-from pipeline.contract import NUM_CLASSES, DataError
 from pipeline.data.pseudo import read_pseudo, with_soft_labels
+from pipeline.errors import DataError
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import blended_probs_npz, folds_csv, pair_dir, pseudo_dir, read_done, refit_dir, unfinished_reason
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.config.rules import check_age_cuts, check_ranges
 from pipeline.config.schema import (
     NOT_IN_PAIR_HASH,
     AugmentConfig,
@@ -27,7 +28,6 @@ from pipeline.config.schema import (
     TrainConfig,
     TuneConfig,
 )
-from pipeline.config.rules import check_age_cuts, check_ranges
 from pipeline.config.typed_yaml import ConfigError, apply_set, build, read_yaml
 
 __all__ = ["AugmentConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig",
@@ -127,7 +127,7 @@ def _check_tracking(cfg: Config, source: str) -> None:
 
 def _check_techniques(cfg: Config, source: str) -> None:
     """Numbers that would train something other than what they say: each error names the key and the fix."""
-    from pipeline.contract import TASKS
+    from pipeline.labels import TASKS
 
     t, d = cfg.train, cfg.data
     if len(t.head_weights) != len(TASKS) or min(t.head_weights) < 0 or sum(t.head_weights) <= 0:

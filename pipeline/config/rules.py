@@ -41,7 +41,7 @@ def check_ranges(cfg: Config, source: str) -> None:
 
 
 def check_age_cuts(cfg: Config, source: str) -> None:
-    from pipeline.contract import MAX_AGE
+    from pipeline.labels import MAX_AGE
 
     cuts = cfg.data.age_cuts
     if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < MAX_AGE:

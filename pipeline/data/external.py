@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config.schema import DataConfig
-from pipeline.contract import DataError, Problem, read_train
+from pipeline.errors import DataError, Problem
 from pipeline.layout import external_dir
+from pipeline.tables.train import read_train
 
 
 def read_external(run_dir: str | Path, data_cfg: DataConfig) -> pd.DataFrame:

@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.schema import Config
-from pipeline.contract import CONTRACT_COLUMNS, NUM_CLASSES, DataError, Problem, read_train
+from pipeline.errors import DataError, Problem
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import blended_probs_npz, pseudo_dir
+from pipeline.tables.fields import CONTRACT_COLUMNS
+from pipeline.tables.train import read_train
 
 PSEUDO_HINT = "run `maskfold pseudo` with this config (pseudo.from_run naming the run whose ensemble labels them)"
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config.schema import TrainConfig
-from pipeline.contract import NUM_CLASSES, TASKS
+from pipeline.labels import NUM_CLASSES, TASKS
 from pipeline.model.losses import LOSSES, as_soft, build_loss, class_weights
 
 TASK_SIZES = [n for _, n in TASKS]

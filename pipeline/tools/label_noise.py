@@ -12,7 +12,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from pipeline.contract import FIX_COLUMNS, age_band
+from pipeline.labels import age_band
+from pipeline.tables.label_fixes import FIX_COLUMNS
 
 KINDS = ("gender", "swap", "age")
 INJECTED_ERRORS = "injected_errors.csv"  # beside train.csv; the pipeline never reads it

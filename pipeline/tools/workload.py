@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, save_config
-from pipeline.contract import NUM_CLASSES, read_eval, train_only
 from pipeline.io import atomic_save_npz, atomic_write_text
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import config_yaml, eval_digest, folds_csv, pair_dir, refit_dir, refit_identity, run_digest
+from pipeline.tables.eval import read_eval
+from pipeline.tables.folds import train_only
 
 BUILT = ".built.json"  # written last: the workload is whole and was built with these sizes
 

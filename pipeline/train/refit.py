@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.contract import training_rows
+from pipeline.data.targets import training_rows
 from pipeline.io import remove_stale_temporaries
 from pipeline.layout import REFIT, read_refit_done, refit_dir, refit_identity
 from pipeline.train.rundata import RunData

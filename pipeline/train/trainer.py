@@ -17,11 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import Config, ConfigError, LossTerm
-from pipeline.contract import NUM_CLASSES, training_rows, training_targets
 from pipeline.data.datasets import CachedPhotos
 from pipeline.data.mixing import mix_batch
 from pipeline.data.pseudo import with_soft_labels
 from pipeline.data.samplers import EpochSampler
+from pipeline.data.targets import training_rows, training_targets
 from pipeline.data.transforms import build_transform
 from pipeline.io import (
     atomic_save_npz,
@@ -30,6 +30,7 @@ from pipeline.io import (
     atomic_write_text,
     remove_stale_temporaries,
 )
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import PAIR_FILES, pair_dir, read_done, tensorboard_dir
 from pipeline.model import models
 from pipeline.model.heads import build_criterion, timm_body
