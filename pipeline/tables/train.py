@@ -12,8 +12,8 @@ import pandas as pd
 
 from pipeline.config.schema import DataConfig
 from pipeline.config.typed_yaml import where_relative
-from pipeline.data.aliases import shared_files
 from pipeline.labels import PHOTOS, age_band, encode_label, photo_mask
+from pipeline.tables.aliases import shared_files
 from pipeline.tables.fields import CONTRACT_COLUMNS, TRAIN_COLUMNS, person_folder, read_table
 from pipeline.tables.label_fixes import apply_label_fixes
 from pipeline.tables.persons import Person, read_persons, unlisted_folders
