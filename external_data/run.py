@@ -19,7 +19,8 @@ from PIL import Image
 from external_data.geometry import competition_framing
 from external_data.importers import import_csv, import_fairface, import_utkface, select
 from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config
+from pipeline.config.rules import check_choices
 from pipeline.data.images import read_rgb
 from pipeline.errors import DataError
 from pipeline.faces.masks import load_maskthe_face
@@ -117,12 +118,16 @@ def _train_detector(images: Path, table: pd.DataFrame, root: Path, log) -> bool:
     return boxes.train_masked_detector(persons, model, log=log)
 
 
+def config_choices(cfg: Config) -> dict[str, tuple]:
+    """The names this stage lets a config choose, {key: (value, allowed)}: the importers and framings are this
+    stage's, so the commands' preflight takes the lists from here (check-data refuses a typo before any work)."""
+    return {"external.source": (cfg.external.source, tuple(IMPORTERS)),
+            "external.framing": (cfg.external.framing, tuple(FRAMINGS))}
+
+
 def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 12) -> dict:
     e = cfg.external
-    if e.source not in IMPORTERS:  # the importers are this stage's, so this stage checks the name
-        raise ConfigError(f"'external.source' is {e.source!r}; choose one of {', '.join(IMPORTERS)}")
-    if e.framing not in FRAMINGS:
-        raise ConfigError(f"'external.framing' is {e.framing!r}; choose one of {', '.join(FRAMINGS)}")
+    check_choices(config_choices(cfg))
     if not e.path:
         raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
     start = time.time()

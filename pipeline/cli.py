@@ -10,6 +10,7 @@ import functools
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -21,15 +22,23 @@ from pipeline.storage import FolderProblem, NoSpace, require_folder
 from pipeline.train.provenance import version
 
 
-def _config_options(f):
+def _config_options(f=None, *, stage_choices=None):
+    """--config and --set, the config loaded and preflighted (`stage_choices(cfg)`: a stage's own names to check),
+    the run's folder checked, and the command logged to <run_dir>/log.txt."""
+    if f is None:
+        return functools.partial(_config_options, stage_choices=stage_choices)
+
     @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
                   help="YAML config, e.g. configs/demo.yaml.")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="Override a config key, e.g. --set train.epochs=3 (repeatable).")
     @functools.wraps(f)
     def wrapper(config_path, overrides, **kw):
+        from pipeline.preflight import check_config
+
         try:
             cfg = load_config(config_path, overrides)
+            check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg))
             require_folder(cfg.run_dir, "run_dir")
         except (ConfigError, FolderProblem, NoSpace) as e:
             raise click.ClickException(str(e)) from None
@@ -106,8 +115,14 @@ def demo_data(out, persons, eval_images, elder_pool, seed, jobs, label_noise):
                    f"(the pipeline never reads it)")
 
 
+def _external_choices(cfg):
+    from external_data.run import config_choices
+
+    return config_choices(cfg)
+
+
 @main.command("check-data")
-@_config_options
+@_config_options(stage_choices=_external_choices)
 @_friendly
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
@@ -183,7 +198,7 @@ def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
 
 
 @main.command("external")
-@_config_options
+@_config_options(stage_choices=_external_choices)
 @click.option("--jobs", default=2, show_default=True, help="Processes for landmarks and overlays.")
 @click.option("--sheet", "sheet_persons", default=12, show_default=True, help="Persons on the contact sheet.")
 @click.option("--probe", "probe_only", is_flag=True,
