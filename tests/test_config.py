@@ -103,7 +103,8 @@ def test_every_shipped_config_builds_its_parts(path):
 
     from pipeline.data.transforms import build_transform
     from pipeline.model import models
-    from pipeline.model.heads import build_criterion, timm_body
+    from pipeline.model.criterion import build_criterion
+    from pipeline.model.heads import timm_body
     from pipeline.model.optim import build_optimizer, build_scheduler
 
     cfg = load_config(path)

@@ -115,15 +115,6 @@ HEADS = {
 }
 
 
-def build_criterion(t: TrainConfig, counts: np.ndarray) -> nn.Module:
-    """The training loss for train.head, from the training photos' per-class counts (for class weights)."""
-    if t.age_head == "years":
-        from pipeline.model.years import YearsLoss  # built on this module's three heads
-
-        return YearsLoss(t, counts)
-    return HEADS[t.head].loss(t, counts)
-
-
 def timm_body(model: nn.Module) -> nn.Module:
     """The timm model inside a wrapper (its layer names and groups are what timm's optimizer factory reads)."""
     return model.net if isinstance(model, ThreeHeads) else model

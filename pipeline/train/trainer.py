@@ -33,7 +33,8 @@ from pipeline.io import (
 from pipeline.labels import NUM_CLASSES
 from pipeline.layout import PAIR_FILES, pair_dir, read_done, tensorboard_dir
 from pipeline.model import models
-from pipeline.model.heads import build_criterion, timm_body
+from pipeline.model.criterion import build_criterion
+from pipeline.model.heads import timm_body
 from pipeline.model.inference import autocast_for, norm_tensors, predict_logits, resolve_device, to_model_input
 from pipeline.model.losses import build_loss
 from pipeline.model.metrics import macro_f1, scores
