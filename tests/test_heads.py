@@ -19,6 +19,7 @@ from pipeline.model import models
 from pipeline.model.heads import ThreeHeadLoss, ThreeHeads, decode, marginals, split_target, timm_body
 from pipeline.model.losses import CrossEntropy, build_loss
 from pipeline.model.optim import build_optimizer, build_scheduler
+from pipeline.preflight import check_config
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
@@ -128,8 +129,8 @@ def test_technique_keys_are_checked(tmp_path):
                      ("data.soften_near_cut=30", "data.soften_near_cut"), ("data.soften_near_cut=-1", "data.soften_near_cut"),
                      ("train.layer_decay=1.5", "train.layer_decay"), ("train.min_lr=1.0", "train.min_lr"),
                      ("train.warmup_lr=-0.1", "train.warmup_lr")]:
-        with pytest.raises(ConfigError, match=f"'{key}'"):
-            make_config(tmp_path, tmp_path / "data", bad)  # the keys are checked before any data is read
+        with pytest.raises(ConfigError, match=f"'{key}'"):  # at load, or (train.head's registry) at the preflight
+            check_config(make_config(tmp_path, tmp_path / "data", bad), "demo.yaml")  # before any data is read
 
 
 # -- optimisers and schedules from timm
