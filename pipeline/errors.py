@@ -1,7 +1,23 @@
-"""Errors a user can fix, each naming the file it concerns and the fix."""
+"""Errors a user can fix, each naming the file or key it concerns and the fix.
+
+Every such error is a MaskfoldError, which the `maskfold` command prints as one line. Anything else is a bug: the
+command prints one line and how to see its traceback (`--debug`). The builtin base beside MaskfoldError
+(ValueError, FileNotFoundError, RuntimeError) keeps the kind callers and tests already know."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+class MaskfoldError(Exception):
+    """An error the user can fix; its message names what is wrong and the fix."""
+
+
+class BadInput(MaskfoldError, ValueError):
+    """A value the user gave (a command option, a file's content) that cannot be used."""
+
+
+class MissingInput(MaskfoldError, FileNotFoundError):
+    """A file or folder that the user names, or that an earlier command writes, is not there."""
 
 
 @dataclass
@@ -13,7 +29,7 @@ class Problem:
         return f"{self.file}: {self.message}"
 
 
-class DataError(RuntimeError):
+class DataError(MaskfoldError, RuntimeError):
     """Raised by training when the data fails the checks that `maskfold check-data` prints."""
 
     def __init__(self, problems: list[Problem], hint: str = "run `maskfold check-data` for the full report"):

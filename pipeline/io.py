@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import MaskfoldError
 from pipeline.storage import full_disk_named
 
 HOST = socket.gethostname()
@@ -148,7 +149,7 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 # ---------------------------------------------------------------- locks
 
 
-class Busy(RuntimeError):
+class Busy(MaskfoldError, RuntimeError):
     """The lock is held by another live process."""
 
     def __init__(self, path: Path, owner: str):

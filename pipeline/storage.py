@@ -12,13 +12,15 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import MaskfoldError
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 # torch's zip writer reports a failed write in its own words, without the errno
 _TORCH_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "file write failed")
 _NEARLY_FULL = 64 * 2**20
 
 
-class NoSpace(OSError):
+class NoSpace(MaskfoldError, OSError):
     """A write failed because the disk (or quota) holding `folder` is full."""
 
     def __init__(self, folder, *_):
@@ -73,7 +75,7 @@ def _kind(path: Path) -> str:
     return "not a folder"
 
 
-class FolderProblem(ValueError):
+class FolderProblem(MaskfoldError, ValueError):
     """A configured folder that maskfold cannot use; the message names the key, the folder and the fix."""
 
 

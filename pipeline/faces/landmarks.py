@@ -11,10 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.errors import MaskfoldError
+
 _MODELS: dict = {}
 
 
-class FacesUnavailable(RuntimeError):
+class FacesUnavailable(MaskfoldError, RuntimeError):
     pass
 
 
