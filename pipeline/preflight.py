@@ -19,6 +19,7 @@ def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | Non
 
     if why := bad_chain(cfg.data.face_detector):
         raise ConfigError(f"{source}: 'data.face_detector' is {why}")
+    _check_faces(cfg, source)
     _check_backbone_names(cfg, source)
     from pipeline.data.transforms import build_transform
 
@@ -52,6 +53,14 @@ def _check_tracking(cfg: Config, source: str) -> None:
 
     if why := missing_extra(cfg.tracking.kind):
         raise ConfigError(f"{source}: 'tracking.kind' is {cfg.tracking.kind} but {why}")
+
+
+def _check_faces(cfg: Config, source: str) -> None:
+    """A face crop needs dlib: refused before any work, not at the first photo."""
+    from pipeline.faces.landmarks import missing_extra
+
+    if cfg.data.crop == "face" and (why := missing_extra()):
+        raise ConfigError(f"{source}: 'data.crop' is face but {why}, or set data.crop: none")
 
 
 def _check_backbone_names(cfg: Config, source: str) -> None:

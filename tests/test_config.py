@@ -156,3 +156,15 @@ def test_check_data_refuses_a_bad_external_stage_choice(tmp_path, key, value, ch
                                     "--set", f"{key}={value}"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.strip().splitlines() == [f"Error: {demo}: '{key}' is {value!r}; choose one of {choices}"]
+
+
+def test_a_face_crop_without_dlib_is_refused_by_the_preflight(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else real(name, *a))
+    cfg = load_config(SHIPPED[0], ["data.crop=face"])  # loading does not look for dlib
+    with pytest.raises(ConfigError, match=r"'data.crop' is face but the `faces` extra \(dlib\) is not installed: "
+                                          r"pip install 'maskfold\[faces\]', or set data.crop: none"):
+        check_config(cfg, "c.yaml")
+    check_config(load_config(SHIPPED[0], ["data.crop=none"]), "c.yaml")

@@ -47,6 +47,14 @@ def require() -> None:
     _models()
 
 
+def missing_extra() -> str | None:
+    """Why faces cannot be found here (the `faces` extra is not installed, with the pip line), or None; looked up
+    without loading dlib or its models."""
+    if any(importlib.util.find_spec(name) is None for name in ("dlib", "face_recognition_models")):
+        return "the `faces` extra (dlib) is not installed: pip install 'maskfold[faces]'"
+    return None
+
+
 def available() -> bool:
     try:
         require()
