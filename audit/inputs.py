@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.contract import MASKS, NUM_CLASSES, DataError, Problem, train_only
+from pipeline.errors import DataError, Problem
+from pipeline.labels import MASKS, NUM_CLASSES
 from pipeline.layout import blended_oof_npz, folds_csv, pair_oof_npz
+from pipeline.tables.folds import train_only
 from pipeline.train.state import unfinished_reason
 
 

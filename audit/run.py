@@ -13,9 +13,9 @@ from audit.inputs import AuditInput, read_input
 from audit.score import rank_suspects
 from audit.sheet import write_sheet
 from pipeline.config import Config
-from pipeline.contract import FIX_COLUMNS
 from pipeline.io import atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from pipeline.layout import audit_dir, audit_files
+from pipeline.tables.label_fixes import FIX_COLUMNS
 
 KINDS = {"gender": "a person's gender", "age": "a person's age band",
          "swap": "mask labels: two photos swapped, or one photo alone", "photo": "other single photos (cleanlab)"}

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from pipeline.contract import GENDERS, MASKS, PHOTOS, age_band_names, class_names, decode_label
+from pipeline.labels import GENDERS, MASKS, PHOTOS, age_band_names, class_names, decode_label
 
 EPS = 1e-3  # probabilities are clipped here, so that one photo moves a mean by at most log(999) = 6.9 nats
 # Log priors of the kinds of mask error: the published fixes are all incorrect/normal swaps; a worn mask swapped

@@ -11,8 +11,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline.contract import PHOTOS, class_names, image_file  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402
+from pipeline.labels import PHOTOS, class_names  # noqa: E402
+from pipeline.tables.fields import image_file  # noqa: E402
 
 THUMB = (96, 128)
 RED = "#d62728"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ensemble.report import markdown_table
-from pipeline.contract import age_band_names, decode_label
 from pipeline.data.ages import expected_age
+from pipeline.labels import age_band_names, decode_label
 
 
 def mae_rows(names: list[str], members: list, ages: np.ndarray) -> list[list]:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from pipeline.contract import NUM_CLASSES
+from pipeline.labels import NUM_CLASSES
 
 WEIGHT_GRID = np.linspace(0, 1, 11)
 OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)

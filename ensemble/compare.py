@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from ensemble.report import markdown_table
-from pipeline.contract import DataError, Problem
+from pipeline.errors import DataError, Problem
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
 from pipeline.layout import config_yaml, run_digest, run_json, submission_csv, weights_json
 from pipeline.model.metrics import backbone_oof, scores

@@ -15,7 +15,8 @@ import yaml
 
 from ensemble import blend
 from pipeline.config import Config, config_from_dict
-from pipeline.contract import NUM_CLASSES, DataError, Problem, read_eval, train_only
+from pipeline.errors import DataError, Problem
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import (
     config_yaml,
     folds_csv,
@@ -25,6 +26,8 @@ from pipeline.layout import (
     refit_file,
 )
 from pipeline.model.metrics import scores
+from pipeline.tables.eval import read_eval
+from pipeline.tables.folds import train_only
 from pipeline.train.plan import refit_status
 from pipeline.train.state import unfinished_reason
 

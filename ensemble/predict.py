@@ -16,18 +16,19 @@ from torch.utils.data import DataLoader
 from ensemble import blend
 from ensemble.age_cut import shift_bands
 from pipeline.config import config_from_dict
-from pipeline.contract import IMAGE_EXTS, MASKS, NUM_CLASSES, age_band_names, decode_label
 from pipeline.data.cache import decode
 from pipeline.data.datasets import CachedPhotos
 from pipeline.data.images import photo_shape, shape_notes
 from pipeline.data.transforms import build_transform
 from pipeline.faces.crop import crop_function, crop_key
+from pipeline.io import output_file
+from pipeline.labels import MASKS, NUM_CLASSES, age_band_names, decode_label
 from pipeline.layout import pair_file, refit_file, weights_json
 from pipeline.model import models
 from pipeline.model.inference import Inference, predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
-from pipeline.storage import output_file
+from pipeline.tables.fields import IMAGE_EXTS
 
 
 def find_photos(folder: Path) -> list[Path]:

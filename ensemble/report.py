@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline.contract import NUM_CLASSES, age_band_names, class_names
 from pipeline.io import atomic_path, atomic_write_text
+from pipeline.labels import NUM_CLASSES, age_band_names, class_names
 from pipeline.layout import ENSEMBLE_FILES
 
 CLASSES = range(NUM_CLASSES)
@@ -139,6 +139,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from pipeline.data.images import read_rgb
 
     wrong = np.flatnonzero(y != pred)
@@ -161,7 +162,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
 def near_cut_table(ages, y, pred, cuts) -> list[list]:
     """[age, photos, class accuracy, age-band accuracy] for the ages just around each cut, where labels are least
     certain and most errors are."""
-    from pipeline.contract import decode_label
+    from pipeline.labels import decode_label
 
     rows = []
     for cut in cuts:

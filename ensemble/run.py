@@ -20,7 +20,6 @@ from ensemble.age_report import age_lines
 from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
 from pipeline.config import Config
-from pipeline.contract import image_file, read_eval
 from pipeline.data.extra import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from pipeline.layout import (
@@ -34,6 +33,8 @@ from pipeline.layout import (
     weights_json,
 )
 from pipeline.model.metrics import scores
+from pipeline.tables.eval import read_eval
+from pipeline.tables.fields import image_file
 from pipeline.tracking import track_run
 from pipeline.train.state import refit_done
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from external_data.persons import DEFAULT_GEOMETRY, H, W
-from pipeline.contract import image_file
 from pipeline.data.images import read_rgb
+from pipeline.tables.fields import image_file
 
 
 def face_geometry(img: np.ndarray) -> np.ndarray | None:

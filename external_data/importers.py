@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.typed_yaml import where_relative
-from pipeline.contract import IMAGE_EXTS, parse_gender
+from pipeline.tables.fields import IMAGE_EXTS, parse_gender
 
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
 UTK_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\.jpg(\.chip\.jpg)?$", re.IGNORECASE)

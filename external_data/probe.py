@@ -20,11 +20,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.config import Config
-from pipeline.contract import MASKS, image_file, read_train
 from pipeline.data.cache import decode
 from pipeline.data.extra import MISSING, read_extra
 from pipeline.faces.crop import crop_function
+from pipeline.labels import MASKS
 from pipeline.layout import external_dir
+from pipeline.tables.fields import image_file
+from pipeline.tables.train import read_train
 
 GRID = 8
 SIZE = (96, 128)  # width, height the statistics are taken at

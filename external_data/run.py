@@ -20,12 +20,14 @@ from PIL import Image
 from external_data.geometry import competition_framing
 from external_data.importers import import_csv, import_fairface, import_utkface, select
 from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person
-from pipeline.config import Config, ConfigError
-from pipeline.contract import PHOTOS, DataError, image_file, read_eval, read_train
+from pipeline.config import Config
+from pipeline.config.rules import check_choices
 from pipeline.data.extra import ExtraRecord, write_record
 from pipeline.data.images import read_rgb
+from pipeline.errors import DataError
 from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
+from pipeline.labels import PHOTOS
 from pipeline.layout import (
     external_dir,
     external_probe_json,
@@ -37,6 +39,9 @@ from pipeline.layout import (
     stage_summary,
 )
 from pipeline.progress import bar
+from pipeline.tables.eval import read_eval
+from pipeline.tables.fields import image_file
+from pipeline.tables.train import read_train
 
 LANDMARKS_FILE = "landmarks.json"  # beside the user's face table, not in a run directory
 IMPORTERS = {"utkface": lambda e: import_utkface(e.path),
@@ -125,18 +130,18 @@ def _train_detector(images: Path, table: pd.DataFrame, run_dir, log) -> bool:
     return boxes.train_masked_detector(persons, model, log=log)
 
 
-def _require_settings(e) -> None:
-    if e.source not in IMPORTERS:  # the importers are this stage's, so this stage checks the name
-        raise ConfigError(f"'external.source' is {e.source!r}; choose one of {', '.join(IMPORTERS)}")
-    if e.framing not in FRAMINGS:
-        raise ConfigError(f"'external.framing' is {e.framing!r}; choose one of {', '.join(FRAMINGS)}")
-    if not e.path:
-        raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
+def config_choices(cfg: Config) -> dict[str, tuple]:
+    """The names this stage lets a config choose, {key: (value, allowed)}: the importers and framings are this
+    stage's, so the commands' preflight takes the lists from here (check-data refuses a typo before any work)."""
+    return {"external.source": (cfg.external.source, tuple(IMPORTERS)),
+            "external.framing": (cfg.external.framing, tuple(FRAMINGS))}
 
 
 def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 12) -> dict:
     e = cfg.external
-    _require_settings(e)
+    check_choices(config_choices(cfg))
+    if not e.path:
+        raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
     start = time.time()
     faces, malformed = IMPORTERS[e.source](e)
     for f, why in malformed:

@@ -11,10 +11,11 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.checks import require_clean
 from pipeline.config import Config
-from pipeline.contract import EXTERNAL_FOLD, NUM_CLASSES, fold_problems, train_only
 from pipeline.data.extra import extra_rows
 from pipeline.io import atomic_write_csv, remove_stale_temporaries
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import folds_csv
+from pipeline.tables.folds import EXTERNAL_FOLD, fold_problems, train_only
 
 
 def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:

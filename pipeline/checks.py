@@ -9,20 +9,14 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from pipeline.config import Config
-from pipeline.contract import (
-    NUM_CLASSES,
-    DataError,
-    Problem,
-    Report,
-    class_names,
-    fold_problems,
-    image_file,
-    read_eval,
-    read_train,
-    train_only,
-)
 from pipeline.data.images import inspect_image, photo_shape, shape_notes
-
+from pipeline.errors import DataError, Problem
+from pipeline.labels import NUM_CLASSES, class_names
+from pipeline.tables.eval import read_eval
+from pipeline.tables.fields import image_file
+from pipeline.tables.folds import fold_problems, train_only
+from pipeline.tables.report import Report
+from pipeline.tables.train import read_train
 
 SIZE_WARNINGS_SHOWN = 20
 

@@ -1,5 +1,5 @@
 """Atomic writes and locks: a reader (or a resumed run after a kill) never sees half a checkpoint or submission,
-and two processes never train the same pair.
+and two processes never train the same pair. An output the user names may also be a link, a device or a pipe.
 
 A temporary file's name carries its owner (host and pid), so a later process can tell the leftovers of a killed
 process from another live process's work in progress and remove only the former. Locks are flock()s, which the
@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import MaskfoldError
 from pipeline.storage import full_disk_named
 
 HOST = socket.gethostname()
@@ -147,7 +149,7 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 # ---------------------------------------------------------------- locks
 
 
-class Busy(RuntimeError):
+class Busy(MaskfoldError, RuntimeError):
     """The lock is held by another live process."""
 
     def __init__(self, path: Path, owner: str):
@@ -272,3 +274,23 @@ def run_log(path: str | Path, command_line: str):
         except OSError:  # the last lines met a full disk
             pass
 
+
+# ---------------------------------------------------------------- an output named by the user
+
+
+@contextmanager
+def output_file(path):
+    """Yield where to write an output the user named (`predict --out`).
+
+    A plain file (or a new one) is replaced atomically; a link is written through, its target replaced atomically
+    when that is a plain file, so the link stays a link; a device or pipe (/dev/stdout, `>(...)`, which is a link
+    to a pipe under /dev/fd) is written to directly: it cannot be replaced, and a temporary beside it cannot exist.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path))
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+        with full_disk_named(path):
+            yield path
+        return
+    with full_disk_named(target.parent), atomic_path(target) as tmp:
+        yield tmp

@@ -1,9 +1,83 @@
-"""Checks a command makes before its work starts that need more than the config: whether the device it names
-exists on this machine. Kept out of config loading, which imports no torch."""
+"""Checks a command makes before its work starts that need more than the config: names that only a registry,
+timm, albumentations or an installed extra can judge, and whether the device it names exists on this machine.
+Kept out of config loading, which imports none of them; every command that takes --config runs check_config first.
+"""
 from __future__ import annotations
 
-from pipeline.config.rules import DEVICE, DEVICES
+from pipeline.config import Config
+from pipeline.config.rules import DEVICE, DEVICES, check_choices
 from pipeline.config.typed_yaml import ConfigError
+
+
+def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | None = None) -> None:
+    """Every name the config chooses is one the code has. `stage_choices` ({key: (value, allowed)}) are a stage's
+    own names (the external stage's importers, say), handed in by the command, since the core never imports a
+    stage."""
+    check_choices(_registry_choices(cfg), source)
+    _check_tracking(cfg, source)
+    from pipeline.faces.boxes import bad_chain
+
+    if why := bad_chain(cfg.data.face_detector):
+        raise ConfigError(f"{source}: 'data.face_detector' is {why}")
+    _check_faces(cfg, source)
+    _check_backbone_names(cfg, source)
+    from pipeline.data.transforms import build_transform
+
+    for section in ("train", "val"):
+        build_transform(getattr(cfg.augment, section), cfg.data.cache_size, cfg.train.img_size,
+                        f"{source}: augment.{section}")
+    check_choices(stage_choices or {}, source)
+
+
+def _registry_choices(cfg: Config) -> dict[str, tuple]:
+    # The registries the builders use are the lists of allowed names.
+    from pipeline.data.mixing import MIX_KINDS
+    from pipeline.model.heads import HEADS
+    from pipeline.model.losses import LOSSES
+    from pipeline.model.optim import OPTIMIZERS, SCHEDULERS
+    from pipeline.tracking import TRACKERS
+
+    return {
+        "train.optimizer": (cfg.train.optimizer, tuple(OPTIMIZERS)),
+        "train.scheduler": (cfg.train.scheduler, SCHEDULERS),
+        "train.head": (cfg.train.head, tuple(HEADS)),
+        "train.mix.kind": (cfg.train.mix.kind, MIX_KINDS),
+        "tracking.kind": (cfg.tracking.kind, tuple(TRACKERS)),
+        **{f"train.loss.{i}.name": (term.name, tuple(LOSSES)) for i, term in enumerate(cfg.train.loss)},
+    }
+
+
+def _check_tracking(cfg: Config, source: str) -> None:
+    """A tracker whose extra is missing fails every command at once, with the pip line (before any epoch)."""
+    from pipeline.tracking import missing_extra
+
+    if why := missing_extra(cfg.tracking.kind):
+        raise ConfigError(f"{source}: 'tracking.kind' is {cfg.tracking.kind} but {why}")
+
+
+def _check_faces(cfg: Config, source: str) -> None:
+    """A face crop needs dlib: refused before any work, not at the first photo."""
+    from pipeline.faces.landmarks import missing_extra
+
+    if cfg.data.crop == "face" and (why := missing_extra()):
+        raise ConfigError(f"{source}: 'data.crop' is face but {why}, or set data.crop: none")
+
+
+def _check_backbone_names(cfg: Config, source: str) -> None:
+    """Every backbone is a timm model (a pretrained tag such as `.a1_in1k` allowed), with close names suggested."""
+    import difflib
+
+    import timm
+    from timm.models import is_model
+
+    for i, b in enumerate(cfg.backbones):
+        if ":" in b.name:  # `hf-hub:org/name` is resolved by timm when the model is made
+            continue
+        if is_model(b.name) and ("." not in b.name or timm.list_pretrained(b.name)):
+            continue  # a name with a pretrained tag (resnet18.a1_in1k) must name a tag timm has
+        close = difflib.get_close_matches(b.name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise ConfigError(f"{source}: 'backbones.{i}.name' {b.name!r} is not a timm model{hint}")
 
 
 def require_device(name: str, where: str) -> None:

@@ -1,4 +1,4 @@
-"""Where outputs go: folders that must be writable, full disks, and output paths that are not plain files.
+"""Where outputs go: folders that must be writable, and full disks named.
 
 Each failure becomes one line naming the folder (or file) and the fix, instead of an OSError from deep inside numpy,
 pandas or torch.
@@ -12,13 +12,15 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import MaskfoldError
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 # torch's zip writer reports a failed write in its own words, without the errno
 _TORCH_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "file write failed")
 _NEARLY_FULL = 64 * 2**20
 
 
-class NoSpace(OSError):
+class NoSpace(MaskfoldError, OSError):
     """A write failed because the disk (or quota) holding `folder` is full."""
 
     def __init__(self, folder, *_):
@@ -73,7 +75,7 @@ def _kind(path: Path) -> str:
     return "not a folder"
 
 
-class FolderProblem(ValueError):
+class FolderProblem(MaskfoldError, ValueError):
     """A configured folder that maskfold cannot use; the message names the key, the folder and the fix."""
 
 
@@ -98,26 +100,3 @@ def require_folder(path, key: str) -> Path:
             raise NoSpace(path) from None
         raise FolderProblem(f"{key} {path} cannot be written ({e.strerror}); {fix}, or make it writable") from None
     return path
-
-
-# ---------------------------------------------------------------- an output named by the user
-
-
-@contextmanager
-def output_file(path):
-    """Yield where to write an output the user named (`predict --out`).
-
-    A plain file (or a new one) is replaced atomically; a link is written through, its target replaced atomically
-    when that is a plain file, so the link stays a link; a device or pipe (/dev/stdout, `>(...)`, which is a link
-    to a pipe under /dev/fd) is written to directly: it cannot be replaced, and a temporary beside it cannot exist.
-    """
-    from pipeline.io import atomic_path
-
-    path = Path(path)
-    target = Path(os.path.realpath(path))
-    if path.exists() and not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
-        with full_disk_named(path):
-            yield path
-        return
-    with full_disk_named(target.parent), atomic_path(target) as tmp:
-        yield tmp

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.contract import DataError, Problem
 from pipeline.data.extra import MISSING, read_extra
+from pipeline.errors import DataError, Problem
 from pipeline.layout import blended_probs_npz, extra_train_csv, pseudo_dir, stage_summary
 
 PSEUDO_HINT = MISSING["pseudo"][1]

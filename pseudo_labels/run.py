@@ -26,23 +26,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, ConfigError
-from pipeline.contract import (
-    GENDERS,
-    IMAGE_EXTS,
-    MASKS,
-    NUM_CLASSES,
-    DataError,
-    Problem,
-    band_age,
-    class_names,
-    decode_label,
-    image_file,
-    mask_photo,
-    read_eval,
-)
 from pipeline.data.extra import ExtraRecord, format_probs, write_record
+from pipeline.errors import DataError, Problem
 from pipeline.io import pid_alive
+from pipeline.labels import GENDERS, MASKS, NUM_CLASSES, band_age, class_names, decode_label, mask_photo
 from pipeline.layout import blended_probs_npz, extra_images_dir, extra_train_csv, pseudo_dir, stage_summary
+from pipeline.tables.eval import read_eval
+from pipeline.tables.fields import IMAGE_EXTS, image_file
 from pseudo_labels.current import PSEUDO_HINT, source_digest
 
 TABLE_COLUMNS = ["id", "gender", "race", "age", "path", "label", "confidence", "soft_label"]

@@ -19,8 +19,8 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.contract import fold_problems
 from pipeline.layout import read_folds
+from pipeline.tables.folds import fold_problems
 
 COMMANDS = ("check-data", "folds")
 # What must not change when a mutation keeps the set's meaning. race is free text carried along; path keeps

@@ -6,7 +6,7 @@ import csv
 import io
 import os
 
-from pipeline.contract import parse_gender
+from pipeline.tables.fields import parse_gender
 from tests.fuzz_kit import Case, Work, mutation
 
 BOTH = frozenset({"check-data", "folds"})

@@ -11,10 +11,11 @@ from audit.run import fix_rows
 from audit.score import age_suspects, gender_suspects, mask_suspects, photo_suspects, rank_suspects
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.contract import MASKS, PHOTOS, age_band, encode_label, photo_mask, read_train
-from pipeline.label_fixes import load_label_fixes
 from pipeline.io import atomic_save_npz
+from pipeline.labels import MASKS, PHOTOS, age_band, encode_label, photo_mask
 from pipeline.layout import audit_files, blended_oof_npz, folds_csv
+from pipeline.tables.label_fixes import load_label_fixes
+from pipeline.tables.train import read_train
 from pipeline.tools.demo_data import make_demo_data
 from pipeline.tools.label_noise import INJECTED_ERRORS, across_cut
 from tests.conftest import ROOT, TINY, cli_args, make_config, tiny_config
@@ -117,7 +118,7 @@ def test_suspect_rows_load_as_label_fixes(tmp_path):
     path = tmp_path / "fixes.csv"
     rows.to_csv(path, index=False)
     loaded = load_label_fixes(path)
-    assert len(loaded) == len(rows) > 0 and loaded["note"].str.endswith(" 3").all()
+    assert len(loaded) == len(rows) > 0 and all(fix.note.endswith(" 3") for fix in loaded)
 
 
 def test_across_cut_mirrors_over_the_nearest_cut():

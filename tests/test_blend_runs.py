@@ -11,7 +11,7 @@ from ensemble import blend
 from ensemble.predict import predict_folder
 from ensemble.run import run_ensemble
 from pipeline.cli import main
-from pipeline.contract import DataError
+from pipeline.errors import DataError
 from pipeline.train.jobs import train_all
 from tests.conftest import cli_args, make_config, tiny_config
 

@@ -21,6 +21,7 @@ from folds.make import write_folds
 from pipeline.config import ConfigError, load_config
 from pipeline.data.images import read_rgb
 from pipeline.layout import pair_dir
+from pipeline.preflight import check_config
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.pair import train_pair
@@ -230,8 +231,9 @@ def test_12_looping_link_and_unreadable_folder_are_data_problems(data_dir, tmp_p
 @pytest.mark.parametrize("step", ["{name: suppress}", "{name: BboxParams}", "{name: Lambda, image: print}",
                                   "{name: __class__}"])
 def test_13_augment_names_only_albumentations_transforms(tmp_path, step):
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"augment.train=[{step}]"])
     with pytest.raises(ConfigError, match=r"augment\.train\.0: .* is not an albumentations transform"):
-        load_config(ROOT / "configs" / "demo.yaml", [f"augment.train=[{step}]"])
+        check_config(cfg, "demo.yaml")
 
 
 def test_14_numbers_are_read_as_a_user_writes_them(tmp_path):

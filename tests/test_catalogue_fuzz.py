@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.layout import read_folds
-
 from tests.conftest import ROOT
 from tests.test_catalogue import assert_message, invoke, person, photo
 

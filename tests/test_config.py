@@ -5,7 +5,8 @@ import torch
 import yaml
 
 from pipeline.config import ConfigError, load_config, save_config
-from pipeline.contract import NUM_CLASSES
+from pipeline.labels import NUM_CLASSES
+from pipeline.preflight import check_config
 
 # The shipped configs, found from this file (not the working directory): an empty glob would pass every test.
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -72,8 +73,9 @@ def test_set_errors(tmp_path):
 
 def test_bad_choice_and_missing_file(tmp_path):
     path = write(tmp_path / "c.yaml", {"train": {"optimizer": "adamax"}})
-    with pytest.raises(ConfigError, match="'train.optimizer' is 'adamax'"):
-        load_config(path)
+    cfg = load_config(path)  # loading checks types; the names a registry holds are the preflight's
+    with pytest.raises(ConfigError, match="c.yaml: 'train.optimizer' is 'adamax'"):
+        check_config(cfg, str(path))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "none.yaml")
 
@@ -90,6 +92,7 @@ def test_resolved_config_round_trips(tmp_path):
 def test_every_shipped_config_loads():
     for path in SHIPPED:
         cfg = load_config(path)
+        check_config(cfg, str(path))
         assert cfg.backbones and cfg.folds.n_splits >= 2
 
 
@@ -100,7 +103,8 @@ def test_every_shipped_config_builds_its_parts(path):
 
     from pipeline.data.transforms import build_transform
     from pipeline.model import models
-    from pipeline.model.heads import build_criterion, timm_body
+    from pipeline.model.criterion import build_criterion
+    from pipeline.model.heads import timm_body
     from pipeline.model.optim import build_optimizer, build_scheduler
 
     cfg = load_config(path)
@@ -127,3 +131,40 @@ def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
     with pytest.raises(ConfigError, match=r"twice.yaml: line 4: 'refit' is written twice in one section \(first on "
                                           r"line 2\); keep one"):
         load_config(tmp_path / "twice.yaml")
+
+
+def test_loading_a_config_imports_no_torch_timm_or_albumentations():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.config import load_config; load_config('configs/demo.yaml'); "
+            "print([m for m in ('torch', 'timm', 'albumentations') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("key, value, choices", [("external.source", "utk", "utkface, fairface, csv"),
+                                                 ("external.framing", "portait", "portrait, blur")])
+def test_check_data_refuses_a_bad_external_stage_choice(tmp_path, key, value, choices):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    res = CliRunner().invoke(main, ["check-data", "--config", str(demo), "--set", f"run_dir={tmp_path / 'run'}",
+                                    "--set", f"{key}={value}"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().splitlines() == [f"Error: {demo}: '{key}' is {value!r}; choose one of {choices}"]
+
+
+def test_a_face_crop_without_dlib_is_refused_by_the_preflight(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else real(name, *a))
+    cfg = load_config(SHIPPED[0], ["data.crop=face"])  # loading does not look for dlib
+    with pytest.raises(ConfigError, match=r"'data.crop' is face but the `faces` extra \(dlib\) is not installed: "
+                                          r"pip install 'maskfold\[faces\]', or set data.crop: none"):
+        check_config(cfg, "c.yaml")
+    check_config(load_config(SHIPPED[0], ["data.crop=none"]), "c.yaml")

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.checks import load_data
-from pipeline.contract import PHOTOS, age_band, decode_label, encode_label, training_rows
+from pipeline.data.targets import training_rows
+from pipeline.labels import PHOTOS, age_band, decode_label, encode_label
 from tests.conftest import make_config
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.contract import PHOTOS
 from pipeline.faces.masks import place_mask, procedural_mask
+from pipeline.labels import PHOTOS
 from pipeline.tools.demo_data import render_portrait, sample_person
 
 

@@ -12,7 +12,7 @@ from ensemble import blend
 from ensemble.run import run_ensemble
 from ensemble.submission import SubmissionError, validate_submission
 from pipeline.cli import main
-from pipeline.contract import DataError
+from pipeline.errors import DataError
 from pipeline.train.jobs import train_all
 from tests.conftest import tiny_config
 

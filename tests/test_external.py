@@ -185,7 +185,7 @@ def test_external_stage_ids_and_train_only_folds(demo_source, tmp_path):
     load_run_data(cfg, log=lambda m: None)  # consistent: accepted
     import dataclasses
 
-    from pipeline.contract import DataError
+    from pipeline.errors import DataError
 
     off = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, use_external=False))
     with pytest.raises(DataError, match="external photos differ"):

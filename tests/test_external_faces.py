@@ -106,8 +106,8 @@ def test_masked_face_detector_finds_98_percent_of_masked_utkface_faces(demo_sour
     """Trained on 60+ UTKFace pseudo-persons, judged on other people (ages 30-59) with masks put on the same way."""
     from external_data.probe import run_probe
     from external_data.run import run_external
-    from pipeline.contract import PHOTOS, photo_mask
     from pipeline.faces import boxes
+    from pipeline.labels import PHOTOS, photo_mask
 
     sets = ["external.source=utkface", f"external.path={UTK}", f"external.templates={MTF}", "external.landmarks=dlib",
             "external.balance_gender=true"]

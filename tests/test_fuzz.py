@@ -18,14 +18,15 @@ import shutil
 import pytest
 
 from pipeline.tools.demo_data import make_demo_data
+
 # importing them registers their mutations
 from tests import fuzz_config, fuzz_fixes, fuzz_photos, fuzz_tables  # noqa: F401
 from tests.conftest import ROOT, make_config
 from tests.fuzz_kit import (
     COMMANDS,
     MUTATIONS,
-    Case,
     SUMMARY_LINES,
+    Case,
     config_text,
     fuzz_cases,
     fuzz_seed,

@@ -12,12 +12,14 @@ from ensemble.predict import predict_folder
 from ensemble.report import techniques_lines, techniques_used
 from ensemble.run import run_ensemble
 from pipeline.config import BackboneConfig, ConfigError, DataConfig, LossTerm, TrainConfig
-from pipeline.contract import NUM_CLASSES, decode_label, training_targets
+from pipeline.data.targets import training_targets
+from pipeline.labels import NUM_CLASSES, decode_label
 from pipeline.layout import pair_dir
 from pipeline.model import models
 from pipeline.model.heads import ThreeHeadLoss, ThreeHeads, decode, marginals, split_target, timm_body
 from pipeline.model.losses import CrossEntropy, build_loss
 from pipeline.model.optim import build_optimizer, build_scheduler
+from pipeline.preflight import check_config
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
@@ -128,8 +130,8 @@ def test_technique_keys_are_checked(tmp_path):
                      ("data.soften_near_cut=30", "data.soften_near_cut"), ("data.soften_near_cut=-1", "data.soften_near_cut"),
                      ("train.layer_decay=1.5", "train.layer_decay"), ("train.min_lr=1.0", "train.min_lr"),
                      ("train.warmup_lr=-0.1", "train.warmup_lr")]:
-        with pytest.raises(ConfigError, match=f"'{key}'"):
-            make_config(tmp_path, tmp_path / "data", bad)  # the keys are checked before any data is read
+        with pytest.raises(ConfigError, match=f"'{key}'"):  # at load, or (train.head's registry) at the preflight
+            check_config(make_config(tmp_path, tmp_path / "data", bad), "demo.yaml")  # before any data is read
 
 
 # -- optimisers and schedules from timm

@@ -18,9 +18,17 @@ from ensemble.run import run_ensemble
 from folds.make import write_folds
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
-from pipeline.contract import NUM_CLASSES, DataError
 from pipeline.data.extra import with_soft_labels
-from pipeline.layout import blended_probs_npz, extra_record, folds_csv, pair_dir, pseudo_dir, refit_dir
+from pipeline.errors import DataError
+from pipeline.labels import NUM_CLASSES
+from pipeline.layout import (
+    blended_probs_npz,
+    extra_record,
+    folds_csv,
+    pair_dir,
+    pseudo_dir,
+    refit_dir,
+)
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data

@@ -138,13 +138,16 @@ def test_tracking_error_is_one_warning_and_training_goes_on(data_dir, tmp_path):
     assert (tmp_path / "run" / "submission.csv").is_file()
 
 
-def test_missing_extra_fails_at_load_with_the_pip_line(data_dir, tmp_path, monkeypatch):
+def test_missing_extra_fails_at_preflight_with_the_pip_line(data_dir, tmp_path, monkeypatch):
     import importlib.util
+
+    from pipeline.preflight import check_config
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    cfg = make_config(tmp_path, data_dir, "tracking.kind=wandb")
     with pytest.raises(ConfigError, match=r"pip install 'maskfold\[wandb\]'"):
-        make_config(tmp_path, data_dir, "tracking.kind=wandb")
+        check_config(cfg, "demo.yaml")
 
 
 def test_tracking_settings_stay_out_of_the_pair_hash(data_dir, tmp_path):

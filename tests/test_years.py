@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, TrainConfig
-from pipeline.contract import NUM_CLASSES, age_band
 from pipeline.data.ages import age_grid, band_probs, band_weights, gaussian_targets
+from pipeline.labels import NUM_CLASSES, age_band
 from pipeline.layout import pair_dir
 from pipeline.model.years import YearsHeads, YearsLoss
 from pipeline.train.job import fold_job

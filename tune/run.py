@@ -12,6 +12,7 @@ import time
 from pipeline.config import Config, ConfigError, load_config, save_config
 from pipeline.io import file_lock
 from pipeline.layout import config_yaml, trial_dir, trial_lock
+from pipeline.preflight import check_config
 from pipeline.train.job import fold_job
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import Trainer
@@ -76,6 +77,7 @@ def run_one_trial(cfg: Config, config_path, overrides, study, space, data: RunDa
         try:
             trial_cfg = load_config(config_path, [*overrides, *(setting(k, v) for k, v in values.items()),
                                                   f"run_dir={folder}"])
+            check_config(trial_cfg, str(config_path))  # a drawn choice may name what no registry has
             save_config(trial_cfg, config_yaml(folder))
             value = train_trial(cfg, trial_cfg, trial, data, lambda m: log(f"  {m}"))
         except optuna.TrialPruned as e:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
+from pipeline.preflight import check_config
 
 KINDS = ("log", "float", "int", "choice")
 FIXED = ("data_dir", "run_dir", "cache_dir", "data.", "folds.", "tune.", "tracking.", "external.", "pseudo.")
@@ -56,14 +57,14 @@ def _param(key: str, spec, source: str) -> Param:
 
 
 def read_space(cfg, config_path, overrides) -> list[Param]:
-    """The params of `tune.params`, each checked by loading the config with its lowest value (an unknown key or a
-    wrong type is the config's own error, naming the key)."""
+    """The params of `tune.params`, each checked by loading and preflighting the config with its lowest value (an
+    unknown key, a wrong type or a name no registry has is the config's own error, naming the key)."""
     source = str(config_path)
     if not cfg.tune.params:
         raise ConfigError(f"{source}: 'tune.params' is empty; name the keys to tune, e.g. "
                           f"tune: {{params: {{train.lr: [log, 1.0e-4, 3.0e-3]}}}}")
     space = [_param(str(k), v, source) for k, v in cfg.tune.params.items()]
-    load_config(config_path, [*overrides, *(setting(p.key, p.values[0]) for p in space)])
+    check_config(load_config(config_path, [*overrides, *(setting(p.key, p.values[0]) for p in space)]), source)
     for b in cfg.tune.backbones:
         cfg.backbone(b)  # names one the config has
     for k in cfg.tune.folds:

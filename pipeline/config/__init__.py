@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.config.rules import check_age_cuts, check_choices, check_ranges
 from pipeline.config.schema import (
     NOT_IN_PAIR_HASH,
     AugmentConfig,
@@ -27,8 +28,8 @@ from pipeline.config.schema import (
     TrainConfig,
     TuneConfig,
 )
-from pipeline.config.rules import check_age_cuts, check_ranges
 from pipeline.config.typed_yaml import ConfigError, apply_set, build, read_yaml
+from pipeline.labels import TASKS
 
 __all__ = ["AugmentConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig",
            "ExternalConfig", "FoldsConfig", "LossTerm", "MixConfig", "NOT_IN_PAIR_HASH", "PseudoConfig",
@@ -59,36 +60,18 @@ def _check_places(cfg: Config, source: str) -> None:
 
 
 def _validate(cfg: Config, source: str) -> None:
-    # The registries the builders use are the lists of allowed names (imported here: they load torch).
-    from pipeline.data.mixing import MIX_KINDS
-    from pipeline.model.heads import HEADS
-    from pipeline.model.losses import LOSSES
-    from pipeline.model.optim import OPTIMIZERS, SCHEDULERS
-    from pipeline.tracking import TRACKERS
-
+    """Types and cross-field rules only: the names that need a registry, timm, albumentations or an installed
+    extra are checked by the commands' preflight (pipeline.preflight), so loading a config imports none of them."""
     choices = {
-        "train.optimizer": (cfg.train.optimizer, tuple(OPTIMIZERS)),
-        "train.scheduler": (cfg.train.scheduler, SCHEDULERS),
         "train.amp": (cfg.train.amp, AMP_MODES),
-        "train.head": (cfg.train.head, tuple(HEADS)),
-        "train.mix.kind": (cfg.train.mix.kind, MIX_KINDS),
         "ensemble.method": (cfg.ensemble.method, ENSEMBLE_METHODS),
         "data.crop": (cfg.data.crop, CROPS),
         "external.landmarks": (cfg.external.landmarks, LANDMARK_SOURCES),
         "ensemble.test_from": (cfg.ensemble.test_from, TEST_FROM),
-        "tracking.kind": (cfg.tracking.kind, tuple(TRACKERS)),
         "tune.pruner": (cfg.tune.pruner, TUNE_PRUNERS),
         "tune.metric": (cfg.tune.metric, TUNE_METRICS),
-        **{f"train.loss.{i}.name": (term.name, tuple(LOSSES)) for i, term in enumerate(cfg.train.loss)},
     }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(allowed)}")
-    _check_tracking(cfg, source)
-    from pipeline.faces.boxes import bad_chain
-
-    if why := bad_chain(cfg.data.face_detector):
-        raise ConfigError(f"{source}: 'data.face_detector' is {why}")
+    check_choices(choices, source)
     if not cfg.backbones:
         raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
     names = cfg.backbone_names()
@@ -107,28 +90,13 @@ def _validate(cfg: Config, source: str) -> None:
     _check_age_head(cfg, source)
     if not 0 < cfg.pseudo.threshold <= 1:
         raise ConfigError(f"{source}: 'pseudo.threshold' is {cfg.pseudo.threshold}; a probability in (0, 1], e.g. 0.9")
-    _check_backbone_names(cfg, source)
-    from pipeline.data.transforms import build_transform  # albumentations loads only when a config is checked
-
-    for section in ("train", "val"):
-        build_transform(getattr(cfg.augment, section), cfg.data.cache_size, cfg.train.img_size, f"{source}: augment.{section}")
     for t in cfg.tta:
         if t not in ("orig", "hflip") and not (t.startswith("crop") and t[4:].isdigit() and 50 <= int(t[4:]) < 100):
             raise ConfigError(f"{source}: 'tta' entry {t!r}; use orig, hflip or cropNN (50-99)")
 
 
-def _check_tracking(cfg: Config, source: str) -> None:
-    """A tracker whose extra is missing fails every command at once, with the pip line (before any epoch)."""
-    from pipeline.tracking import missing_extra
-
-    if why := missing_extra(cfg.tracking.kind):  # found without importing it: loading a config stays cheap
-        raise ConfigError(f"{source}: 'tracking.kind' is {cfg.tracking.kind} but {why}")
-
-
 def _check_techniques(cfg: Config, source: str) -> None:
     """Numbers that would train something other than what they say: each error names the key and the fix."""
-    from pipeline.contract import TASKS
-
     t, d = cfg.train, cfg.data
     if len(t.head_weights) != len(TASKS) or min(t.head_weights) < 0 or sum(t.head_weights) <= 0:
         raise ConfigError(f"{source}: 'train.head_weights' is {t.head_weights}; give {len(TASKS)} non-negative loss "
@@ -185,23 +153,6 @@ LANDMARK_SOURCES = ("dlib", "file")
 TEST_FROM = ("folds", "refit", "both", "auto")
 TUNE_PRUNERS = ("median", "none")
 TUNE_METRICS = ("val_f1", "val_acc", "val_loss")  # metrics.csv columns; a loss is minimised, the others maximised
-
-
-def _check_backbone_names(cfg: Config, source: str) -> None:
-    """Every backbone is a timm model (a pretrained tag such as `.a1_in1k` allowed), with close names suggested."""
-    import difflib
-
-    import timm
-    from timm.models import is_model
-
-    for i, b in enumerate(cfg.backbones):
-        if ":" in b.name:  # `hf-hub:org/name` is resolved by timm when the model is made
-            continue
-        if is_model(b.name) and ("." not in b.name or timm.list_pretrained(b.name)):
-            continue  # a name with a pretrained tag (resnet18.a1_in1k) must name a tag timm has
-        close = difflib.get_close_matches(b.name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
-        raise ConfigError(f"{source}: 'backbones.{i}.name' {b.name!r} is not a timm model{hint}")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -8,6 +8,7 @@ import re
 
 from pipeline.config.schema import Config
 from pipeline.config.typed_yaml import ConfigError
+from pipeline.labels import MAX_AGE
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -41,9 +42,15 @@ def check_ranges(cfg: Config, source: str) -> None:
 
 
 def check_age_cuts(cfg: Config, source: str) -> None:
-    from pipeline.contract import MAX_AGE
-
     cuts = cfg.data.age_cuts
     if len(cuts) != 2 or not 0 < cuts[0] < cuts[1] < MAX_AGE:
         raise ConfigError(f"{source}: 'data.age_cuts' must be two increasing ages between 1 and {MAX_AGE - 1}, "
                           f"got {cuts}; e.g. [30, 60]")
+
+
+def check_choices(choices: dict[str, tuple], source: str | None = None) -> None:
+    """Each key's value must be one of its allowed names: {key: (value, allowed)}."""
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            where = f"{source}: " if source else ""
+            raise ConfigError(f"{where}'{key}' is {value!r}; choose one of {', '.join(allowed)}")

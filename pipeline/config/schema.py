@@ -24,8 +24,8 @@ class DataConfig:
     # folds only; validation keeps them so out-of-fold F1 stays honest.
     drop_near_cut: int = 0
     # Training folds only: a person this many years below a cut (ages cut-N..cut-1) gets a soft target that puts
-    # part of its mass on the band above, more the closer to the cut, always under half (pipeline.contract
-    # .training_targets). Validation keeps the hard labels.
+    # part of its mass on the band above, more the closer to the cut, always under half (pipeline.data
+    # .targets.training_targets). Validation keeps the hard labels.
     soften_near_cut: int = 0
     label_fixes: str | None = "configs/label_fixes.csv"
     cache_size: list[int] = field(default_factory=lambda: [192, 256])  # width, height of the decoded cache

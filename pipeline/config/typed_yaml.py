@@ -13,8 +13,10 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.errors import MaskfoldError
 
-class ConfigError(ValueError):
+
+class ConfigError(MaskfoldError, ValueError):
     pass
 
 

@@ -3,7 +3,7 @@ it is trained towards, and how a distribution over ages is summed into the age b
 
 An integer age a stands for the year [a, a + 1) of a life, so a cut c puts the share clip(a + 1 - c, 0, 1) of age
 a's mass in the band above: a whole-year cut sends a person aged exactly c to the upper band (as
-pipeline.contract.age_band does), and a fractional cut (57.5, tuned by the ensemble) splits one year between two
+pipeline.labels.age_band does), and a fractional cut (57.5, tuned by the ensemble) splits one year between two
 bands. Numpy only: the ensemble reads these without torch.
 """
 from __future__ import annotations

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from pipeline.contract import DataError, Problem
 from pipeline.data.images import DECODING, inspect_image, read_rgb
 from pipeline.data.lease import CacheLease, unused
+from pipeline.errors import DataError, Problem
 from pipeline.io import atomic_path, atomic_write_text, file_lock, remove_stale_temporaries
 from pipeline.progress import bar
 

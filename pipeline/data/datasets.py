@@ -12,7 +12,7 @@ class CachedPhotos(Dataset):
     """Photos from the cache file (a path: each loader worker maps it itself) or from an array in memory.
 
     Items are (photo, label), or (photo, label, target) when targets (one (18,) row per photo: the training targets
-    of pipeline.contract.training_targets) are given.
+    of pipeline.data.targets.training_targets) are given.
     """
 
     def __init__(self, cache, rows: np.ndarray, labels: np.ndarray | None = None, transform=None,

@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.schema import Config, DataConfig
-from pipeline.contract import CONTRACT_COLUMNS, NUM_CLASSES, DataError, Problem, read_train
+from pipeline.errors import DataError, Problem
 from pipeline.io import atomic_write_text
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import external_dir, extra_record, extra_train_csv, pseudo_dir
+from pipeline.tables.fields import CONTRACT_COLUMNS
+from pipeline.tables.train import read_train
 
 RECORD_VERSION = 1
 

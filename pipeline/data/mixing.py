@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.contract import NUM_CLASSES
+from pipeline.labels import NUM_CLASSES
 
 
 def _partners(labels: torch.Tensor, gen: np.random.Generator, elder_only: bool) -> torch.Tensor:

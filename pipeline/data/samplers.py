@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from pipeline.contract import NUM_CLASSES
+from pipeline.labels import NUM_CLASSES
 
 
 def sample_weights(labels: np.ndarray, power: float, num_classes: int = NUM_CLASSES) -> np.ndarray:

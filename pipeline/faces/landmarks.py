@@ -11,10 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.errors import MaskfoldError
+
 _MODELS: dict = {}
 
 
-class FacesUnavailable(RuntimeError):
+class FacesUnavailable(MaskfoldError, RuntimeError):
     pass
 
 
@@ -43,6 +45,14 @@ def _models():
 def require() -> None:
     """Load dlib's models now, raising FacesUnavailable (with the install hint) when the extra is missing."""
     _models()
+
+
+def missing_extra() -> str | None:
+    """Why faces cannot be found here (the `faces` extra is not installed, with the pip line), or None; looked up
+    without loading dlib or its models."""
+    if any(importlib.util.find_spec(name) is None for name in ("dlib", "face_recognition_models")):
+        return "the `faces` extra (dlib) is not installed: pip install 'maskfold[faces]'"
+    return None
 
 
 def available() -> bool:

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pipeline.errors import BadInput, MissingInput
+
 WEAR_MODES = ("worn", "under_nose", "chin")
 
 # dlib's 68-point indices used here
@@ -154,7 +156,7 @@ def load_maskthe_face(folder: str | Path) -> dict[str, MaskTemplate]:
     folder = Path(folder)
     cfg_path = folder / "masks" / "masks.cfg"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: MaskTheFace config not found; point external.templates at the folder holding masks/")
+        raise MissingInput(f"{cfg_path}: MaskTheFace config not found; point external.templates at the folder holding masks/")
     parser = configparser.ConfigParser()
     parser.read(cfg_path)
     out = {}
@@ -168,7 +170,7 @@ def load_maskthe_face(folder: str | Path) -> dict[str, MaskTemplate]:
             )
             rgba = np.asarray(Image.open(folder / sec["template"].strip()).convert("RGBA"))
         except (KeyError, ValueError, OSError) as e:
-            raise ValueError(f"{cfg_path} [{name}]: unreadable template entry ({e})") from None
+            raise BadInput(f"{cfg_path} [{name}]: unreadable template entry ({e})") from None
         out[name] = MaskTemplate(name, rgba.copy(), anchors)
     return out
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config.schema import TrainConfig
-from pipeline.contract import NUM_CLASSES, TASKS
+from pipeline.labels import NUM_CLASSES, TASKS
 from pipeline.model.losses import LOSSES, as_soft, build_loss, class_weights
 
 TASK_SIZES = [n for _, n in TASKS]
@@ -113,15 +113,6 @@ HEADS = {
     "joint": HeadKind(NUM_CLASSES, lambda net: net, _joint_loss),
     "multi": HeadKind(sum(TASK_SIZES), ThreeHeads, ThreeHeadLoss),
 }
-
-
-def build_criterion(t: TrainConfig, counts: np.ndarray) -> nn.Module:
-    """The training loss for train.head, from the training photos' per-class counts (for class weights)."""
-    if t.age_head == "years":
-        from pipeline.model.years import YearsLoss  # built on this module's three heads
-
-        return YearsLoss(t, counts)
-    return HEADS[t.head].loss(t, counts)
 
 
 def timm_body(model: nn.Module) -> nn.Module:

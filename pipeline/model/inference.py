@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.contract import NUM_CLASSES
+from pipeline.labels import NUM_CLASSES
 
 
 def to_model_input(batch: torch.Tensor, device, mean: torch.Tensor, std: torch.Tensor,

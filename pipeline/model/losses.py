@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config.schema import LossTerm
-from pipeline.contract import NUM_CLASSES
+from pipeline.labels import NUM_CLASSES
 
 
 def as_soft(target: torch.Tensor, num_classes: int) -> torch.Tensor:

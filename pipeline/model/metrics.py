@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import f1_score
 
-from pipeline.contract import NUM_CLASSES, decode_label
+from pipeline.labels import NUM_CLASSES, decode_label
 
 
 def macro_f1(y_true, y_pred, n: int = NUM_CLASSES) -> float:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config.schema import TrainConfig
-from pipeline.contract import NUM_CLASSES, TASKS
 from pipeline.data.ages import age_grid, band_weights, expected_age, gaussian_targets
+from pipeline.labels import NUM_CLASSES, TASKS
 from pipeline.model.heads import ThreeHeadLoss, ThreeHeads, marginals, split_target
 
 MASK_GENDER = [n for _, n in TASKS[:2]]

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from pipeline.config import Config
-from pipeline.contract import NUM_CLASSES, image_file
 from pipeline.data.images import read_rgb
 from pipeline.data.transforms import build_transform
+from pipeline.labels import NUM_CLASSES
 from pipeline.model.inference import to_model_input
+from pipeline.tables.fields import image_file
 from pipeline.tools.env import ALLOCATOR
 
 

@@ -16,8 +16,8 @@ import pandas as pd
 from joblib import Parallel, delayed
 from PIL import Image, ImageDraw
 
-from pipeline.contract import PHOTOS
 from pipeline.faces.masks import PROCEDURAL_KINDS, place_mask, procedural_mask
+from pipeline.labels import PHOTOS
 from pipeline.tools.label_noise import INJECTED_ERRORS, choose_errors, errors_table
 
 W, H = 384, 512

@@ -12,7 +12,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from pipeline.contract import FIX_COLUMNS, age_band
+from pipeline.errors import BadInput
+from pipeline.labels import age_band
+from pipeline.tables.label_fixes import FIX_COLUMNS
 
 KINDS = ("gender", "swap", "age")
 INJECTED_ERRORS = "injected_errors.csv"  # beside train.csv; the pipeline never reads it
@@ -44,7 +46,7 @@ def choose_errors(people: list[dict], n: int, seed: int) -> list[tuple[int, str]
     if n <= 0:
         return []
     if 3 * n > len(people):
-        raise ValueError(f"--label-noise {n} needs {3 * n} persons (three kinds of error) but there are "
+        raise BadInput(f"--label-noise {n} needs {3 * n} persons (three kinds of error) but there are "
                          f"{len(people)}; raise --persons or lower --label-noise")
     counts = Counter(_group(p) for p in people)
     chosen, done = [], Counter()
@@ -67,7 +69,7 @@ def choose_errors(people: list[dict], n: int, seed: int) -> list[tuple[int, str]
         chosen.append((int(i), kind))
     short = [k for k in KINDS if done[k] < n]
     if short:
-        raise ValueError(f"--label-noise {n}: only {done[short[0]]} {short[0]} errors fit without leaving a gender x "
+        raise BadInput(f"--label-noise {n}: only {done[short[0]]} {short[0]} errors fit without leaving a gender x "
                          f"age band with fewer than {MIN_GROUP} persons; raise --persons or lower --label-noise")
     return chosen
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.errors import BadInput
 from pipeline.layout import blended_probs_npz
 from pipeline.tools.env import ALLOCATOR
 from pipeline.tools.workload import build_workload, member_runs
@@ -99,7 +100,7 @@ def run_stage_bench(cfg: Config, workload: str | Path, sizes: dict, fractions=(1
     """The stages at each fraction of `sizes` (persons, eval_images; members and backbones_per_run stay)."""
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
-        raise ValueError(f"--stage: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+        raise BadInput(f"--stage: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     cfg = dataclasses.replace(cfg, ensemble=dataclasses.replace(cfg.ensemble, runs=[]))
     out = {"machine": f"{os.cpu_count()} cores", "load_at_start": [round(v, 2) for v in os.getloadavg()],
            "n_splits": cfg.folds.n_splits, "test_from": cfg.ensemble.test_from, "sizes": []}

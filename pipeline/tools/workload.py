@@ -26,10 +26,21 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, save_config
-from pipeline.contract import NUM_CLASSES, read_eval, train_only
 from pipeline.io import atomic_save_npz, atomic_write_text
-from pipeline.layout import config_yaml, eval_digest, folds_csv, job_file, pair_dir, pair_file, refit_dir, run_digest
+from pipeline.labels import NUM_CLASSES
+from pipeline.layout import (
+    config_yaml,
+    eval_digest,
+    folds_csv,
+    job_file,
+    pair_dir,
+    pair_file,
+    refit_dir,
+    run_digest,
+)
 from pipeline.records import PairDone, RefitDone
+from pipeline.tables.eval import read_eval
+from pipeline.tables.folds import train_only
 from pipeline.train.job import refit_identity
 
 BUILT = ".built.json"  # written last: the workload is whole and was built with these sizes

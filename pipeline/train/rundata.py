@@ -12,11 +12,13 @@ import pandas as pd
 
 from pipeline.checks import FOLDS_HINT, require_clean, require_folds_match
 from pipeline.config import Config
-from pipeline.contract import MASKS, DataError, Problem, image_file
 from pipeline.data.cache import build_cache
+from pipeline.errors import DataError, Problem
 from pipeline.faces.crop import crop_function, crop_key
+from pipeline.labels import MASKS
 from pipeline.layout import eval_digest, folds_csv, read_folds
 from pipeline.storage import require_folder
+from pipeline.tables.fields import image_file
 
 
 @dataclass

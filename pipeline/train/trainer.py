@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 
 from pipeline.config import Config, LossTerm
-from pipeline.contract import NUM_CLASSES, training_rows, training_targets
 from pipeline.data.extra import with_soft_labels
 from pipeline.data.mixing import mix_batch
+from pipeline.data.targets import training_rows, training_targets
 from pipeline.data.transforms import build_transform
 from pipeline.io import (
     atomic_save_npz,
@@ -30,9 +30,11 @@ from pipeline.io import (
     atomic_write_text,
     remove_stale_temporaries,
 )
+from pipeline.labels import NUM_CLASSES
 from pipeline.layout import best_pt, done_json, last_pt, metrics_csv, model_files, oof_npz, test_npz
 from pipeline.model import models
-from pipeline.model.heads import build_criterion, timm_body
+from pipeline.model.criterion import build_criterion
+from pipeline.model.heads import timm_body
 from pipeline.model.inference import (
     Inference,
     autocast_for,

@@ -1,0 +1,52 @@
+"""How a command ends on an error: the user's to fix is one line; anything else is a bug, one line and the hint to
+see its traceback, which --debug (or MASKFOLD_DEBUG=1) prints."""
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.commands.failures import DEBUG_HINT
+
+DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+
+
+def _broken(*a, **kw):
+    raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+
+def test_an_error_the_user_can_fix_is_one_line(tmp_path):
+    res = CliRunner().invoke(main, ["check-data", "--config", DEMO, "--set", f"run_dir={tmp_path}",
+                                    "--set", "train.epochs=0"])
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+    assert res.output.strip().splitlines() == [f"Error: {DEMO}: 'train.epochs' is 0; use at least 1"]
+
+
+@pytest.mark.parametrize("how", ["plain", "--debug", "MASKFOLD_DEBUG=1"])
+def test_an_internal_error_gives_the_hint_or_with_debug_the_traceback(tmp_path, monkeypatch, how):
+    import pipeline.checks
+
+    monkeypatch.setattr(pipeline.checks, "load_data", _broken)
+    monkeypatch.delenv("MASKFOLD_DEBUG", raising=False)
+    if how == "MASKFOLD_DEBUG=1":
+        monkeypatch.setenv("MASKFOLD_DEBUG", "1")
+    args = ["check-data", "--config", DEMO, "--set", f"run_dir={tmp_path}"]
+    res = CliRunner().invoke(main, ["--debug", *args] if how == "--debug" else args)
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    last = "Error: ValueError: operands could not be broadcast together with shapes (3,) (4,)"
+    if how == "plain":
+        assert res.output.strip().splitlines() == [last, DEBUG_HINT]
+    else:
+        assert "Traceback (most recent call last)" in res.output and "in _broken" in res.output
+        assert res.output.strip().splitlines()[-1] == last and DEBUG_HINT not in res.output
+    assert (tmp_path / "log.txt").read_text().splitlines()[-1].endswith(f"failed: {last.removeprefix('Error: ')}")
+
+
+def test_a_command_without_a_config_reports_a_bug_the_same_way(tmp_path, monkeypatch):
+    import pipeline.data.cache
+
+    monkeypatch.setattr(pipeline.data.cache, "list_caches", _broken)
+    monkeypatch.delenv("MASKFOLD_DEBUG", raising=False)
+    res = CliRunner().invoke(main, ["cache", "--dir", str(tmp_path)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert res.output.strip().splitlines()[-1] == DEBUG_HINT and "Traceback" not in res.output
