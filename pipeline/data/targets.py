@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.config import Config
 from pipeline.config.schema import DataConfig
+from pipeline.errors import BadInput
 from pipeline.labels import NUM_CLASSES
 
 
@@ -17,6 +19,18 @@ def training_rows(df: pd.DataFrame, data_cfg: DataConfig) -> np.ndarray:
         for cut in data_cfg.age_cuts:
             keep &= ~((age >= cut - data_cfg.drop_near_cut) & (age < cut))
     return keep | _invented_ages(df)
+
+
+def job_rows(folds: pd.DataFrame, fold: int | None, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of a job. A fold is validated and train-only rows (fold -1) are always
+    trained on; a refit (fold None) trains on every photo a training fold may use (data.drop_near_cut still
+    applies) and validates nothing."""
+    if fold is None:
+        return np.flatnonzero(training_rows(folds, cfg.data)), np.array([], dtype=np.int64)
+    in_val = (folds["fold"] == fold).to_numpy()
+    if not in_val.any():
+        raise BadInput(f"fold {fold} is empty; folds.n_splits is {cfg.folds.n_splits}")
+    return np.flatnonzero(~in_val & training_rows(folds, cfg.data)), np.flatnonzero(in_val)
 
 
 def _invented_ages(df: pd.DataFrame) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from pipeline.config import Config, LossTerm
 from pipeline.data.extra import with_soft_labels
 from pipeline.data.mixing import mix_batch
-from pipeline.data.targets import training_rows, training_targets
+from pipeline.data.targets import job_rows, training_targets
 from pipeline.data.transforms import build_transform
 from pipeline.io import (
     atomic_save_npz,
@@ -59,17 +59,6 @@ from pipeline.train.rundata import RunData
 from pipeline.train.state import FINISHED, MISSING, STALE, TRAINED, JobState, job_state
 
 
-def split(cfg: Config, job: Job, folds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, validation rows). A fold is validated and train-only rows (fold -1) are always trained on; a
-    refit trains on every photo a training fold may use (data.drop_near_cut still applies) and validates nothing."""
-    if job.fold is None:
-        return np.flatnonzero(training_rows(folds, cfg.data)), np.array([], dtype=np.int64)
-    in_val = (folds["fold"] == job.fold).to_numpy()
-    if not in_val.any():
-        raise ValueError(f"fold {job.fold} is empty; folds.n_splits is {cfg.folds.n_splits}")
-    return np.flatnonzero(~in_val & training_rows(folds, cfg.data)), np.flatnonzero(in_val)
-
-
 class Trainer:
     """One job of any kind: what differs between a fold and a refit is in the job (its epochs, seed, identity,
     folder) and in whether it validates (job.fold)."""
@@ -90,7 +79,7 @@ class Trainer:
         seed_everything(cfg.seed * 1000 + job.seed)
 
         folds = data.folds
-        self.train_rows, self.val_rows = split(cfg, job, folds)
+        self.train_rows, self.val_rows = job_rows(folds, job.fold, cfg)
         labels = folds["label"].to_numpy()
         self.train_labels, self.val_labels = labels[self.train_rows], labels[self.val_rows]
         # one-hot, soft near the age cuts (data.soften_near_cut), pseudo-labelled photos' probabilities where soft
@@ -356,7 +345,7 @@ class Trainer:
             self._write_test(model)
             self.log(f"{self.name}: {self.epoch} epochs on {len(self.train_rows)} photos; test predictions "
                      f"{'written' if self.data.eval_cache is not None else 'not needed (no eval set)'}")
-            return self._write_done(RefitDone, epochs=self.job.epochs, photos=int(len(self.train_rows)))
+            return self._write_done(RefitDone, epochs=self.job.epochs, photos=len(self.train_rows))
         oof = predict_logits(model, self.val_loader(), self._inference(), progress=self._bars("OOF"))
         ids = self.data.folds["image_id"].to_numpy()
         atomic_save_npz(oof_npz(self.dir), image_id=ids[self.val_rows].astype(str), labels=self.val_labels,
