@@ -39,25 +39,33 @@ DIGEST_COLUMNS = ["image_id", "person_id", "gender", "age", "mask", "label", "so
 REFIT = "full"  # the folder of a backbone's full-data model, beside its fold<k> folders
 
 
-def _under_run(name: str):
-    def path(run_dir) -> Path:
-        return Path(run_dir) / name
+def _in_folder(name: str):
+    """A path function: `name` under the folder it is given (a run directory, a job's or a stage's folder)."""
+    def path(folder) -> Path:
+        return Path(folder) / name
     return path
 
 
-folds_csv = _under_run("folds.csv")
-config_yaml = _under_run("config.yaml")
-external_dir = _under_run("external")
-pseudo_dir = _under_run("pseudo")
-ensemble_dir = _under_run("ensemble")
-submission_csv = _under_run("submission.csv")
-log_txt = _under_run("log.txt")
-job_lines = _under_run(".job-lines.txt")  # parallel jobs' lines on their way to the terminal and log.txt
-run_json = _under_run("run.json")
-audit_dir = _under_run("audit")
-tracking_json = _under_run("tracking.json")
-tracking_lock = _under_run(".tracking.lock")
-tune_dir = _under_run("tune")
+def _within(folder_of, name: str):
+    """A path function: `name` inside the folder that `folder_of(run_dir)` names (a stage's folder)."""
+    def path(run_dir) -> Path:
+        return folder_of(run_dir) / name
+    return path
+
+
+folds_csv = _in_folder("folds.csv")
+config_yaml = _in_folder("config.yaml")
+external_dir = _in_folder("external")
+pseudo_dir = _in_folder("pseudo")
+ensemble_dir = _in_folder("ensemble")
+submission_csv = _in_folder("submission.csv")
+log_txt = _in_folder("log.txt")
+job_lines = _in_folder(".job-lines.txt")  # parallel jobs' lines on their way to the terminal and log.txt
+run_json = _in_folder("run.json")
+audit_dir = _in_folder("audit")
+tracking_json = _in_folder("tracking.json")
+tracking_lock = _in_folder(".tracking.lock")
+tune_dir = _in_folder("tune")
 
 
 def audit_files(run_dir) -> dict[str, Path]:
@@ -79,7 +87,7 @@ def trial_dir(run_dir, number: int) -> Path:
 def trial_lock(run_dir, number: int) -> Path:
     """Held while a process trains the trial: free with the file still there means its process died."""
     return trial_dir(run_dir, number) / ".lock"
-switch_journal = _under_run(".switch.json")  # an output set's renames while it is switched in (pipeline.switch)
+switch_journal = _in_folder(".switch.json")  # an output set's renames while it is switched in (pipeline.switch)
 
 
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:
@@ -91,39 +99,19 @@ def pair_oof_npz(run_dir, backbone: str, fold: int) -> Path:
     return oof_npz(pair_dir(run_dir, backbone, fold))
 
 
-# The files of one job's folder (a pair's fold<k>/ or a refit's full/).
-
-def best_pt(folder) -> Path:
-    """The model: the best epoch's weights (a refit's last epoch's), with what rebuilds it (pipeline.records.BestMeta)."""
-    return Path(folder) / "best.pt"
-
-
-def last_pt(folder) -> Path:
-    """Everything a rerun needs to continue after a kill (pipeline.records.LastMeta)."""
-    return Path(folder) / "last.pt"
-
-
-def metrics_csv(folder) -> Path:
-    return Path(folder) / "metrics.csv"
-
-
-def oof_npz(folder) -> Path:
-    return Path(folder) / "oof.npz"
-
-
-def test_npz(folder) -> Path:
-    """The eval photos' logits, in eval/info.csv order."""
-    return Path(folder) / "test.npz"
-
-
-def done_json(folder) -> Path:
-    """Written last: the record that makes the job finished (pipeline.records.PairDone, RefitDone)."""
-    return Path(folder) / "done.json"
-
-
-def attempts_jsonl(folder) -> Path:
-    """Ray backend: a line per attempt at the job and one when it ends (node, process, times)."""
-    return Path(folder) / "attempts.jsonl"
+# The files of one job's folder (a pair's fold<k>/ or a refit's full/). best.pt: the model, the best epoch's weights
+# (a refit's last epoch's) with what rebuilds it (records.BestMeta); last.pt: everything a rerun needs to continue
+# after a kill (records.LastMeta); test.npz: the eval photos' logits in eval/info.csv order; done.json: written
+# last, the record that makes the job finished (records.PairDone, RefitDone); attempts.jsonl: the Ray backend's
+# line per attempt at the job and one when it ends.
+best_pt = _in_folder("best.pt")
+last_pt = _in_folder("last.pt")
+metrics_csv = _in_folder("metrics.csv")
+oof_npz = _in_folder("oof.npz")
+test_npz = _in_folder("test.npz")
+done_json = _in_folder("done.json")
+attempts_jsonl = _in_folder("attempts.jsonl")
+job_lock = _in_folder(".lock")  # held while a process trains the job of this folder
 
 
 def storage_probe(run_dir, token: str) -> Path:
@@ -145,27 +133,15 @@ def tensorboard_dir(run_dir, backbone: str, fold: int | str) -> Path:
     return Path(run_dir) / "tensorboard" / backbone / (REFIT if fold == REFIT else f"fold{fold}")
 
 
-def weights_json(run_dir) -> Path:
-    return ensemble_dir(run_dir) / "weights.json"
-
-
-def blended_probs_npz(run_dir) -> Path:
-    """The ensemble's blended eval-set probabilities (image_id, probs, pred, age_cuts): what `maskfold pseudo` reads."""
-    return ensemble_dir(run_dir) / "test_probs.npz"
-
-
-def blended_oof_npz(run_dir) -> Path:
-    """The chosen blend's out-of-fold probabilities (image_id, probs, labels, pred): what `maskfold audit` reads."""
-    return ensemble_dir(run_dir) / "oof.npz"
+weights_json = _within(ensemble_dir, "weights.json")
+# the ensemble's blended eval-set probabilities (image_id, probs, pred, age_cuts): what `maskfold pseudo` reads
+blended_probs_npz = _within(ensemble_dir, "test_probs.npz")
+# the chosen blend's OOF probabilities (image_id, probs, labels, pred): what `maskfold audit` reads
+blended_oof_npz = _within(ensemble_dir, "oof.npz")
 
 
 def refit_dir(run_dir, backbone: str) -> Path:
     return Path(run_dir) / "models" / backbone / REFIT
-
-
-def job_lock(folder) -> Path:
-    """Held while a process trains the job of this folder (a pair's or a refit's)."""
-    return Path(folder) / ".lock"
 
 
 def pair_lock(run_dir, backbone: str, fold: int) -> Path:
@@ -227,41 +203,21 @@ def eval_digest(data_dir) -> str | None:
     """Identity of the eval set (eval/info.csv's ImageIDs in order), or None for a train-only data set."""
     return _digest(Path(data_dir) / "eval" / "info.csv", "eval")
 # ---------------------------------------------------------------- stage outputs
-# Every file a stage writes under the run directory, so no stage spells a run-directory name of its own.
+# Every file a stage writes under the run directory, so no stage spells a run-directory name of its own. A stage's
+# extra training photos are in the competition layout (train/train.csv, train/images/<person>/), with extra.json
+# saying how to read them (pipeline.data.extra), written once they are whole; summary.json: what the stage (external,
+# pseudo) did and under which settings.
+extra_train_csv = _in_folder("train/train.csv")
+extra_images_dir = _in_folder("train/images")
+extra_record = _in_folder("extra.json")
+stage_summary = _in_folder("summary.json")
 
 
-def extra_train_csv(stage_dir) -> Path:
-    """The table of a stage's extra training photos, in the competition layout (pipeline.data.extra)."""
-    return Path(stage_dir) / "train" / "train.csv"
-
-
-def extra_images_dir(stage_dir) -> Path:
-    """The person folders of a stage's extra training photos (train/images/<person>/)."""
-    return Path(stage_dir) / "train" / "images"
-
-
-def extra_record(stage_dir) -> Path:
-    """How to read a stage's extra training photos (pipeline.data.extra.ExtraRecord), written once they are whole."""
-    return Path(stage_dir) / "extra.json"
-
-
-def stage_summary(stage_dir) -> Path:
-    """What a stage (external, pseudo) did and under which settings, as it wrote it."""
-    return Path(stage_dir) / "summary.json"
-
-
-def masked_detector(run_dir) -> Path:
-    """The `masked` face detector (data.face_detector) that `maskfold external` trains on its pseudo-persons."""
-    return external_dir(run_dir) / "face_detector.svm"
-
-
-def external_sheet_png(run_dir) -> Path:
-    return external_dir(run_dir) / "contact_sheet.png"
-
-
-def external_probe_json(run_dir) -> Path:
-    """The domain probe's figures (`maskfold external --probe`)."""
-    return external_dir(run_dir) / "probe.json"
+# the `masked` face detector (data.face_detector) `maskfold external` trains on its pseudo-persons
+masked_detector = _within(external_dir, "face_detector.svm")
+external_sheet_png = _within(external_dir, "contact_sheet.png")
+# the domain probe's figures (`maskfold external --probe`)
+external_probe_json = _within(external_dir, "probe.json")
 
 
 def ensemble_file(run_dir, name: str) -> Path:

@@ -22,7 +22,7 @@ def test_train_all_into_a_file_has_no_bar_frames_and_a_line_per_epoch(data_dir, 
     for k in (0, 1):
         for e in (1, 2):
             assert text.count(f"test_resnet fold {k} epoch {e}/2:") == 1, text
-    assert "pair 2 of 2" in text and "val F1 (best epoch, no TTA)" in text and "with TTA orig+hflip" in text
+    assert "job 2 of 2" in text and "val F1 (best epoch, no TTA)" in text and "with TTA orig+hflip" in text
     epoch_line = next(line for line in text.splitlines() if "fold 0 epoch 1/2:" in line)
     assert all(w in epoch_line for w in ("train loss", "val loss", "val F1", "lr ", "new best"))
 
