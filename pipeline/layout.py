@@ -1,4 +1,4 @@
-"""Where everything lives under a run directory, and whether a (backbone, fold) pair is finished.
+"""Where everything lives under a run directory: the one module that names its folders and files.
 
     <run_dir>/config.yaml            the resolved config of the last command
     <run_dir>/folds.csv              folds stage
