@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pandas as pd
 
-MODEL_FILES = ("best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json")  # what one job writes
 # What identifies a photo set, its labels and its folds; paths are left out (external photos' are absolute).
 # soft_label exists only where pseudo-labelled photos are trained on their blended probabilities.
 DIGEST_COLUMNS = ["image_id", "person_id", "gender", "age", "mask", "label", "source", "fold", "soft_label"]
@@ -104,14 +103,9 @@ def pair_oof_npz(run_dir, backbone: str, fold: int) -> Path:
 # after a kill (records.LastMeta); test.npz: the eval photos' logits in eval/info.csv order; done.json: written
 # last, the record that makes the job finished (records.PairDone, RefitDone); attempts.jsonl: the Ray backend's
 # line per attempt at the job and one when it ends.
-best_pt = _in_folder("best.pt")
-last_pt = _in_folder("last.pt")
-metrics_csv = _in_folder("metrics.csv")
-oof_npz = _in_folder("oof.npz")
-test_npz = _in_folder("test.npz")
-done_json = _in_folder("done.json")
-attempts_jsonl = _in_folder("attempts.jsonl")
-job_lock = _in_folder(".lock")  # held while a process trains the job of this folder
+# .lock: held while a process trains the job of this folder.
+best_pt, last_pt, metrics_csv, oof_npz, test_npz, done_json, attempts_jsonl, job_lock = map(_in_folder, (
+    "best.pt", "last.pt", "metrics.csv", "oof.npz", "test.npz", "done.json", "attempts.jsonl", ".lock"))
 
 
 def storage_probe(run_dir, token: str) -> Path:
@@ -121,7 +115,7 @@ def storage_probe(run_dir, token: str) -> Path:
 
 def model_files(folder) -> list[Path]:
     """Every file a job writes: what starting it over removes."""
-    return [Path(folder) / name for name in MODEL_FILES]
+    return [path(folder) for path in (best_pt, last_pt, metrics_csv, oof_npz, test_npz, done_json)]
 
 
 def gpu_lock(run_dir, index: int) -> Path:
