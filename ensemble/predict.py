@@ -20,6 +20,7 @@ from pipeline.data.cache import decode
 from pipeline.data.datasets import CachedPhotos
 from pipeline.data.images import photo_shape, shape_notes
 from pipeline.data.transforms import build_transform
+from pipeline.errors import BadInput, MissingInput
 from pipeline.faces.crop import crop_function, crop_key
 from pipeline.io import output_file
 from pipeline.labels import MASKS, NUM_CLASSES, age_band_names, decode_label
@@ -57,7 +58,7 @@ def member_checkpoints(run: Path, member: dict, test_from: str) -> tuple[list[Pa
     refit = None if test_from == "folds" else refit_file(where, member["backbone"], "best")
     missing = [p for p in folds + ([refit] if refit else []) if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{missing[0]} not found (the ensemble predicted the eval set with the "
+        raise MissingInput(f"{missing[0]} not found (the ensemble predicted the eval set with the "
                                 f"{test_from} models); rerun `maskfold train-all{' --refit' if refit else ''}` "
                                 f"for that run")
     return folds, refit
@@ -77,7 +78,7 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
     arr, ok, bad = decoded[key]
     if not ok:  # a header-only CSV and exit 0 would pass for a prediction
         shown = "; ".join(f"{f} ({why})" for f, why in bad[:3]) + ("; ..." if len(bad) > 3 else "")
-        raise ValueError(f"none of the {len(files)} photos could be read, nothing written: {shown}; check the folder "
+        raise BadInput(f"none of the {len(files)} photos could be read, nothing written: {shown}; check the folder "
                          f"given with --images")
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
@@ -96,11 +97,11 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     run = Path(run_dir)
     fitted_path = weights_json(run)
     if not fitted_path.is_file():
-        raise FileNotFoundError(f"{fitted_path} not found; run `maskfold ensemble` for this run first")
+        raise MissingInput(f"{fitted_path} not found; run `maskfold ensemble` for this run first")
     fitted = json.loads(fitted_path.read_text())
     files = find_photos(Path(images))
     if not files:
-        raise FileNotFoundError(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)")
+        raise MissingInput(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)")
     dev = resolve_device(device or "auto")
     # A blend of several runs names each member's run; a single run's ensemble, its own backbones.
     members = fitted.get("members") or [{"run": ".", "backbone": b, "tta": fitted["tta"],

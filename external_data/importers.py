@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.typed_yaml import where_relative
+from pipeline.errors import BadInput, MissingInput
 from pipeline.tables.fields import IMAGE_EXTS, parse_gender
 
 UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
@@ -23,7 +24,7 @@ def import_utkface(folder: str | Path) -> tuple[pd.DataFrame, list[tuple[str, st
     """UTKFace names: {age}_{gender}_{race}_{datetime}.jpg[.chip.jpg]; gender 0 male / 1 female; race 0-4."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: UTKFace folder not found{where_relative(folder)}; set external.path")
+        raise MissingInput(f"{folder}: UTKFace folder not found{where_relative(folder)}; set external.path")
     rows, bad = [], []
     for f in sorted(folder.iterdir()):
         if f.name.startswith(".") or not f.is_file():
@@ -74,13 +75,13 @@ def import_csv(table: str | Path, images_dir: str | Path | None = None):
 def _import_table(table, images_dir, parse_age, age_hint):
     table = Path(table)
     if not table.is_file():
-        raise FileNotFoundError(f"{table}: table not found{where_relative(table)}; set external.path")
+        raise MissingInput(f"{table}: table not found{where_relative(table)}; set external.path")
     df = pd.read_csv(table, dtype=str, keep_default_na=False)
     file_col = "file" if "file" in df.columns else "path"
     need = [file_col, "age", "gender"]
     absent = [c for c in need if c not in df.columns]
     if absent:
-        raise ValueError(f"{table}: missing column(s) {', '.join(absent)}; need file (or path), age, gender[, race]")
+        raise BadInput(f"{table}: missing column(s) {', '.join(absent)}; need file (or path), age, gender[, race]")
     root = Path(images_dir) if images_dir else table.parent
     rows, bad = [], []
     for line, r in enumerate(df.to_dict("records"), start=2):

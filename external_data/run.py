@@ -24,7 +24,7 @@ from pipeline.config import Config
 from pipeline.config.rules import check_choices
 from pipeline.data.extra import ExtraRecord, write_record
 from pipeline.data.images import read_rgb
-from pipeline.errors import DataError
+from pipeline.errors import BadInput, DataError, MissingInput
 from pipeline.faces.masks import load_maskthe_face
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
 from pipeline.labels import PHOTOS
@@ -58,7 +58,7 @@ def landmark_source(name: str, table_path: str | None):
         return lambda f, img: faces.landmarks68(img)
     path = Path(table_path).parent / LANDMARKS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: external.landmarks is 'file' but there is no landmarks.json beside the table")
+        raise MissingInput(f"{path}: external.landmarks is 'file' but there is no landmarks.json beside the table")
     table = {str((path.parent / k).resolve()): np.asarray(v, np.float32) for k, v in json.loads(path.read_text()).items()}
     return lambda f, img: table.get(str(Path(f).resolve()))
 
@@ -141,7 +141,7 @@ def run_external(cfg: Config, n_jobs: int = 2, log=print, sheet_persons: int = 1
     e = cfg.external
     check_choices(config_choices(cfg))
     if not e.path:
-        raise ValueError("external.path is not set: point it at a UTKFace folder or a face table")
+        raise BadInput("external.path is not set: point it at a UTKFace folder or a face table")
     start = time.time()
     faces, malformed = IMPORTERS[e.source](e)
     for f, why in malformed:
@@ -203,7 +203,7 @@ def probe_external(cfg: Config, n_jobs: int = 2, log=print) -> dict | None:
 
     table = extra_train_csv(external_dir(cfg.run_dir))
     if not table.is_file():
-        raise FileNotFoundError(f"{table}: no external photos to probe; run `maskfold external` without --probe first")
+        raise MissingInput(f"{table}: no external photos to probe; run `maskfold external` without --probe first")
     result = run_probe(cfg, n_jobs=n_jobs, log=log)
     atomic_write_text(external_probe_json(cfg.run_dir), json.dumps(result, indent=1))
     return result

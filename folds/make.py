@@ -12,6 +12,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pipeline.checks import require_clean
 from pipeline.config import Config
 from pipeline.data.extra import extra_rows
+from pipeline.errors import BadInput
 from pipeline.io import atomic_write_csv, remove_stale_temporaries
 from pipeline.labels import NUM_CLASSES
 from pipeline.layout import folds_csv
@@ -25,7 +26,7 @@ def assign_folds(df: pd.DataFrame, n_splits: int, seed: int) -> pd.DataFrame:
     sub = df[real]
     persons = sub["person_id"].nunique()
     if persons < n_splits:
-        raise ValueError(f"{persons} persons cannot fill {n_splits} folds; lower folds.n_splits")
+        raise BadInput(f"{persons} persons cannot fill {n_splits} folds; lower folds.n_splits")
     strat = (sub["gender"] == "female").astype(int) * 3 + sub["age_band"]
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     idx = np.flatnonzero(real)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
+from pipeline.errors import MissingInput
 from pipeline.faces import landmarks as faces
 from pipeline.io import atomic_path, atomic_write_text, file_lock
 from pipeline.layout import masked_detector
@@ -121,7 +122,7 @@ def model_path(name: str, run_dir) -> str | None:
         return None
     path = masked_detector(run_dir)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: data.face_detector uses 'masked' but there is no trained masked-face "
+        raise MissingInput(f"{path}: data.face_detector uses 'masked' but there is no trained masked-face "
                                 "detector; run `maskfold external` with this config first (it trains one when the "
                                 "`faces` extra is installed and at least 10 pseudo-persons show a face), or set "
                                 "data.face_detector: hog+cnn")
