@@ -20,6 +20,10 @@ class MissingInput(MaskfoldError, FileNotFoundError):
     """A file or folder that the user names, or that an earlier command writes, is not there."""
 
 
+class MissingExtra(MaskfoldError, RuntimeError):
+    """A setting needs an optional extra that is not installed; the message holds the pip line."""
+
+
 @dataclass
 class Problem:
     file: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import BadInput
 from pipeline.layout import pair_dir, refit_dir
 
 FOLD, REFIT_JOB = "fold", "refit"
@@ -34,7 +35,7 @@ class Job:
 
 def fold_job(cfg, backbone: str, fold: int) -> Job:
     if fold < 0 or fold >= cfg.folds.n_splits:
-        raise ValueError(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
+        raise BadInput(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
     return Job(FOLD, backbone, fold, cfg.resolved(cfg.backbone(backbone))["epochs"], fold, cfg.pair_hash(backbone),
                pair_dir(cfg.run_dir, backbone, fold))
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.errors import MissingExtra
 from pipeline.layout import REFIT, attempts_jsonl, folds_csv, storage_probe
 from pipeline.train.job import Job, RunOptions
 from pipeline.train.rundata import RunData
@@ -121,7 +122,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise RuntimeError("the ray backend needs the `ray` extra: pip install 'maskfold[ray]'") from None
+        raise MissingExtra("the ray backend needs the `ray` extra: pip install 'maskfold[ray]'") from None
     return ray
 
 
