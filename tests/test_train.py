@@ -174,3 +174,7 @@ def test_train_all_with_two_jobs_starts_a_refit_beside_another_backbone_s_fold_p
     # the same plan again: every job finished, nothing trains
     again = train_all(cfg, jobs=2, log=lambda m: None)
     assert set(again["status"]) == {"skipped"} and len(again) == 6
+    # the workers were this run's own: joblib's pool (the photo cache's) still works in this process afterwards
+    from joblib import Parallel, delayed
+
+    assert Parallel(n_jobs=2)(delayed(abs)(i) for i in (-1, -2)) == [1, 2]

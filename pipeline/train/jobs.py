@@ -78,13 +78,17 @@ class LocalBackend:
 
     def __enter__(self):
         if self.jobs > 1:
-            from joblib.externals.loky import get_reusable_executor
+            from joblib.externals.loky import ProcessPoolExecutor
 
             self.stack.enter_context(relay(job_lines(self.cfg.run_dir), self.log))
-            self.pool = get_reusable_executor(max_workers=self.jobs)
+            # The run's own pool, not loky's process-wide reusable one: joblib's Parallel (the photo cache) reuses
+            # that one when the worker counts match and fails on it, as it lacks joblib's memmapping set-up.
+            self.pool = ProcessPoolExecutor(max_workers=self.jobs)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        if self.jobs > 1:  # after an interrupt or error, do not wait for jobs nobody will collect
+            self.pool.shutdown(wait=exc_type is None, kill_workers=exc_type is not None)
         self.stack.close()
 
     def room(self) -> bool:
