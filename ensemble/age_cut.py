@@ -135,7 +135,7 @@ def age_cut_blends(cfg, preds, log=print) -> AgeCutBlends | None:
     """The age-cut blends when ensemble.tune_age_cut is on and some member has a years age head; else None."""
     if not cfg.ensemble.tune_age_cut:
         return None
-    members = load_member_ages(preds, cfg.ensemble.test_from)
+    members = load_member_ages(preds, preds.test_from)
     if all(m is None for m in members):
         log("ensemble.tune_age_cut: no member has a years age head (train.age_head: years); the cuts stay as labelled")
         return None

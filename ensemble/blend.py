@@ -186,7 +186,7 @@ STACK_MAX_ITER = 500
 STACK_TOL = 1e-4  # on the largest gradient entry of the mean loss, as scikit-learn's lbfgs
 
 
-def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0, init: dict | None = None) -> dict:
+def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0) -> dict:
     """Multinomial logistic regression on the members' log-probabilities (L2 on the coefficients, strength 1/c, as
     scikit-learn's LogisticRegression(C=c)); returned as plain arrays so that it can be stored in weights.json and
     applied without pickles.
@@ -194,17 +194,13 @@ def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0, init: di
     Fitted on standardised features: log-probabilities span -16..0, which left lbfgs unconverged after 2,000
     iterations; standardised, it converges in tens. The scaling is then folded into the coefficients, so the
     stored stacker applies to the raw features. A fit that still stops short is one line in the ensemble's notes
-    (take_notes), not a library warning. init: a stacker to start from (nested fits start from the fit on every
-    photo, which is close to each of theirs)."""
+    (take_notes), not a library warning. Every fit starts from zeros: a nested fit that started from the fit on
+    every photo would start from what its held-out part taught, and its figure would no longer be honest."""
     x = stack_features(probs)
     mean, scale = x.mean(0), x.std(0)
     scale[scale < 1e-12] = 1.0  # a constant feature (a class a member never predicts) carries nothing
     classes = np.unique(y)
-    start = None
-    if init is not None:  # the raw-feature stacker in this fit's standardised coordinates
-        coef0 = np.asarray(init["coef"])[classes]
-        start = (coef0 * scale, np.asarray(init["intercept"])[classes] + coef0 @ mean)
-    coef_s, intercept_s, converged = _multinomial_lbfgs((x - mean) / scale, np.searchsorted(classes, y), c, start)
+    coef_s, intercept_s, converged = _multinomial_lbfgs((x - mean) / scale, np.searchsorted(classes, y), c)
     if not converged:
         _note(f"stacking: a logistic regression stopped at {STACK_MAX_ITER} iterations before converging (C = {c}); "
               f"a smaller ensemble.stacking_c regularises more and converges sooner")
@@ -215,9 +211,9 @@ def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0, init: di
     return {"coef": coef, "intercept": intercept}
 
 
-def _multinomial_lbfgs(x: np.ndarray, y: np.ndarray, c: float, start=None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(coef (K, D), intercept (K,), converged) minimising the mean cross-entropy + ||coef||^2 / (2 c N), y in 0..K-1;
-    start: (coef, intercept) to begin from, else zeros.
+def _multinomial_lbfgs(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(coef (K, D), intercept (K,), converged) minimising the mean cross-entropy + ||coef||^2 / (2 c N), y in 0..K-1,
+    from zeros.
 
     The objective of scikit-learn's LogisticRegression (its loss summed times c, plus half the squared norm, divided
     by c N), solved by scipy's L-BFGS-B on plain matrix products: scikit-learn's multinomial gradient cost several
@@ -242,10 +238,11 @@ def _multinomial_lbfgs(x: np.ndarray, y: np.ndarray, c: float, start=None) -> tu
         e /= n
         return loss, np.concatenate([(x.T @ e + reg * w).ravel(), e.sum(0)])
 
-    theta0 = np.zeros(d * k + k) if start is None else np.concatenate([start[0].T.ravel(), start[1]])
-    res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B",
+    res = minimize(loss_grad, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
                    options={"maxiter": STACK_MAX_ITER, "gtol": STACK_TOL, "ftol": 64 * np.finfo(float).eps})
     return res.x[: d * k].reshape(d, k).T, res.x[d * k:], res.nit < STACK_MAX_ITER
+
+
 def apply_stacker(stacker: dict, probs: list[np.ndarray]) -> np.ndarray:
     z = stack_features(probs) @ np.asarray(stacker["coef"]).T + np.asarray(stacker["intercept"])
     return softmax(z)
@@ -256,20 +253,19 @@ BLENDS = ("equal", "weights", "selection", "stacking")
 
 
 def fit_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, offsets: bool, method: str = "soft",
-              steps: int = 25, c: float = 1.0, init: dict | None = None) -> dict:
-    """One blend fitted on OOF predictions: {"weights", "stacker" (or None), "offsets"}. init: a stacker that a
-    stacking fit starts from."""
+              steps: int = 25, c: float = 1.0) -> dict:
+    """One blend fitted on OOF predictions: {"weights", "stacker" (or None), "offsets"}."""
     n = len(probs)
     weights, stacker = np.ones(n) / n, None
     if kind != "equal":
-        weights, stacker = _fit_members(kind, probs, y, steps, c, init)
+        weights, stacker = _fit_members(kind, probs, y, steps, c)
     fitted = {"weights": weights, "stacker": stacker, "offsets": np.zeros(NUM_CLASSES)}
     if offsets:
         fitted["offsets"] = tune_offsets(apply_blend(fitted, probs, method), y)
     return fitted
 
 
-def _fit_members(kind: str, probs: list[np.ndarray], y: np.ndarray, steps: int, c: float, init: dict | None):
+def _fit_members(kind: str, probs: list[np.ndarray], y: np.ndarray, steps: int, c: float):
     """(weights, stacker) of a fitted blend kind, from _FITS when these very inputs were fitted before."""
     digest = hashlib.blake2b(np.ascontiguousarray(y).tobytes(), digest_size=16)
     for p in probs:
@@ -282,7 +278,7 @@ def _fit_members(kind: str, probs: list[np.ndarray], y: np.ndarray, steps: int, 
         elif kind == "selection":
             _FITS[key] = (greedy_selection(probs, y, steps), None)
         elif kind == "stacking":
-            _FITS[key] = (np.ones(n) / n, fit_stacker(probs, y, c, init))
+            _FITS[key] = (np.ones(n) / n, fit_stacker(probs, y, c))
         else:
             raise ValueError(f"unknown blend kind {kind!r}; one of {', '.join(BLENDS)}")
         while len(_FITS) > _FITS_KEPT:
@@ -326,11 +322,9 @@ def nested_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, part: np.nda
                  method: str = "soft", **kw) -> np.ndarray:
     """Each part predicted by the blend fitted on the other parts only: the honest figure of a fitted blend."""
     pred = np.zeros(len(y), dtype=np.int64)
-    # stacking's nested fits start from the fit on every photo (fitted once, see _FITS): fewer iterations
-    init = fit_blend(kind, probs, y, False, method, **kw)["stacker"] if kind == "stacking" else None
     for k in np.unique(part):
         held = part == k
-        fitted = fit_blend(kind, [p[~held] for p in probs], y[~held], offsets, method, init=init, **kw)
+        fitted = fit_blend(kind, [p[~held] for p in probs], y[~held], offsets, method, **kw)
         pred[held] = predict_with(apply_blend(fitted, [p[held] for p in probs], method), fitted["offsets"])
     return pred
 

@@ -69,7 +69,7 @@ def read_run(run: Path) -> dict:
         where = run if m["run"] == "." else Path(m["run"])
         s = _backbone_scores(where, m["backbone"], m["n_splits"])
         row[f"OOF {m['name']}"] = (f"{s['oof']:.4f} ({s['mean']:.4f} ± {s['std']:.4f})" if s else "unfinished")
-    row["ensemble honest OOF"] = w["honest_f1"][w["chosen"]] if w else None
+    row["ensemble honest OOF"] = w.get("submission_honest_f1", w["honest_f1"][w["chosen"]]) if w else None
     row["eval F1"] = _eval_f1(run, cfg["data_dir"])
     first = run if members[0]["run"] == "." else Path(members[0]["run"])
     return {"row": row, "config": flatten(cfg), "digest": run_digest(run) or run_digest(first)}

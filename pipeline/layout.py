@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -59,7 +60,14 @@ pseudo_dir = _in_folder("pseudo")
 ensemble_dir = _in_folder("ensemble")
 submission_csv = _in_folder("submission.csv")
 log_txt = _in_folder("log.txt")
-job_lines = _in_folder(".job-lines.txt")  # parallel jobs' lines on their way to the terminal and log.txt
+
+
+def job_lines(run_dir) -> Path:
+    """Parallel jobs' lines on their way to this process's terminal and log.txt: one file per train-all process,
+    so two of them in one run directory keep their own lines."""
+    return Path(run_dir) / f".job-lines.{os.getpid()}.txt"
+
+
 run_json = _in_folder("run.json")
 audit_dir = _in_folder("audit")
 tracking_json = _in_folder("tracking.json")
@@ -172,7 +180,8 @@ def read_fold_table(source) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=8)
-def _file_digest(path: str, mtime_ns: int, size: int, kind: str) -> str:
+def _file_digest(path: str, mtime_ns: int, size: int, inode: int, kind: str) -> str:
+    # keyed on the inode too: an atomic rewrite of the same size within one mtime tick is a new file
     raw = Path(path).read_bytes()
     if kind == "folds":
         return _digest_of_bytes(raw)
@@ -183,7 +192,7 @@ def _file_digest(path: str, mtime_ns: int, size: int, kind: str) -> str:
 def _digest(path: Path, kind: str) -> str | None:
     try:
         st = path.stat()
-        return _file_digest(str(path), st.st_mtime_ns, st.st_size, kind)
+        return _file_digest(str(path), st.st_mtime_ns, st.st_size, st.st_ino, kind)
     except (OSError, ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
 

@@ -5,6 +5,8 @@ Each record carries a format `version`. A file written before records had one re
 the same except last.pt's best_epoch, which counted from 0 (-1 for none) where every record now counts epochs
 from 1, as the logs print them (0 for none). A file that lacks a field, or is not a record at all, raises
 RecordError naming the file: the state of its job (pipeline.train.state) treats it as stale and trains it again.
+A file the disk cannot read (an I/O error, permissions) raises storage.Unreadable instead: that is no verdict on
+the job, whose files stay.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.storage import Unreadable
 
 VERSION = 2
 
@@ -67,11 +71,13 @@ class Done:
     def read(cls, path: Path):
         """The record in `path`, or None when there is no such file; RecordError when it is not this record."""
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_bytes().decode()
         except FileNotFoundError:
             return None
-        except OSError as e:
-            raise RecordError(f"{path}: cannot be read ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise RecordError(f"{path}: not text") from None
+        except OSError as e:  # the disk's fault, not the file's: the job must not be judged stale for it
+            raise Unreadable(path, e.strerror or type(e).__name__) from e
         return cls.from_json(text, path)
 
 

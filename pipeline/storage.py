@@ -35,6 +35,22 @@ class NoSpace(MaskfoldError, OSError):
         return NoSpace, (self.folder,)
 
 
+class Unreadable(MaskfoldError, OSError):
+    """A file the run needs could not be read for a reason of the disk (an I/O error, a lost mount, permissions),
+    not of its content: nothing is removed or trained again on that account."""
+
+    def __init__(self, path, reason):
+        super().__init__(errno.EIO, f"cannot read {path} ({reason}); nothing was removed: check the disk or mount "
+                                    f"(and the file's permissions) and rerun", str(path))
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):
+        return Unreadable, (self.path, self.reason)
+
+
 def _free_bytes(folder: Path) -> int | None:
     try:
         st = os.statvfs(folder)

@@ -55,6 +55,10 @@ def require_current(cfg: Config) -> None:
         return
     root = pseudo_dir(cfg.run_dir)
     summary = read_summary(cfg.run_dir)
+    if summary is None and extra_train_csv(root).is_file():
+        raise DataError([Problem(str(stage_summary(root)), "data.use_pseudo is on but this record of the settings "
+                                                           "the photos were made under is missing or damaged")],
+                        hint=PSEUDO_HINT)
     if summary is None or not extra_train_csv(root).is_file():
         raise DataError([Problem(str(extra_train_csv(root)), f"data.use_pseudo is on but {MISSING['pseudo'][0]}")],
                         hint=PSEUDO_HINT)

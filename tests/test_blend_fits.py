@@ -72,16 +72,34 @@ def test_a_stacker_stopped_short_is_one_note_naming_what_to_change(monkeypatch):
     assert len(notes) == 1 and "ensemble.stacking_c" in notes[0] and "2 iterations" in notes[0]
 
 
-def test_a_blend_with_offsets_reuses_the_fit_without_and_nested_stacking_matches_a_cold_start():
+def test_a_blend_with_offsets_reuses_the_fit_without_and_nested_stacking_starts_cold():
+    """Each nested stacker is fitted from zeros on its own parts only, nothing of its held-out part in its start."""
     probs, y = members(900, 3, 7)
     plain = blend.fit_blend("selection", probs, y, offsets=False, steps=7)
     with_offsets = blend.fit_blend("selection", probs, y, offsets=True, steps=7)
     assert np.array_equal(plain["weights"], with_offsets["weights"])
     folds = np.arange(len(y)) % 3
-    warm = blend.nested_blend("stacking", probs, y, folds, False)
+    nested = blend.nested_blend("stacking", probs, y, folds, False)
     cold = np.zeros(len(y), np.int64)
     for k in range(3):
         held = folds == k
         stacker = blend.fit_stacker([p[~held] for p in probs], y[~held])
         cold[held] = blend.apply_stacker(stacker, [p[held] for p in probs]).argmax(1)
-    assert (warm == cold).mean() > 0.99
+    assert np.array_equal(nested, cold)
+
+
+def test_the_choice_of_the_best_honest_blend_is_itself_judged_nested():
+    """Two blends, each right on one person split only: either has an honest figure near 0.5, but a choice made on
+    the other split always takes the wrong one there, and the figure of the choosing says so."""
+    from ensemble.run import choice_judged_nested
+    from pipeline.model.metrics import macro_f1
+
+    y = np.tile(np.arange(18), 4)
+    part = np.repeat([0, 1], 36)
+    wrong = (y + 1) % 18
+    honest_pred = {"A": np.where(part == 0, y, wrong), "B": np.where(part == 1, y, wrong)}
+    assert min(macro_f1(y, p) for p in honest_pred.values()) > 0.3
+    assert macro_f1(y, choice_judged_nested(honest_pred, y, part)) == 0.0
+    # a blend better on every split is chosen everywhere: then the choice costs nothing
+    better = {"half": np.where(y % 2 == 0, y, wrong), "all but one class": np.where(y == 0, wrong, y)}
+    assert np.array_equal(choice_judged_nested(better, y, part), better["all but one class"])

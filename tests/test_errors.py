@@ -50,3 +50,11 @@ def test_a_command_without_a_config_reports_a_bug_the_same_way(tmp_path, monkeyp
     res = CliRunner().invoke(main, ["cache", "--dir", str(tmp_path)])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     assert res.output.strip().splitlines()[-1] == DEBUG_HINT and "Traceback" not in res.output
+
+
+def test_extra_photos_asked_for_but_never_made_name_the_command_that_makes_them(data_dir, tmp_path):
+    from tests.conftest import TINY, cli_args
+
+    res = CliRunner().invoke(main, cli_args("folds", tmp_path, data_dir, *TINY, "data.use_external=true"))
+    assert res.exit_code != 0 and "data.use_external is on but there is no external data" in res.output
+    assert "run `maskfold external` with this config first" in res.output and "None" not in res.output, res.output

@@ -13,8 +13,8 @@ from tests.conftest import SHARED_DATA, make_config
 
 UTK = SHARED_DATA / "utkface"
 MTF = SHARED_DATA / "maskthe-face"
-needs_utk = pytest.mark.skipif(not UTK.is_dir(), reason="../shared/data/utkface is absent (outside this workplace)")
-needs_mtf = pytest.mark.skipif(not MTF.is_dir(), reason="../shared/data/maskthe-face is absent")
+needs_utk = pytest.mark.skipif(not UTK.is_dir(), reason="the optional real-face test data (utkface) is absent")
+needs_mtf = pytest.mark.skipif(not MTF.is_dir(), reason="the optional real-face test data (maskthe-face) is absent")
 
 
 def faces_available():

@@ -25,7 +25,7 @@ def faces_available():
 
 
 needs_faces = pytest.mark.skipif(not faces_available(), reason="the `faces` extra is missing")
-needs_utk = pytest.mark.skipif(not UTK.is_dir(), reason="../shared/data/utkface is absent (outside this workplace)")
+needs_utk = pytest.mark.skipif(not UTK.is_dir(), reason="the optional real-face test data (utkface) is absent")
 
 
 def _tight_face(seed=3):
@@ -87,11 +87,12 @@ def test_box_cache_runs_each_detector_once_per_photo(tmp_path, monkeypatch):
     files = [tmp_path / "p.jpg", tmp_path / "b.jpg"]
     calls = []
     real = boxes.detect
+    hog_finds_it = real(read_rgb(tmp_path / "p.jpg"), "hog") is not None  # a real face yes; the drawn stand-in, on some machines, not
     monkeypatch.setattr(boxes, "detect", lambda img, name, path=None: calls.append(name) or real(img, name, path))
     monkeypatch.setattr(boxes, "Parallel", lambda n_jobs, return_as: (lambda jobs: (f(*a) for f, a, _ in jobs)))
     found = boxes.face_boxes(files, "hog+cnn", tmp_path / "cache", tmp_path, log=lambda m: None)
     assert found[0] is not None and found[1] is None
-    assert calls == ["hog", "hog", "cnn"]  # the CNN only where HOG found nothing
+    assert calls == ["hog", "hog", "cnn"] if hog_finds_it else ["hog", "hog", "cnn", "cnn"]  # CNN where HOG found none
     calls.clear()
     assert boxes.face_boxes(files, "hog+cnn", tmp_path / "cache", tmp_path, log=lambda m: None) == found
     assert calls == []  # cached by content, per detector
@@ -101,7 +102,7 @@ def test_box_cache_runs_each_detector_once_per_photo(tmp_path, monkeypatch):
 
 @needs_utk
 @needs_faces
-@pytest.mark.skipif(not MTF.is_dir(), reason="../shared/data/maskthe-face is absent")
+@pytest.mark.skipif(not MTF.is_dir(), reason="the optional real-face test data (maskthe-face) is absent")
 def test_masked_face_detector_finds_98_percent_of_masked_utkface_faces(demo_source, tmp_path, capsys):
     """Trained on 60+ UTKFace pseudo-persons, judged on other people (ages 30-59) with masks put on the same way."""
     from external_data.probe import run_probe

@@ -47,7 +47,7 @@ def test_resume_on_cuda_gives_the_same_weights(data_dir, tmp_path):
     first.settings["epochs"] = 1
     first.fit()
     resumed = Trainer(b, fold_job(b, "test_resnet", 0), load_run_data(b, **QUIET), progress=False, **QUIET)
-    assert resumed.try_resume() and resumed.epoch == 1
+    assert resumed.prepare().last is not None and resumed.epoch == 1
     resumed.fit()
     x, y = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(x[k].float(), y[k].float(), atol=1e-5) for k in x)

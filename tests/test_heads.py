@@ -246,7 +246,7 @@ def test_resume_with_the_new_techniques_repeats_a_straight_run(data_dir, tmp_pat
     sets = ["train.head=multi", "data.soften_near_cut=2", "train.scheduler=plateau", "train.plateau_patience=0",
             "train.mix.kind=vertical", "train.layer_decay=0.7"]
     straight, first, resumed = straight_and_resumed(tmp_path, data_dir, *sets)
-    assert resumed.try_resume() and resumed.updates == first.updates > 0
+    assert resumed.prepare().last is not None and resumed.updates == first.updates > 0
     assert resumed.sched.state_dict() == first.sched.state_dict()
     resumed.fit()
     a, b = straight.model.state_dict(), resumed.model.state_dict()

@@ -110,7 +110,12 @@ def test_the_commands_ask_the_pseudo_stage_whether_its_photos_are_current(data_d
     assert (pd.read_csv(folds_csv(tmp_path / "run"))["source"] == "pseudo").sum() == len(KEPT)
     extra_record(pseudo_dir(tmp_path / "run")).unlink()  # a folder without its record is not read as extra photos
     res = CliRunner().invoke(main, cli_args("folds", tmp_path, data_dir, *sets))
-    assert res.exit_code != 0 and "data.use_pseudo is on but there are no pseudo-labelled photos" in res.output
+    assert res.exit_code != 0 and "extra.json: data.use_pseudo is on but this folder's record of its photos is " \
+        "missing or unreadable" in res.output and "run `maskfold pseudo`" in res.output, res.output
+    (pseudo_dir(tmp_path / "run") / "summary.json").write_text("{")  # damaged: named, not "no photos"
+    res = CliRunner().invoke(main, cli_args("folds", tmp_path, data_dir, *sets))
+    assert res.exit_code != 0 and "summary.json: data.use_pseudo is on but this record of the settings" in \
+        res.output, res.output
 
 
 def test_pseudo_photos_train_in_every_fold_never_in_validation_or_oof(data_dir, tmp_path):

@@ -64,7 +64,7 @@ def test_resume_restores_the_same_state(data_dir, tmp_path):
     first.settings["epochs"] = 1  # the schedule was built for 2 epochs, as in the straight run
     first.fit()
     resumed = Trainer(cfg2, fold_job(cfg2, "test_resnet", 1), data2, progress=False, log=lambda m: None)
-    assert resumed.try_resume() and resumed.epoch == 1
+    assert resumed.prepare().last is not None and resumed.epoch == 1
     assert resumed.updates == first.updates and resumed.sched.state_dict() == first.sched.state_dict()
     for k, v in first.opt.state_dict()["state"].items():
         assert torch.equal(v["exp_avg"], resumed.opt.state_dict()["state"][k]["exp_avg"])

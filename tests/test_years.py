@@ -197,7 +197,7 @@ def test_resume_with_a_years_head_repeats_a_straight_run(data_dir, tmp_path):
     torch.set_num_threads(1)
     sets = [*YEARS, "train.mix.kind=vertical", "train.age_l1_weight=0.2"]
     straight, first, resumed = straight_and_resumed(tmp_path, data_dir, *sets)
-    assert resumed.try_resume() and resumed.updates == first.updates > 0
+    assert resumed.prepare().last is not None and resumed.updates == first.updates > 0
     resumed.fit()
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

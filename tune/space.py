@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
+from pipeline.errors import MaskfoldError
 from pipeline.preflight import check_config
 
 KINDS = ("log", "float", "int", "choice")
@@ -57,14 +58,22 @@ def _param(key: str, spec, source: str) -> Param:
 
 
 def read_space(cfg, config_path, overrides) -> list[Param]:
-    """The params of `tune.params`, each checked by loading and preflighting the config with its lowest value (an
-    unknown key, a wrong type or a name no registry has is the config's own error, naming the key)."""
+    """The params of `tune.params`, each value checked before any trial trains: the config is loaded and preflighted
+    with every choice and both ends of every range (the other params at their first value), so an unknown key, a
+    wrong type or a name no registry has stops `tune` at once, naming the param and the value."""
     source = str(config_path)
     if not cfg.tune.params:
         raise ConfigError(f"{source}: 'tune.params' is empty; name the keys to tune, e.g. "
                           f"tune: {{params: {{train.lr: [log, 1.0e-4, 3.0e-3]}}}}")
     space = [_param(str(k), v, source) for k, v in cfg.tune.params.items()]
-    check_config(load_config(config_path, [*overrides, *(setting(p.key, p.values[0]) for p in space)]), source)
+    first = [setting(p.key, p.values[0]) for p in space]
+    for i, p in enumerate(space):
+        for value in p.values:
+            try:
+                check_config(load_config(config_path, [*overrides, *first[:i], setting(p.key, value),
+                                                       *first[i + 1:]]), source)
+            except MaskfoldError as e:
+                raise ConfigError(f"{source}: 'tune.params.{p.key}' value {value!r} cannot be used: {e}") from None
     for b in cfg.tune.backbones:
         cfg.backbone(b)  # names one the config has
     for k in cfg.tune.folds:

@@ -1,6 +1,8 @@
 """Commands that use no stage: the demo data set, the benchmarks and the photo cache."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from pipeline.commands.failures import friendly
@@ -55,7 +57,7 @@ def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
     --stages, each stage that grows with the data."""
     import json
 
-    from pipeline.io import atomic_write_text
+    from pipeline.io import output_file
 
     if stages:
         from pipeline.tools.stage_bench import STAGES, run_stage_bench, stage_table
@@ -72,8 +74,9 @@ def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
         require_device(device, f"--device {device}")
         result = run_bench(cfg, list(backbones) or cfg.backbone_names(), device, rounds, log=click.echo)
     if out:
-        atomic_write_text(out, json.dumps(result, indent=1))
-        click.echo(f"wrote {out}")
+        with output_file(out) as where:  # a file replaced atomically; /dev/stdout or a pipe written through
+            Path(where).write_text(json.dumps(result, indent=1) + "\n")
+        click.echo(f"wrote {out}", err=True)
 
 
 @click.command("cache")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.schema import Config, DataConfig
-from pipeline.errors import DataError, Problem
+from pipeline.errors import BadInput, DataError, Problem
 from pipeline.io import atomic_write_text
 from pipeline.labels import NUM_CLASSES
 from pipeline.layout import external_dir, extra_record, extra_train_csv, pseudo_dir
@@ -66,7 +66,7 @@ def read_record(stage_dir) -> ExtraRecord | None:
 
 # What to say when a folder the config asks for has no photos to add: the problem, and the hint naming the command.
 MISSING = {
-    "external": ("there is no external data; run `maskfold external` first", None),
+    "external": ("there is no external data", "run `maskfold external` with this config first"),
     "pseudo": ("there are no pseudo-labelled photos",
                "run `maskfold pseudo` with this config (pseudo.from_run naming the run whose ensemble labels them)"),
 }
@@ -90,6 +90,9 @@ def read_extra(stage_dir, data_cfg: DataConfig, key: str, missing: str, hint: st
     root = Path(stage_dir)
     record = read_record(root)
     csv = extra_train_csv(root)
+    if record is None and csv.is_file():  # photos written by an older version, or their record damaged
+        raise DataError([Problem(str(extra_record(root)), f"{key} is on but this folder's record of its photos is "
+                                                          f"missing or unreadable")], hint=hint)
     if record is None or (record.photos and not csv.is_file()):
         raise DataError([Problem(str(csv), f"{key} is on but {missing}")], hint=hint)
     if record.photos == 0:  # none to add (the contract reader refuses an empty table)
@@ -123,8 +126,8 @@ def with_soft_labels(table: pd.DataFrame, targets: np.ndarray) -> np.ndarray:
     for i in np.flatnonzero([c.strip() != "" for c in cells]):
         p = np.array(cells[i].split(), dtype=np.float32)
         if p.shape != (NUM_CLASSES,) or (p < 0).any() or p.sum() <= 0:
-            raise ValueError(f"soft_label of {table['image_id'].iloc[i]} is not {NUM_CLASSES} probabilities: "
-                             f"rerun `maskfold pseudo` and `maskfold folds`")
+            raise BadInput(f"folds.csv: the soft_label of {table['image_id'].iloc[i]} is not {NUM_CLASSES} "
+                           f"probabilities; rerun `maskfold pseudo` and `maskfold folds`")
         targets[i] = p / p.sum()  # six printed digits: sums may be off by 1e-6
     return targets
 

@@ -86,6 +86,15 @@ class LocalBackend:
             self.pool = ProcessPoolExecutor(max_workers=self.jobs)
         return self
 
+    def _submit(self, job: Job):
+        """The job's future; where a worker's death broke the pool (its jobs are reported failed), in a fresh one."""
+        try:
+            return self.pool.submit(run_one, self.cfg, job, self.data, self.opts)
+        except cf.BrokenExecutor:
+            self.pool.shutdown(wait=False, kill_workers=True)
+            self.pool = type(self.pool)(max_workers=self.jobs)
+            return self.pool.submit(run_one, self.cfg, job, self.data, self.opts)
+
     def __exit__(self, exc_type, *exc):
         if self.jobs > 1:  # after an interrupt or error, do not wait for jobs nobody will collect
             self.pool.shutdown(wait=exc_type is None, kill_workers=exc_type is not None)
@@ -101,7 +110,7 @@ class LocalBackend:
         if self.jobs == 1:
             self.running_jobs[job] = job  # run when its result is asked for, here
         else:
-            self.running_jobs[self.pool.submit(run_one, self.cfg, job, self.data, self.opts)] = job
+            self.running_jobs[self._submit(job)] = job
 
     def next_result(self) -> dict:
         if self.jobs == 1:
@@ -114,8 +123,11 @@ class LocalBackend:
             return future.result()
         except Exception as e:  # noqa: BLE001 - a worker process that died (killed, out of memory)
             fold = REFIT if job.fold is None else job.fold
-            return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                    "seconds": 0.0}
+            # a death takes down every job of the pool; each resumes from its last epoch on the next train-all
+            error = (f"a worker process died (killed, or out of memory: {type(e).__name__}); rerun train-all to "
+                     f"resume it from its last finished epoch") if isinstance(e, cf.BrokenExecutor) else \
+                f"{type(e).__name__}: {e}"
+            return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": error, "seconds": 0.0}
 
 
 def oof_scores(cfg: Config) -> dict[str, dict]:

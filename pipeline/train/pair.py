@@ -6,8 +6,9 @@ import time
 from contextlib import ExitStack
 
 from pipeline.config import Config
+from pipeline.errors import BadInput
 from pipeline.io import Busy, file_lock
-from pipeline.layout import REFIT, job_lock, model_files
+from pipeline.layout import REFIT, folds_csv, job_lock, model_files, run_digest
 from pipeline.records import RefitDone
 from pipeline.train.job import Job, RunOptions, fold_job
 from pipeline.train.rundata import RunData, load_run_data
@@ -40,6 +41,10 @@ def run_job(cfg: Config, job: Job, data: RunData | None = None, opts: RunOptions
         if force:
             for path in model_files(job.folder):
                 path.unlink(missing_ok=True)
+        if data is not None and data.digest != run_digest(cfg.run_dir):
+            # the photos, labels or folds this run loaded are no longer folds.csv's: whatever it trained now would
+            # be stale on arrival, and the job's state judged against the new file could remove a resumable model
+            raise BadInput(f"{folds_csv(cfg.run_dir)} changed while train-all ran; rerun train-all to train on it")
         state = job_state(cfg, job)  # under the lock: no other process changes the files now
         if state.status == FINISHED:
             log(f"{job.name}: already finished under this config ({finished_note(state.done)}); skipped")

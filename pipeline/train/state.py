@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pipeline.layout import best_pt, done_json, eval_digest, last_pt, oof_npz, refit_dir, run_digest, test_npz
 from pipeline.records import BestMeta, Done, LastMeta, PairDone, RecordError, RefitDone
+from pipeline.storage import Unreadable
 from pipeline.train.job import Job, fold_job
 
 MISSING, STALE, RESUMABLE, TRAINED, FINISHED = "missing", "stale", "resumable", "trained", "finished"
@@ -42,13 +43,19 @@ def _meta(path, record):
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any damage means the same: this file cannot be used
+    except FileNotFoundError:
+        raise
+    except (OSError, MemoryError) as e:  # the disk's or the machine's fault: no verdict on the job, its files stay
+        raise Unreadable(path, getattr(e, "strerror", None) or type(e).__name__) from e
+    except Exception as e:  # noqa: BLE001 - any damage to the content means the same: this file cannot be used
         raise RecordError(f"{path} cannot be read ({type(e).__name__})") from None
     return record.from_checkpoint(ckpt, path)
 
 
 def _owed(cfg, job: Job, done: Done) -> str | None:
     """Which predictions a model trained under this identity still owes (None: none)."""
+    if not done.tta:
+        return "its predictions were being rewritten when it stopped"
     if done.tta != list(cfg.tta):
         return "predicted with another TTA"
     if done.eval != eval_digest(cfg.data_dir):
@@ -102,7 +109,8 @@ def _last_state(cfg, job: Job, done: Done | None, why: str | None) -> JobState:
         return JobState(STALE, why or str(e), done)
     if meta.hash != job.identity or meta.data != run_digest(cfg.run_dir):
         return JobState(STALE, why or f"{last} was written under other settings or data", done)
-    if meta.best_epoch and not _best_is_whole(job):
+    # best.pt of last.pt's own epoch may be missing (a kill between the two writes): resuming rebuilds it
+    if meta.best_epoch and meta.best_epoch != meta.epoch and not _best_is_whole(job):
         return JobState(STALE, why or f"{best_pt(job.folder)} is missing or from another run", done)
     return JobState(RESUMABLE, done=done, last=meta)
 
@@ -124,7 +132,8 @@ def _why_not_current(cfg, job: Job, done: Done) -> str:
         return "trained under other settings"
     if done.data != run_digest(cfg.run_dir):
         return "trained on other photos, labels or folds"
-    return _owed(cfg, job, done) or "its weights are damaged"
+    # here predictions are owed and best.pt cannot give them: the weights, not the predictions, force the retrain
+    return f"{best_pt(job.folder)} is missing or damaged"
 
 
 # -- the questions other stages ask (the ensemble, the audit, the job runners)

@@ -56,7 +56,7 @@ from pipeline.train.loaders import Loaders
 from pipeline.train.provenance import provenance
 from pipeline.train.rng import rng_state, seed_everything, set_rng_state
 from pipeline.train.rundata import RunData
-from pipeline.train.state import FINISHED, MISSING, STALE, TRAINED, JobState, job_state
+from pipeline.train.state import FINISHED, MISSING, RESUMABLE, STALE, TRAINED, JobState, job_state
 
 
 class Trainer:
@@ -178,18 +178,14 @@ class Trainer:
         if state.status in (MISSING, STALE):
             self.start_over(state.reason)
         elif state.last is not None:  # restores the history and RNG too, so a finished run stays bit-identical
-            self.resume()
+            self.resume(in_training=state.status == RESUMABLE)
         else:  # trained (or finished) and its last.pt gone: best.pt and done.json say where training ended
             self.epoch, self.best_epoch = state.done.epochs_run, state.done.best_epoch
         self.state = state
         return state
 
-    def try_resume(self) -> bool:
-        """prepare(), and whether it continued from last.pt."""
-        return self.prepare().last is not None
-
-    def resume(self) -> None:
-        """Continue from last.pt, which job_state found to be this job's."""
+    def resume(self, in_training: bool = True) -> None:
+        """Continue from last.pt, which job_state found to be this job's (in_training: not yet at its end)."""
         state = models.load_checkpoint(last_pt(self.dir))
         meta = LastMeta.from_checkpoint(state, last_pt(self.dir))
         self.model.load_state_dict(state["model"])
@@ -202,6 +198,8 @@ class Trainer:
         self.epoch, self.best_f1, self.best_epoch = meta.epoch, meta.best_f1, meta.best_epoch
         self.updates, self.history = meta.updates, meta.history
         set_rng_state(meta.rng)
+        if in_training and self.best_epoch == self.epoch > 0:  # best.pt may be missing: see _save_epoch
+            atomic_torch_save(self._best_state(), best_pt(self.dir))
         best = f" (best F1 {self.best_f1:.4f})" if self.best_f1 >= 0 else ""  # a refit validates nothing
         self.log(f"resumed {self.name} after epoch {self.epoch}{best}")
 
@@ -321,11 +319,13 @@ class Trainer:
                 f"lr {row['lr']:.2e} ({row['seconds']}s){' * new best, saved' if improved else ''}")
 
     def _save_epoch(self, row: dict, improved: bool) -> None:
-        """The epoch's record and checkpoints: best.pt when it is the model, last.pt always (what a rerun resumes)."""
+        """The epoch's record and checkpoints: last.pt always (what a rerun resumes), then best.pt when it is the
+        model. In that order a kill between the two leaves a best.pt one improvement behind, which resume() rebuilds
+        from last.pt; the other order would leave a best.pt from an epoch that no record describes."""
         self.history.append(row)
+        atomic_torch_save(self._state(), last_pt(self.dir))
         if improved:
             atomic_torch_save(self._best_state(), best_pt(self.dir))
-        atomic_torch_save(self._state(), last_pt(self.dir))
         # six significant digits: readable, and a learning rate of 3e-6 keeps its value
         atomic_write_csv(pd.DataFrame(self.history), metrics_csv(self.dir), float_format="%.6g")
         write_epoch(self.cfg, self.job, row)
@@ -340,6 +340,7 @@ class Trainer:
     def finish(self) -> Done:
         """The model (best.pt) predicts the eval photos and, for a fold, its validation photos (OOF), with the
         config's TTA; done.json last."""
+        self._mark_predicting()
         best, model = self._best_model()
         if not self.validates:
             self._write_test(model)
@@ -356,6 +357,13 @@ class Trainer:
                  f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch})")
         return self._write_done(PairDone, fold=self.job.fold, best_epoch=self.best_epoch, val_f1=best["f1"],
                                 oof_f1_tta=oof_scores["f1"])
+
+    def _mark_predicting(self) -> None:
+        """Before predicting again under an earlier done.json, record that none are current (an empty TTA): a kill
+        mid-rewrite then leaves a job owed predictions, never a record of files since overwritten."""
+        done = self.state.done if self.state is not None else None
+        if done is not None and done.tta and done_json(self.dir).is_file():
+            atomic_write_text(done_json(self.dir), dataclasses.replace(done, tta=[]).to_json())
 
     def _best_model(self):
         """best.pt, and the model it holds on this trainer's device."""

@@ -9,6 +9,7 @@ import traceback
 from contextlib import ExitStack, contextmanager
 
 from pipeline.config import Config
+from pipeline.errors import MaskfoldError
 from pipeline.io import Busy, file_lock
 from pipeline.layout import REFIT, gpu_lock
 from pipeline.train.job import Job, RunOptions
@@ -60,8 +61,10 @@ def run_one(cfg: Config, job: Job, data: RunData | None, opts: RunOptions) -> di
     try:
         info = run_job(cfg, job, data, opts, log)
     except Exception as e:  # noqa: BLE001 - reported in the summary
-        traceback.print_exc()
-        return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": f"{type(e).__name__}: {e}",
+        if not isinstance(e, MaskfoldError):  # a user's error (a full disk, bad data) is its message alone
+            traceback.print_exc()
+        error = str(e) if isinstance(e, MaskfoldError) else f"{type(e).__name__}: {e}"
+        return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": error,
                 "seconds": round(time.time() - start, 1)}
     row = {"backbone": job.backbone, "fold": fold, "host": info.get("host"), "device": info.get("device"),
            "status": info["status"], "seconds": round(time.time() - start, 1),
