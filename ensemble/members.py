@@ -21,6 +21,7 @@ from pipeline.layout import (
     config_yaml,
     folds_csv,
     folds_digest,
+    models_dir,
     pair_file,
     read_fold_table,
     refit_file,
@@ -165,7 +166,7 @@ def load_predictions(cfg: Config) -> Predictions:
         if evals is not None and test_from != "folds":
             refit[m.name] = _refit_test(m, evals, cfg, missing)
     if missing:
-        raise DataError([Problem(str(Path(run) / "models"), "missing or inconsistent predictions: " + x)
+        raise DataError([Problem(str(models_dir(run)), "missing or inconsistent predictions: " + x)
                          for run, x in missing], hint=TRAIN_ALL)
     return Predictions(ids, folds["label"].to_numpy(), folds["person_id"].to_numpy().astype(str),
                        folds["fold"].to_numpy(), folds["age"].to_numpy(), folds["path"].to_numpy().astype(str),

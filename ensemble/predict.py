@@ -59,8 +59,8 @@ def member_checkpoints(run: Path, member: dict, test_from: str) -> tuple[list[Pa
     missing = [p for p in folds + ([refit] if refit else []) if not p.is_file()]
     if missing:
         raise MissingInput(f"{missing[0]} not found (the ensemble predicted the eval set with the "
-                                f"{test_from} models); rerun `maskfold train-all{' --refit' if refit else ''}` "
-                                f"for that run")
+                           f"{test_from} models); rerun `maskfold train-all{' --refit' if refit else ''}` "
+                           f"for that run")
     return folds, refit
 
 
@@ -79,7 +79,7 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
     if not ok:  # a header-only CSV and exit 0 would pass for a prediction
         shown = "; ".join(f"{f} ({why})" for f, why in bad[:3]) + ("; ..." if len(bad) > 3 else "")
         raise BadInput(f"none of the {len(files)} photos could be read, nothing written: {shown}; check the folder "
-                         f"given with --images")
+                       f"given with --images")
     model = models.model_from_checkpoint(ckpt).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)

@@ -226,6 +226,8 @@ def audit_cmd(cfg, member, top):
     from audit.run import run_audit
 
     run_audit(cfg, member=member, top=top, log=click.echo)
+
+
 @main.command("tune")
 @config_options
 @friendly

@@ -94,11 +94,18 @@ def trial_dir(run_dir, number: int) -> Path:
 def trial_lock(run_dir, number: int) -> Path:
     """Held while a process trains the trial: free with the file still there means its process died."""
     return trial_dir(run_dir, number) / ".lock"
+
+
 switch_journal = _in_folder(".switch.json")  # an output set's renames while it is switched in (pipeline.switch)
 
 
+def models_dir(run_dir) -> Path:
+    """Every job's folder of a run: models/<backbone>/fold<k>/ and models/<backbone>/refit/."""
+    return Path(run_dir) / "models"
+
+
 def pair_dir(run_dir, backbone: str, fold: int) -> Path:
-    return Path(run_dir) / "models" / backbone / f"fold{fold}"
+    return models_dir(run_dir) / backbone / f"fold{fold}"
 
 
 def pair_oof_npz(run_dir, backbone: str, fold: int) -> Path:
@@ -122,7 +129,8 @@ def storage_probe(run_dir, token: str) -> Path:
 
 
 def model_files(folder) -> list[Path]:
-    """Every file a job writes: what starting it over removes."""
+    """The files of a job's model and predictions: what starting it over removes. Its tensorboard events and the
+    Ray backend's attempts.jsonl are a history of its attempts, and stay."""
     return [path(folder) for path in (best_pt, last_pt, metrics_csv, oof_npz, test_npz, done_json)]
 
 
@@ -143,7 +151,7 @@ blended_oof_npz = _within(ensemble_dir, "oof.npz")
 
 
 def refit_dir(run_dir, backbone: str) -> Path:
-    return Path(run_dir) / "models" / backbone / REFIT
+    return models_dir(run_dir) / backbone / REFIT
 
 
 def pair_lock(run_dir, backbone: str, fold: int) -> Path:

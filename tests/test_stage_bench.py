@@ -1,5 +1,7 @@
-"""`maskfold bench --stages` builds its workload and times every stage as a child process (the figures are
-machine-dependent: only their presence and sanity are asserted)."""
+"""`maskfold bench --stages` builds its workload and times the stages as child processes (the figures are
+machine-dependent: only their presence and sanity are asserted). The ensemble's one-blend variants are the same
+command with other flags (their arguments are checked), so the timed run skips them: each child costs seconds of
+imports alone."""
 import json
 
 from click.testing import CliRunner
@@ -7,6 +9,8 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.tools.stage_bench import STAGES
 from tests.conftest import ROOT
+
+TIMED = [s for s in STAGES if not s.startswith("ensemble") or s == "ensemble (every blend)"]
 
 
 def test_stage_bench_times_every_stage_and_writes_json(tmp_path):
@@ -17,14 +21,14 @@ def test_stage_bench_times_every_stage_and_writes_json(tmp_path):
     args = ["bench", "--stages", "--config", str(ROOT / "configs" / "demo.yaml"),
             *[w for s in sets for w in ("--set", s)],
             "--workload", str(tmp_path / "workload"), "--persons", "24", "--eval-images", "16", "--members", "3",
-            "--backbones-per-run", "2", "--out", str(out)]
+            "--backbones-per-run", "2", "--out", str(out), *[w for s in TIMED for w in ("--stage", s)]]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
     assert [s["persons"] for s in result["sizes"]] == [24]
     for size in result["sizes"]:
         assert size["train_photos"] == size["persons"] * 7 and size["members"] == 3
-        assert list(size["stages"]) == list(STAGES)
+        assert list(size["stages"]) == list(TIMED)
         for stage, row in size["stages"].items():
             assert row["exit"] == 0 and not row["timed_out"], (stage, row)
             assert row["seconds"] > 0 and row["peak_mib"] > 0, (stage, row)
@@ -36,3 +40,14 @@ def test_stage_bench_times_every_stage_and_writes_json(tmp_path):
         k.split()[0] for k in weights["honest_f1"]}
     assert "| ensemble (every blend) |" in result["table"] and "| predict |" in result["table"]
     assert (root / "runs" / "pseudo" / "pseudo" / "summary.json").is_file()
+
+
+def test_each_one_blend_ensemble_turns_on_its_blend_alone(tmp_path):
+    from pipeline.tools.stage_bench import BLEND_FLAGS, ENSEMBLES, stage_command
+
+    for stage, only in ENSEMBLES.items():
+        args = stage_command(stage, tmp_path)
+        sets = dict(a.split("=") for a in args[args.index("ensemble"):] if "=" in a and a.startswith("ensemble."))
+        assert args[:3] == ["-m", "pipeline.cli", "ensemble"], args
+        wanted = {key: "true" if k == only else "false" for k, key in BLEND_FLAGS.items()} if only else {}
+        assert sets == wanted, (stage, sets)

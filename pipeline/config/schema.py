@@ -247,7 +247,7 @@ class Config:
         pipeline.layout), and so is what does not change the weights: where and how fast it runs, logging and
         tracking, a tune study's settings, TTA
         (predictions are redone when only TTA changes), the ensemble, and whether a full-data refit follows the
-        folds (the refit's own identity adds its epoch count, see pipeline.layout).
+        folds (the refit's own identity adds its epoch count, see pipeline.train.job.refit_identity).
         """
         d = self.to_dict()
         d["backbones"] = [dataclasses.asdict(self.backbone(backbone))]

@@ -47,7 +47,7 @@ def choose_errors(people: list[dict], n: int, seed: int) -> list[tuple[int, str]
         return []
     if 3 * n > len(people):
         raise BadInput(f"--label-noise {n} needs {3 * n} persons (three kinds of error) but there are "
-                         f"{len(people)}; raise --persons or lower --label-noise")
+                       f"{len(people)}; raise --persons or lower --label-noise")
     counts = Counter(_group(p) for p in people)
     chosen, done = [], Counter()
     for i in np.random.default_rng([seed, 25]).permutation(len(people)):
@@ -70,7 +70,7 @@ def choose_errors(people: list[dict], n: int, seed: int) -> list[tuple[int, str]
     short = [k for k in KINDS if done[k] < n]
     if short:
         raise BadInput(f"--label-noise {n}: only {done[short[0]]} {short[0]} errors fit without leaving a gender x "
-                         f"age band with fewer than {MIN_GROUP} persons; raise --persons or lower --label-noise")
+                       f"age band with fewer than {MIN_GROUP} persons; raise --persons or lower --label-noise")
     return chosen
 
 

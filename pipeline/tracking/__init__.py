@@ -64,8 +64,10 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 
 def numbers(record: dict) -> dict:
-    """The numeric fields of a record (scores, epochs, seconds): what becomes a run's final figures."""
-    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The numeric fields of a record (scores, epochs, seconds): what becomes a run's final figures. The record's
+    format version and the fold number are labels, not figures: they go with the tags."""
+    return {k: float(v) for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("version", "fold")}
 
 
 def describe(record: dict) -> dict:

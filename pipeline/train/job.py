@@ -56,6 +56,6 @@ class RunOptions:
     device: str | None = None  # None: train.device (or a claimed GPU, where jobs share several)
     threads: int | None = None  # torch's CPU threads in a worker process
     progress: bool = True  # progress bars (off where jobs run side by side)
-    n_gpus: int = 0  # GPUs the local jobs share, each claiming one (pipeline.train.jobs.claim_gpu)
+    n_gpus: int = 0  # GPUs the local jobs share, each claiming one (pipeline.train.worker.claim_gpu)
     lines_file: str | None = None  # a worker process's lines go there, for the parent to relay
     lock_wait_s: float | None = None  # a retry after a lost node may meet its predecessor's lock for a moment
