@@ -76,7 +76,11 @@ def _import_table(table, images_dir, parse_age, age_hint):
     table = Path(table)
     if not table.is_file():
         raise MissingInput(f"{table}: table not found{where_relative(table)}; set external.path")
-    df = pd.read_csv(table, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(table, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise BadInput(f"{table}: not a readable CSV table ({type(e).__name__}); write it as plain comma-separated "
+                       f"text with a header line: file (or path), age, gender[, race]") from None
     file_col = "file" if "file" in df.columns else "path"
     need = [file_col, "age", "gender"]
     absent = [c for c in need if c not in df.columns]

@@ -59,7 +59,12 @@ def landmark_source(name: str, table_path: str | None):
     path = Path(table_path).parent / LANDMARKS_FILE
     if not path.is_file():
         raise MissingInput(f"{path}: external.landmarks is 'file' but there is no landmarks.json beside the table")
-    table = {str((path.parent / k).resolve()): np.asarray(v, np.float32) for k, v in json.loads(path.read_text()).items()}
+    try:
+        points = json.loads(path.read_text())
+        table = {str((path.parent / k).resolve()): np.asarray(v, np.float32) for k, v in points.items()}
+    except (ValueError, AttributeError, TypeError) as e:
+        raise BadInput(f"{path}: not a landmarks file ({type(e).__name__}); write one JSON object mapping each photo's "
+                       f"path (relative to the table) to its 68 [x, y] points") from None
     return lambda f, img: table.get(str(Path(f).resolve()))
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from external_data.importers import import_csv, import_fairface, import_utkface, select
 from external_data.persons import DEFAULT_GEOMETRY, FRAMINGS, make_person, mask_pool
-from external_data.run import run_external
+from external_data.run import landmark_source, run_external
+from pipeline.errors import BadInput
 from pipeline.faces.masks import load_maskthe_face, place_mask, procedural_mask
 from pipeline.tools.demo_data import render_portrait, sample_person
 from tests.conftest import SHARED_DATA, make_config
@@ -93,6 +94,12 @@ def test_fairface_and_csv_edge_cases(tmp_path):
     pd.DataFrame({"path": ["a.jpg"], "years": [60]}).to_csv(tmp_path / "nocol.csv", index=False)
     with pytest.raises(ValueError, match="missing column"):
         import_csv(tmp_path / "nocol.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(BadInput, match=r"empty.csv: not a readable CSV table .*header line"):
+        import_csv(tmp_path / "empty.csv")
+    (tmp_path / "landmarks.json").write_text("{not json")
+    with pytest.raises(BadInput, match=r"landmarks.json: not a landmarks file"):
+        landmark_source("file", str(tmp_path / "plain.csv"))
 
 
 def _face():

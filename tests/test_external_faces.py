@@ -112,13 +112,13 @@ def test_masked_face_detector_finds_98_percent_of_masked_utkface_faces(demo_sour
 
     sets = ["external.source=utkface", f"external.path={UTK}", f"external.templates={MTF}", "external.landmarks=dlib",
             "external.balance_gender=true"]
-    trained = make_config(tmp_path / "a", demo_source, *sets, "external.max_persons=95")
+    trained = make_config(tmp_path / "a", demo_source, *sets, "external.max_persons=60")
     summary = run_external(trained, n_jobs=2, log=print)
     assert summary["masked_face_detector"] and summary["framing"] == "blur"  # the default
     probe = run_probe(trained, log=print)
     assert all(0 <= probe[m]["auc"] <= 1 for m in ("wear", "incorrect", "normal"))
     held_out = make_config(tmp_path / "b", demo_source, *sets, "external.min_age=30", "external.max_age=59",
-                           "external.max_persons=30")
+                           "external.max_persons=20")
     run_external(held_out, n_jobs=2, log=lambda m: None)
     model = str(masked_detector(trained.run_dir))
     hits = {"hog": {}, "hog+masked": {}}
