@@ -8,6 +8,7 @@ JOBS ?= 1
 RUNS ?= $(patsubst %/run.json,%,$(wildcard runs/*/run.json))
 BACKBONE ?=
 FOLD ?= 0
+TEST_WORKERS ?= auto
 REFIT ?=
 IMAGES ?=
 OUT ?= predictions.csv
@@ -51,8 +52,9 @@ demo: setup ## Whole pipeline on generated data: demo-data, check, external, fol
 demo-data: setup ## (Re)generate the demo data set under runs/demo-data
 	$(MASKFOLD) demo-data --out $(DEMO_DATA)
 
-test: setup ## Run the test suite
-	GLIBC_TUNABLES=$$($(PY) -c 'from pipeline.tools.env import ALLOCATOR; print(ALLOCATOR)') $(PY) -m pytest -q
+test: setup ## Run the test suite, a worker per core (TEST_WORKERS=N; 0 runs it in one process), file by file
+	GLIBC_TUNABLES=$$($(PY) -c 'from pipeline.tools.env import ALLOCATOR; print(ALLOCATOR)') $(PY) -m pytest -q \
+		-n $(TEST_WORKERS) --dist loadgroup
 
 check: setup ## Check the data set named by CONFIG (exit 1 on problems)
 	$(MASKFOLD) check-data --config $(CONFIG) $(SETS)

@@ -10,9 +10,24 @@ from pipeline.tools.demo_data import make_demo_data
 
 # Every Ray node the tests start (and every process they start) listens on the loopback address only.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Under pytest-xdist (`make test` runs a worker per core) each worker, and every process a test starts, takes its
+# share of the cores: tiny models gain nothing from more threads, and more would only fight the other workers.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist's loadgroup: a file's tests stay on one worker (its module fixtures are built once), and
+    every test that starts Ray shares one worker: ray.init joins a Ray instance another worker started."""
+    for item in items:
+        ray = item.get_closest_marker("ray") or item.get_closest_marker("cluster")
+        item.add_marker(pytest.mark.xdist_group("ray" if ray else item.path.name))
 
 
 @pytest.fixture(scope="session")

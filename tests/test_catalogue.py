@@ -36,6 +36,7 @@ QUIET = dict(log=lambda m: None)
 # ---------------------------------------------------------------- wrong results and crashes
 
 
+@pytest.mark.ray
 def test_01_ray_and_local_agree_on_finished_pairs(data_dir, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
     from pipeline.train.ray_jobs import RayOptions

@@ -12,6 +12,7 @@ from pipeline.layout import pair_dir
 from tests.conftest import tiny_config
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
+pytestmark = pytest.mark.ray
 
 
 def test_ray_retry_resumes_after_worker_is_killed(data_dir, tmp_path):

@@ -157,6 +157,7 @@ def test_tracking_settings_stay_out_of_the_pair_hash(data_dir, tmp_path):
     assert plain.pair_hash(plain.backbone_names()[0]) == tracked.pair_hash(tracked.backbone_names()[0])
 
 
+@pytest.mark.ray
 def test_ray_workers_log_their_pairs(data_dir, tmp_path):
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
     pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed")
