@@ -3,10 +3,10 @@ best.pt and last.pt. One dataclass per file, so every reader sees the same field
 
 Each record carries a format `version`. A file written before records had one reads as version 1: its fields are
 the same except last.pt's best_epoch, which counted from 0 (-1 for none) where every record now counts epochs
-from 1, as the logs print them (0 for none), and a refit's fold, which was "full" where it is now None. A file that lacks a field, or is not a record at all, raises
-RecordError naming the file: the state of its job (pipeline.train.state) treats it as stale and trains it again.
-A file the disk cannot read (an I/O error, permissions) raises storage.Unreadable instead: that is no verdict on
-the job, whose files stay.
+from 1, as the logs print them (0 for none), and a refit's fold, which was "full" where it is now None. A file
+that lacks a field, or is not a record at all, raises RecordError naming the file: the state of its job
+(pipeline.train.state) treats it as stale and trains it again. A file the disk cannot read (an I/O error,
+permissions) raises storage.Unreadable instead: that is no verdict on the job, whose files stay.
 """
 from __future__ import annotations
 

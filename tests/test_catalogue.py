@@ -69,7 +69,8 @@ def test_02_killed_retraining_then_revert_trains_again_instead_of_crashing(data_
     train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
     changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
     # the changed config's retraining starts over and is killed before its first checkpoint
-    Trainer(changed, fold_job(changed, "test_resnet", 0), load_run_data(changed, **QUIET), progress=False, **QUIET).prepare()
+    job = fold_job(changed, "test_resnet", 0)
+    Trainer(changed, job, load_run_data(changed, **QUIET), progress=False, **QUIET).prepare()
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)  # the setting reverted
     d = pair_dir(cfg.run_dir, "test_resnet", 0)
     assert info["status"] == "done" and (d / "best.pt").is_file() and (d / "oof.npz").is_file()

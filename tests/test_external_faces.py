@@ -87,7 +87,7 @@ def test_box_cache_runs_each_detector_once_per_photo(tmp_path, monkeypatch):
     files = [tmp_path / "p.jpg", tmp_path / "b.jpg"]
     calls = []
     real = boxes.detect
-    hog_finds_it = real(read_rgb(tmp_path / "p.jpg"), "hog") is not None  # a real face yes; the drawn stand-in, on some machines, not
+    hog_finds_it = real(read_rgb(tmp_path / "p.jpg"), "hog") is not None  # a real face: yes; the drawn one: not always
     monkeypatch.setattr(boxes, "detect", lambda img, name, path=None: calls.append(name) or real(img, name, path))
     monkeypatch.setattr(boxes, "Parallel", lambda n_jobs, return_as: (lambda jobs: (f(*a) for f, a, _ in jobs)))
     found = boxes.face_boxes(files, "hog+cnn", tmp_path / "cache", tmp_path, log=lambda m: None)

@@ -108,7 +108,8 @@ def test_tune_keys_are_checked_before_any_trial(data_dir, tmp_path):
                           ("{train.lrr: [float, 0.1, 0.2]}", "unknown key 'train.lrr'"),
                           ("{train.lr: [uniform, 0.1, 0.2]}", "[log, low, high]"),
                           # a later choice is checked too, not only the first
-                          ("{train.mix.kind: [choice, cutmix, vertcal]}", "'tune.params.train.mix.kind' value 'vertcal'")]:
+                          ("{train.mix.kind: [choice, cutmix, vertcal]}",
+                           "'tune.params.train.mix.kind' value 'vertcal'")]:
         config.write_text(f"extends: {ROOT / 'configs' / 'demo.yaml'}\ntune: {{params: {params}}}\n")
         res = CliRunner().invoke(main, command("tune", config, tmp_path, data_dir))
         assert res.exit_code == 1 and words in res.output and "Traceback" not in res.output, res.output

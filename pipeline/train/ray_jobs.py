@@ -4,8 +4,8 @@ The run directory, the data and the photo cache must be on storage every node se
 that mounts it elsewhere says so with MASKFOLD_PATH_MAP=/head/path=/node/path (several joined by ':'). Each job
 first checks that its node sees what it needs; a job on a node that does not fails at once with one line naming
 the node and the path, and the pair is sent to another node. A job whose node or worker dies is retried by Ray
-and resumes from its last.pt, as every job does (pipeline.train.state); finished pairs are skipped before anything is
-submitted, and the job's lock keeps two tasks from ever writing one job, across nodes too. A refit is a task like
+and resumes from its last.pt, as every job does (pipeline.train.state); finished pairs are skipped before anything
+is submitted, and the job's lock keeps two tasks from ever writing one job, across nodes too. A refit is a task like
 any other, submitted as soon as its backbone's folds are finished (pipeline.train.schedule).
 """
 from __future__ import annotations

@@ -163,7 +163,7 @@ class Trainer:
         return self._best_meta().to_checkpoint(weights.state_dict())
 
     def start_over(self, why: str | None = None) -> None:
-        """Remove the model files of an earlier run of this job, so nothing of it can be resumed or reach the ensemble."""
+        """Remove an earlier run's model files of this job, so nothing of it can be resumed or reach the ensemble."""
         if why:
             self.log(f"{self.name}: {why}; starting it over")
         for path in model_files(self.dir):
