@@ -61,9 +61,11 @@ def run_one(cfg: Config, job: Job, data: RunData | None, opts: RunOptions) -> di
     try:
         info = run_job(cfg, job, data, opts, log)
     except Exception as e:  # noqa: BLE001 - reported in the summary
-        if not isinstance(e, MaskfoldError):  # a user's error (a full disk, bad data) is its message alone
+        if isinstance(e, MaskfoldError):  # a user's error (a full disk, bad data) is its message alone
+            error = str(e)
+        else:
             traceback.print_exc()
-        error = str(e) if isinstance(e, MaskfoldError) else f"{type(e).__name__}: {e}"
+            error = f"{type(e).__name__}: {e}"
         return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": error,
                 "seconds": round(time.time() - start, 1)}
     row = {"backbone": job.backbone, "fold": fold, "host": info.get("host"), "device": info.get("device"),
