@@ -67,13 +67,14 @@ def read_space(cfg, config_path, overrides) -> list[Param]:
                           f"tune: {{params: {{train.lr: [log, 1.0e-4, 3.0e-3]}}}}")
     space = [_param(str(k), v, source) for k, v in cfg.tune.params.items()]
     first = [setting(p.key, p.values[0]) for p in space]
-    for i, p in enumerate(space):
-        for value in p.values:
-            try:
-                check_config(load_config(config_path, [*overrides, *first[:i], setting(p.key, value),
-                                                       *first[i + 1:]]), source)
-            except MaskfoldError as e:
-                raise ConfigError(f"{source}: 'tune.params.{p.key}' value {value!r} cannot be used: {e}") from None
+    # every param at its first value is one config, checked once; then each other value in turn
+    checks = [(0, space[0].values[0])] + [(i, v) for i, p in enumerate(space) for v in p.values[1:]]
+    for i, value in checks:
+        try:
+            check_config(load_config(config_path, [*overrides, *first[:i], setting(space[i].key, value),
+                                                   *first[i + 1:]]), source)
+        except MaskfoldError as e:
+            raise ConfigError(f"{source}: 'tune.params.{space[i].key}' value {value!r} cannot be used: {e}") from None
     for b in cfg.tune.backbones:
         cfg.backbone(b)  # names one the config has
     for k in cfg.tune.folds:
