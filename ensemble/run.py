@@ -131,11 +131,11 @@ def fit_blends(cfg: Config, preds, oof: list[np.ndarray], log) -> Blends:
         label = KIND_LABELS[kind] + (" + offsets" if off else "") + (" + age cut" if fitter is cutter else "")
         fits[label] = fitter.fit_blend(kind, oof, y, off, e.method, **kw)
         blended = fitter.apply_blend(fits[label], oof, e.method)
-        in_sample = scores(y, blend.predict_with(blended, fits[label]["offsets"]))
+        pred = blend.predict_with(blended, fits[label]["offsets"])
+        in_sample = scores(y, pred)
         if kind == "equal" and not off and fitter is blend:
             rows[f"ensemble ({e.method} vote, equal weights)"] = in_sample
-            honest[label] = in_sample["f1"]
-            honest_pred[label] = blend.predict_with(blended, fits[label]["offsets"])
+            honest[label], honest_pred[label] = in_sample["f1"], pred
             continue
         rows[f"ensemble + {label} (in-sample)"] = in_sample
         part, how = (preds.folds, "per outer fold") if kind == "stacking" else (persons, f"{e.nested_splits} person splits")
