@@ -44,7 +44,8 @@ def _note(log: Path, outcome: str) -> None:
         pass
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first non-blank line of `text`, with " ..." when more follow: an error as one line."""
     lines = [line for line in str(text).splitlines() if line.strip()]
     return lines[0] + (" ..." if len(lines) > 1 else "") if lines else "(no message)"
 
@@ -57,14 +58,14 @@ def logged_outcome(log: Path, run_dir):
         with _sigterm_raises():
             yield
     except click.ClickException as e:
-        _note(log, f"failed: {_first_line(e.format_message())}")
+        _note(log, f"failed: {first_line(e.format_message())}")
         raise
     except NoSpace as e:
         _note(log, f"failed: {e}")
         raise click.ClickException(str(e)) from None
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            _note(log, f"failed: {type(e).__name__}: {_first_line(e)}")
+            _note(log, f"failed: {type(e).__name__}: {first_line(e)}")
             raise
         full = NoSpace(Path(e.filename).parent if e.filename else run_dir)
         _note(log, f"failed: {full}")
@@ -79,6 +80,6 @@ def logged_outcome(log: Path, run_dir):
         _note(log, "finished" if e.code in (0, None) else f"failed (exit code {e.code})")
         raise
     except Exception as e:
-        _note(log, f"failed: {type(e).__name__}: {_first_line(e)}")
+        _note(log, f"failed: {type(e).__name__}: {first_line(e)}")
         raise
     _note(log, "finished")

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import MaskfoldError
+from pipeline.outcome import first_line
 from pipeline.storage import NoSpace
 
 DEBUG_HINT = "run with --debug (or MASKFOLD_DEBUG=1) for the traceback"
@@ -38,8 +39,7 @@ def as_message(e: Exception) -> click.ClickException:
         e = NoSpace(Path(e.filename).parent if e.filename else "the disk")
     if isinstance(e, MaskfoldError):
         return click.ClickException(str(e))
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    first = f"{type(e).__name__}: {lines[0] if lines else '(no message)'}{' ...' if len(lines) > 1 else ''}"
+    first = f"{type(e).__name__}: {first_line(e)}"
     return click.ClickException(first) if debug else _Bug(first)
 
 
