@@ -131,7 +131,7 @@ def storage_probe(run_dir, token: str) -> Path:
 def model_files(folder) -> list[Path]:
     """The files of a job's model and predictions: what starting it over removes. Its tensorboard events and the
     Ray backend's attempts.jsonl are a history of its attempts, and stay."""
-    return [path(folder) for path in (best_pt, last_pt, metrics_csv, oof_npz, test_npz, done_json)]
+    return [path(folder) for path in JOB_FILES.values()]
 
 
 def gpu_lock(run_dir, index: int) -> Path:
