@@ -21,10 +21,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.config import Config
 from pipeline.data.cache import decode
-from pipeline.data.extra import MISSING, read_extra
+from pipeline.data.extra import source_rows
 from pipeline.faces.crop import crop_function
 from pipeline.labels import MASKS
-from pipeline.layout import external_dir
 from pipeline.tables.fields import image_file
 from pipeline.tables.train import read_train
 
@@ -73,8 +72,7 @@ def run_probe(cfg: Config, persons: int = 300, n_jobs: int = 2, log=print) -> di
     """The probe's AUC per mask state (whole photo and frame only), external vs competition photos."""
     competition, _ = read_train(cfg.data_dir, cfg.data)
     competition = competition.assign(path=[str(image_file(cfg.data_dir, p)) for p in competition["path"]])
-    external = read_extra(external_dir(cfg.run_dir), cfg.data, "data.use_external", *MISSING["external"],
-                          cap=cfg.data.external_cap)
+    external = source_rows(cfg, "external")
     # Against competition persons of the external persons' age bands only: age itself is a real difference
     # between the sources (every external person is old), not a tell of how the photos were made.
     competition = competition[competition["age_band"].isin(external["age_band"].unique())]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.data.extra import MISSING, read_extra
+from pipeline.data.extra import MISSING, source_rows
 from pipeline.errors import DataError, Problem
 from pipeline.layout import blended_probs_npz, extra_train_csv, pseudo_dir, stage_summary
 
@@ -71,4 +71,4 @@ def read_pseudo(cfg: Config) -> pd.DataFrame:
     """The pseudo-labelled photos as contract rows (plus soft_label: the probabilities, or '' for a hard label),
     once they are known to be current."""
     require_current(cfg)
-    return read_extra(pseudo_dir(cfg.run_dir), cfg.data, "data.use_pseudo", *MISSING["pseudo"])
+    return source_rows(cfg, "pseudo")

@@ -74,13 +74,16 @@ MISSING = {
 
 def extra_rows(cfg: Config) -> dict[str, pd.DataFrame]:
     """The extra photos the config asks for (data.use_external, data.use_pseudo), by source."""
-    out = {}
-    if cfg.data.use_external:
-        out["external"] = read_extra(external_dir(cfg.run_dir), cfg.data, "data.use_external", *MISSING["external"],
-                                     cap=cfg.data.external_cap)
-    if cfg.data.use_pseudo:
-        out["pseudo"] = read_extra(pseudo_dir(cfg.run_dir), cfg.data, "data.use_pseudo", *MISSING["pseudo"])
-    return out
+    wanted = {"external": cfg.data.use_external, "pseudo": cfg.data.use_pseudo}
+    return {source: source_rows(cfg, source) for source, on in wanted.items() if on}
+
+
+def source_rows(cfg: Config, source: str) -> pd.DataFrame:
+    """One source's extra photos (external: only the first data.external_cap persons), read as read_extra reads."""
+    if source == "external":
+        return read_extra(external_dir(cfg.run_dir), cfg.data, "data.use_external", *MISSING["external"],
+                          cap=cfg.data.external_cap)
+    return read_extra(pseudo_dir(cfg.run_dir), cfg.data, "data.use_pseudo", *MISSING["pseudo"])
 
 
 def read_extra(stage_dir, data_cfg: DataConfig, key: str, missing: str, hint: str | None = None,
