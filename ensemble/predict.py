@@ -6,6 +6,7 @@ config stored beside its weights, so inference cannot drift from training.
 """
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -29,12 +30,34 @@ from pipeline.model import models
 from pipeline.model.inference import Inference, predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
+from pipeline.storage import require_output
 from pipeline.tables.fields import IMAGE_EXTS
 
 
-def find_photos(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                  and not p.name.startswith("."))
+def find_photos(folder: Path) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
+    """The photos under `folder`; what looks like one but cannot be read as a file (a broken or looping link, a
+    pipe), with why; and the links to folders, which are not followed (one back up would list photos forever)."""
+    photos, unreadable, links = [], [], []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.name.startswith("."):
+            continue
+        if p.is_symlink() and p.is_dir():
+            links.append(p)
+        elif p.suffix.lower() in IMAGE_EXTS:
+            if p.is_file():
+                photos.append(p)
+            else:
+                unreadable.append((str(p), _not_a_file(p)))
+    return photos, unreadable, links
+
+
+def _not_a_file(p: Path) -> str:
+    try:
+        p.stat()
+    except OSError as e:
+        kind = "a link that loops" if e.errno == errno.ELOOP else "a broken link" if p.is_symlink() else "unreadable"
+        return f"{kind} ({e.strerror})"
+    return "not a plain file"
 
 
 def decode_all(files, size, crop_fn) -> tuple[np.ndarray, list[Path], list[tuple[str, str]]]:
@@ -99,9 +122,14 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     if not fitted_path.is_file():
         raise MissingInput(f"{fitted_path} not found; run `maskfold ensemble` for this run first")
     fitted = json.loads(fitted_path.read_text())
-    files = find_photos(Path(images))
+    require_output(out, "--out")  # before the models run: a bad --out would waste the whole prediction
+    files, skipped, links = find_photos(Path(images))
+    for link in links:
+        log(f"not followed: {link} (a link to a folder; give that folder with --images to predict its photos)")
     if not files:
-        raise MissingInput(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)")
+        shown = "; ".join(f"{f} ({why})" for f, why in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+        raise MissingInput(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)"
+                           + (f"; not read: {shown}" if skipped else ""))
     dev = resolve_device(device or "auto")
     # A blend of several runs names each member's run; a single run's ensemble, its own backbones.
     members = fitted.get("members") or [{"run": ".", "backbone": b, "tta": fitted["tta"],
@@ -135,6 +163,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     df["age_band"] = [ages[i] for i in a]
     with output_file(out) as where:  # a device, pipe or link is written through, never replaced
         df.to_csv(where, index=False)
+    bad = skipped + bad
     for f, why in bad:
         log(f"unreadable, skipped: {f} ({why})")
     for note in shape_notes([(str(f), photo_shape(f)) for f in ok], tuple(cfg.data.cache_size)):

@@ -18,6 +18,7 @@ from pipeline.commands.options import config_options
 from pipeline.config import save_config
 from pipeline.errors import MaskfoldError
 from pipeline.layout import config_yaml
+from pipeline.outcome import Terminated
 from pipeline.train.provenance import version
 
 
@@ -40,16 +41,22 @@ def _external_choices(cfg):
 
 
 @main.command("check-data")
-@config_options(stage_choices=_external_choices)
+@config_options(stage_choices=_external_choices, tracked=True)
 @friendly
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
+    from pipeline.errors import DataError
+    from pipeline.storage import require_folder
     from pipeline.model.models import weights_report
     from pipeline.preflight import require_config_device
 
     require_config_device(cfg)  # the machine too: a run should not fail on its device after the data
-    train, evals, report = load_data(cfg, scan=True)
+    require_folder(cfg.cache_dir, "cache_dir")  # refused here as training would refuse it
+    try:
+        train, evals, report = load_data(cfg, scan=True)
+    except DataError as e:  # a file that stops the scan (the label fixes): its problems are the whole report
+        raise DataError(e.problems, hint=None) from None
     found, missing = weights_report(cfg.backbones)  # the weights too: a run should not fail on them after the data
     report.notes += found
     for who, why in missing:
@@ -116,7 +123,7 @@ def pseudo_cmd(cfg):
 
 
 @main.command("train")
-@config_options
+@config_options(tracked=True)
 @click.option("--backbone", required=True, help="A backbone name from the config.")
 @click.option("--fold", required=True, type=int, help="Validation fold (0-based).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: train.device).")
@@ -144,7 +151,7 @@ def train_cmd(cfg, backbone, fold, device, force):
 
 
 @main.command("train-all")
-@config_options
+@config_options(tracked=True)
 @click.option("--jobs", default=1, show_default=True, help="Pairs trained at once (local backend).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (HOST:PORT or auto); none starts a local Ray.")
@@ -194,7 +201,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
 
 
 @main.command("ensemble")
-@config_options
+@config_options(tracked=True)
 @click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="A finished run whose backbones join the blend (repeatable; default: this config's own run).")
 @friendly
@@ -206,13 +213,23 @@ def ensemble_cmd(cfg, runs):
 
     if runs:
         cfg.ensemble.runs = list(runs)
+    switch = None
     try:
-        with ensemble_outputs(cfg.run_dir):  # the submission, ensemble/ and config.yaml land together, or not at all
+        with ensemble_outputs(cfg.run_dir) as switch:  # the submission, ensemble/ and config.yaml land together
             result = run_ensemble(cfg, log=click.echo)
             save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
+        if not switch.interrupted:
+            track_ensemble(cfg, result, log=click.echo)  # the files it logs are in place only now
     except SubmissionError as e:
         raise click.ClickException(str(e)) from None
-    track_ensemble(cfg, result, log=click.echo)  # the files it logs are in place only now
+    except (KeyboardInterrupt, Terminated) as e:
+        if switch is None or not switch.done:
+            raise  # the previous outputs stay in place
+        switch.interrupted = "SIGINT" if isinstance(e, KeyboardInterrupt) else "SIGTERM"
+    if switch.interrupted:  # once the new outputs are in place the command has done its work
+        skipped = "" if cfg.tracking.kind == "none" else "; its tracking was skipped"
+        click.echo(f"interrupted ({switch.interrupted}) after the new outputs were in place: this ensemble's "
+                   f"submission and report are written{skipped}")
 
 
 @main.command("audit")
@@ -229,7 +246,7 @@ def audit_cmd(cfg, member, top):
 
 
 @main.command("tune")
-@config_options
+@config_options(tracked=True)
 @friendly
 def tune_cmd(cfg):
     """Search the keys tune.params names with Optuna: trials under <run_dir>/tune/, then best.yaml and trials.csv.

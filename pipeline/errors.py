@@ -36,8 +36,8 @@ class Problem:
 class DataError(MaskfoldError, RuntimeError):
     """Raised by training when the data fails the checks that `maskfold check-data` prints."""
 
-    def __init__(self, problems: list[Problem], hint: str = "run `maskfold check-data` for the full report"):
+    def __init__(self, problems: list[Problem], hint: str | None = "run `maskfold check-data` for the full report"):
         self.problems = problems
         shown = "\n".join(f"  {p}" for p in problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{len(problems)} problem(s); {hint}:\n{shown}{more}")
+        super().__init__(f"{len(problems)} problem(s){f'; {hint}' if hint else ''}:\n{shown}{more}")

@@ -202,6 +202,27 @@ def file_lock(path: str | Path, wait: bool = False, timeout: float | None = None
         os.close(fd)  # closing releases the flock
 
 
+def lock_holder(path: str | Path) -> str | None:
+    """Who holds the lock at `path` now ("pid N on HOST"), or None when nobody does. Asks with a shared lock
+    that is let go at once, and never makes the file."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return Path(path).read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+    finally:
+        os.close(fd)  # closing lets the shared lock go
+    return None
+
+
 # ---------------------------------------------------------------- the run's log
 
 

@@ -55,6 +55,14 @@ def _check_tracking(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'tracking.kind' is {cfg.tracking.kind} but {why}")
 
 
+def require_tracking_store(cfg: Config, source: str) -> None:
+    """The commands that track open the store before any work: refused here with its own reason and the fix."""
+    from pipeline.tracking import store_problem
+
+    if why := store_problem(cfg):
+        raise ConfigError(f"{source}: 'tracking.kind' is {cfg.tracking.kind} but {why}")
+
+
 def _check_faces(cfg: Config, source: str) -> None:
     """A face crop needs dlib: refused before any work, not at the first photo."""
     from pipeline.faces.landmarks import missing_extra

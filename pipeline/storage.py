@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.errors import MaskfoldError
+from pipeline.errors import BadInput, MaskfoldError
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 # torch's zip writer reports a failed write in its own words, without the errno
@@ -95,13 +95,33 @@ class FolderProblem(MaskfoldError, ValueError):
     """A configured folder that maskfold cannot use; the message names the key, the folder and the fix."""
 
 
+def _nearest(path: Path) -> Path:
+    """The nearest part of `path` that exists (or is a link)."""
+    probe = path
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def require_output(path, option: str) -> None:
+    """An output file the user named (`predict --out`) can be made where it is named; else BadInput, before any
+    work. A device, pipe or link (written through) is left to the writer."""
+    path = Path(path)
+    probe = _nearest(path.parent)
+    fix = f"name a CSV file in a folder you can write, e.g. {option} predictions.csv"
+    if probe.is_symlink() and not probe.exists():
+        raise BadInput(f"{option} {path}: {probe} is a broken link; {fix}")
+    if not probe.is_dir():
+        raise BadInput(f"{option} {path}: {probe} is {_kind(probe)}, not a folder; {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInput(f"{option} {path}: {probe} cannot be written (permission denied); {fix}")
+
+
 def require_folder(path, key: str) -> Path:
     """Make `path` (a config key's folder) if needed and check that it can be written; else FolderProblem."""
     path = Path(path)
     fix = f"set {key} to a folder maskfold can write (e.g. --set {key}=runs/NAME)"
-    probe = path
-    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
-        probe = probe.parent  # the nearest part of the path that exists
+    probe = _nearest(path)
     if probe.is_symlink() and not probe.exists():
         raise FolderProblem(f"{key} {path}: {probe} is a broken link; fix the link or {fix}")
     if not probe.is_dir():

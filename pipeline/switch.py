@@ -6,14 +6,17 @@ file is written, a journal listing the renames (and the previous set's files the
 atomically; then, with Ctrl-C and SIGTERM held off, the old files are removed and the temporaries renamed over
 their files, the `last` ones (the submission) at the very end, and the journal is deleted. Only a hard kill (or a
 power cut) can stop that sequence midway, and then the journal is still there: finish_switch, run by the next
-command that writes the set, completes it before anything else.
+command that writes the set, completes it before anything else. A signal that came during the renames is taken, not
+acted on: the new set is in place, so the command has done its work, and says so (Switch.interrupted).
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.io import atomic_write_text, hold_writes
@@ -22,18 +25,49 @@ from pipeline.layout import switch_journal
 _HELD_OFF = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+@dataclass
+class Switch:
+    """What a command learns of its switch: `done` once the new set is in place, and `interrupted` naming the signal
+    (Ctrl-C is SIGINT) that came while the renames held it off. Such a signal is taken, not acted on: the new set is
+    in place, so the command has done its work and says so."""
+    done: bool = False
+    interrupted: str | None = None
+
+
 @contextmanager
 def signals_held_off():
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends (then they act as usual)."""
+    """Ctrl-C, SIGTERM and SIGHUP neither stop nor interrupt the block; yields the list of those that came, filled
+    when it ends. They are blocked in this thread, and taken (not acted on) before the block ends; since the kernel
+    may hand a process's signal to another thread (torch's), whose handler then asks the main thread to act, Python's
+    handlers only note them meanwhile."""
+    came: list[signal.Signals] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # Python sets handlers in the main thread only
+        for sig in _HELD_OFF:
+            handlers[sig] = signal.signal(sig, lambda number, frame: came.append(signal.Signals(number)))
     try:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_OFF)
-    except (AttributeError, ValueError, OSError):  # no signal masks here (another thread, another OS)
+    except (AttributeError, ValueError, OSError):  # no signal masks here (another OS)
         old = None
     try:
-        yield
+        yield came
     finally:
+        came += _take_pending()
         if old is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _take_pending() -> list[signal.Signals]:
+    """While they are blocked: take the held-off signals that came, so they never act."""
+    try:
+        pending = sorted(signal.sigpending() & set(_HELD_OFF))
+        for sig in pending:
+            signal.sigtimedwait([sig], 0)
+    except (AttributeError, OSError):
+        return []
+    return pending
 
 
 def _apply(run_dir: Path, plan: dict) -> None:
@@ -44,16 +78,24 @@ def _apply(run_dir: Path, plan: dict) -> None:
             os.replace(run_dir / tmp, run_dir / name)
 
 
+def _switch(run_dir: Path, plan: dict, journal: Path) -> list[signal.Signals]:
+    """The renames, to the end whatever signal comes; the signals that came meanwhile."""
+    with signals_held_off() as came:
+        _apply(run_dir, plan)
+        journal.unlink(missing_ok=True)
+    return came
+
+
 def finish_switch(run_dir) -> bool:
-    """Complete a switch that a hard kill stopped midway (see the module docstring); True when there was one."""
+    """Complete a switch that a hard kill stopped midway (see the module docstring); True when there was one. An
+    interrupt that came meanwhile acts once it is complete."""
     journal = switch_journal(run_dir)
     try:
         plan = json.loads(journal.read_text())
     except (OSError, ValueError):
         return False
-    with signals_held_off():
-        _apply(Path(run_dir), plan)
-        journal.unlink(missing_ok=True)
+    for sig in _switch(Path(run_dir), plan, journal):
+        signal.raise_signal(sig)  # the command is interrupted as it would have been without the hold
     return True
 
 
@@ -61,11 +103,12 @@ def finish_switch(run_dir) -> bool:
 def one_unit(run_dir, previous, last=()):
     """Every atomic write in the block belongs to one set of outputs under `run_dir`, switched in when the block
     ends; `previous()` lists the files of the set now in place (those the new set lacks are removed with the
-    switch); files in `last` are put in place after all the others."""
+    switch); files in `last` are put in place after all the others. Yields the Switch, which says when it is done."""
     run_dir = Path(run_dir)
     finish_switch(run_dir)
+    switch = Switch()
     with hold_writes() as writes:
-        yield
+        yield switch
     try:
         written = {final.resolve() for _, final in writes}
         last = [Path(p).resolve() for p in last]
@@ -77,4 +120,5 @@ def one_unit(run_dir, previous, last=()):
         for tmp, _ in writes:
             tmp.unlink(missing_ok=True)
         raise
-    finish_switch(run_dir)
+    switch.interrupted = ", ".join(s.name for s in _switch(run_dir, plan, switch_journal(run_dir))) or None
+    switch.done = True

@@ -317,3 +317,22 @@ def cfg_empty_path(work: Work) -> Case:
         return Case(f"config {key}: {value!r}", names=(key,), meaning="any")
     # An empty folder name means the working folder: a run's files would land among the project's own.
     return Case(f"config {key}: {value!r}", names=(key,), refuse=BOTH)
+
+
+def numeric_keys(data: dict):
+    """Every number of the config, and every optional number it leaves at null, as (dotted key, int or float)."""
+    for key, value in _leaves(data):
+        tp = _field_type(key) if key not in PLACES else None
+        if tp in (int, float) and (value is None or not isinstance(value, (bool, str, dict, list))):
+            yield key, tp
+
+
+@mutation("cfg_negative_number")
+def cfg_negative_number(work: Work) -> Case:
+    data = work.load_config()
+    key, tp = work.rng.choice(list(numeric_keys(data)))
+    value = work.rng.choice([-1, -3] if tp is int else [-0.5, -1e-4, -2.0])
+    _set(data, key, value)
+    work.save_config(data)
+    # No number of the schema means anything below 0: each is refused at load, naming its key.
+    return Case(f"config {key}: {value!r} (a negative number)", names=(_named_key(key),), refuse=BOTH)

@@ -329,3 +329,20 @@ def photo_aliased(work: Work) -> Case:
     p.unlink()
     (os.link if work.rng.random() < 0.5 else os.symlink)(other, p)
     return Case(f"{rel(work, p)} replaced by a link to {rel(work, other)}", names=(p.parent.name,), refuse=BOTH)
+
+
+@mutation("folder_loop_link")
+def folder_loop_link(work: Work) -> Case:
+    """A link that loops, in any folder a command reads: a photo-named link to itself, or a folder link back up."""
+    _, person = work.person()
+    where = work.rng.choice(["person", "images", "eval images", "train", "data", "eval"])
+    folder = {"person": work.images / person, "images": work.images, "eval images": work.data / "eval" / "images",
+              "train": work.data / "train", "data": work.data, "eval": work.data / "eval"}[where]
+    name = work.rng.choice(["loop.jpg", "up"])
+    os.symlink(name if name == "loop.jpg" else ".", folder / name)
+    what = f"a looping link {rel(work, folder / name)} added to the {where} folder"
+    if where == "eval images" or (where == "person" and name == "loop.jpg"):  # a photo that cannot be read
+        return Case(what, names=(name,), refuse=BOTH)
+    if where == "images" and name == "up":  # a folder not listed in train.csv
+        return Case(what, names=(name,), warn=True)
+    return Case(what, names=())  # not a photo, and no folder a command walks into

@@ -13,6 +13,7 @@ import click
 
 from pipeline.errors import MaskfoldError
 from pipeline.outcome import first_line
+from pipeline.quiet import libraries_quiet
 from pipeline.storage import NoSpace
 
 DEBUG_HINT = "run with --debug (or MASKFOLD_DEBUG=1) for the traceback"
@@ -72,9 +73,18 @@ class Commands(click.Group):
     is reported by the same rule."""
 
     def invoke(self, ctx):
+        before = os.environ.get("MASKFOLD_DEBUG")
+        if ctx.params.get("debug"):
+            os.environ["MASKFOLD_DEBUG"] = "1"  # worker processes, and libraries_quiet, read it
         try:
-            return super().invoke(ctx)
+            with libraries_quiet():
+                return super().invoke(ctx)
         except Exception as e:
             if _passes(e):
                 raise
             raise as_message(e) from None
+        finally:
+            if before is None:
+                os.environ.pop("MASKFOLD_DEBUG", None)
+            else:
+                os.environ["MASKFOLD_DEBUG"] = before

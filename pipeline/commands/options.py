@@ -17,11 +17,12 @@ from pipeline.outcome import logged_outcome
 from pipeline.storage import require_folder
 
 
-def config_options(f=None, *, stage_choices=None):
-    """--config and --set, the config loaded and preflighted (`stage_choices(cfg)`: a stage's own names to check),
-    the run's folder checked, and the command logged to <run_dir>/log.txt."""
+def config_options(f=None, *, stage_choices=None, tracked=False):
+    """--config and --set, the config loaded and preflighted (`stage_choices(cfg)`: a stage's own names to check;
+    `tracked`: the command logs to the tracking store, which must open now), the run's folder checked, and the
+    command logged to <run_dir>/log.txt."""
     if f is None:
-        return functools.partial(config_options, stage_choices=stage_choices)
+        return functools.partial(config_options, stage_choices=stage_choices, tracked=tracked)
 
     @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
                   help="YAML config, e.g. configs/demo.yaml.")
@@ -29,12 +30,14 @@ def config_options(f=None, *, stage_choices=None):
                   help="Override a config key, e.g. --set train.epochs=3 (repeatable).")
     @functools.wraps(f)
     def wrapper(config_path, overrides, **kw):
-        from pipeline.preflight import check_config
+        from pipeline.preflight import check_config, require_tracking_store
 
         try:
             cfg = load_config(config_path, overrides)
             check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg))
             require_folder(cfg.run_dir, "run_dir")
+            if tracked:
+                require_tracking_store(cfg, str(Path(config_path)))
         except MaskfoldError as e:
             raise as_message(e) from None
         log = log_txt(cfg.run_dir)

@@ -83,7 +83,8 @@ def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
 @click.option("--dir", "cache_dir", default="runs/.cache", show_default=True, type=click.Path(file_okay=False),
               help="The project's photo cache (the configs' cache_dir).")
 @click.option("--prune", is_flag=True, help="Remove caches (all, or those unused for --older-than days).")
-@click.option("--older-than", default=0.0, show_default=True, help="With --prune: days since a cache was last used.")
+@click.option("--older-than", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --prune: days since a cache was last used.")
 def cache_cmd(cache_dir, prune, older_than):
     """List the decoded-photo caches shared by every run, or free their space with --prune."""
     from datetime import datetime

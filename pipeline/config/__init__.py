@@ -88,6 +88,10 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
     _check_techniques(cfg, source)
     _check_age_head(cfg, source)
+    ext = cfg.external
+    if ext.max_age is not None and ext.max_age < ext.min_age:
+        raise ConfigError(f"{source}: 'external.max_age' ({ext.max_age}) is below 'external.min_age' ({ext.min_age}); "
+                          f"use null (no upper age) or an age from {ext.min_age} up")
     if not 0 < cfg.pseudo.threshold <= 1:
         raise ConfigError(f"{source}: 'pseudo.threshold' is {cfg.pseudo.threshold}; a probability in (0, 1], e.g. 0.9")
     for t in cfg.tta:
@@ -102,15 +106,13 @@ def _check_techniques(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'train.head_weights' is {t.head_weights}; give {len(TASKS)} non-negative loss "
                           f"weights, one per head ({', '.join(name for name, _ in TASKS)}), e.g. [1.0, 1.0, 1.0]")
     gap = min(d.age_cuts[0], d.age_cuts[1] - d.age_cuts[0])
-    if not 0 <= d.soften_near_cut < gap:
-        raise ConfigError(f"{source}: 'data.soften_near_cut' is {d.soften_near_cut}; use 0 (off) or a number of years "
-                          f"below each cut, less than {gap} so that it stays inside one age band")
+    for key in ("drop_near_cut", "soften_near_cut"):
+        if not 0 <= getattr(d, key) < gap:
+            raise ConfigError(f"{source}: 'data.{key}' is {getattr(d, key)}; use 0 (off) or a number of years below "
+                              f"each cut, less than {gap} so that it stays inside one age band")
     if t.layer_decay is not None and not 0 < t.layer_decay <= 1:
         raise ConfigError(f"{source}: 'train.layer_decay' is {t.layer_decay}; use null (off) or a factor in (0, 1], "
                           f"e.g. 0.75: each layer below the head trains at that fraction of the one above")
-    for key in ("warmup_lr", "min_lr"):
-        if getattr(t, key) < 0:
-            raise ConfigError(f"{source}: 'train.{key}' is {getattr(t, key)}; a learning rate must be 0 or more")
     for i, b in enumerate(cfg.backbones):
         lr = cfg.resolved(b)["lr"]
         if t.min_lr >= lr:

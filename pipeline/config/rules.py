@@ -15,7 +15,63 @@ DEVICES = "auto, cpu, cuda or cuda:N"
 MAX_SEED = 2**32 - 1  # numpy's seeds
 
 
+# Numbers that must lie in a range whatever else the config says: (dotted key, lowest, highest, what to use).
+# A bound is (value, inclusive); None leaves that side open. Keys of list items (backbones, loss terms) take `*`.
+NONNEG = ((0, True), None, "0 or more")
+POSITIVE = ((0, False), None, "a number above 0")
+FRACTION = ((0, True), (1, False), "a number from 0 up to (not including) 1")
+PROBABILITY = ((0, True), (1, True), "a probability from 0 to 1")
+OPEN_FRACTION = ((0, False), (1, False), "a number between 0 and 1 (both excluded)")
+BOUNDS = {
+    "data.drop_near_cut": NONNEG, "data.crop_margin": NONNEG, "data.external_cap": NONNEG,
+    "backbones.*.lr": POSITIVE, "backbones.*.drop_rate": FRACTION, "backbones.*.drop_path_rate": FRACTION,
+    "backbones.*.freeze_epochs": NONNEG,
+    "train.lr": ((0, False), None, "a learning rate above 0, e.g. 3e-4"),
+    "train.warmup_lr": NONNEG, "train.min_lr": NONNEG, "train.weight_decay": NONNEG, "train.momentum": FRACTION,
+    "train.warmup_epochs": ((0, True), None, "0 (no warm-up) or more epochs"),
+    "train.patience": ((1, True), None, "1 or more epochs without a better validation F1, or null to switch early "
+                                        "stopping off"),
+    "train.step_size": ((1, True), None, "1 or more epochs"), "train.step_gamma": ((0, False), (1, True),
+                                                                                  "a factor in (0, 1], e.g. 0.5"),
+    "train.plateau_patience": NONNEG, "train.plateau_factor": OPEN_FRACTION, "train.clip_grad": POSITIVE,
+    "train.ema": OPEN_FRACTION, "train.sampler_power": NONNEG, "train.class_weight_power": NONNEG,
+    # the years head's settings, checked whichever head is on: a later switch to years must not meet them
+    "train.age_range.*": NONNEG, "train.age_sigma": POSITIVE, "train.age_l1_weight": NONNEG,
+    "train.loss.*.weight": NONNEG, "train.loss.*.label_smoothing": FRACTION, "train.loss.*.gamma": NONNEG,
+    "train.loss.*.alpha": PROBABILITY,
+    "train.mix.prob": PROBABILITY, "train.mix.alpha": POSITIVE, "train.mix.stop_epoch": NONNEG,
+    "external.min_age": NONNEG, "external.max_age": NONNEG, "external.max_persons": NONNEG,
+    "tune.trials": ((1, True), None, "1 or more"), "tune.startup_trials": NONNEG, "tune.warmup_epochs": NONNEG,
+    "tune.folds.*": NONNEG,
+}
+
+
+def _values(node, parts: list[str], key: str = ""):
+    """(dotted key, value) of every value a BOUNDS key names; `*` stands for each item of a list."""
+    if not parts:
+        yield key, node
+        return
+    head, rest = parts[0], parts[1:]
+    items = enumerate(node) if head == "*" else [(head, getattr(node, head))]
+    for name, child in items:
+        yield from _values(child, rest, f"{key}.{name}" if key else str(name))
+
+
+def _inside(value, low, high) -> bool:
+    return ((low is None or (value >= low[0] if low[1] else value > low[0]))
+            and (high is None or (value <= high[0] if high[1] else value < high[0])))
+
+
+def check_bounds(cfg: Config, source: str) -> None:
+    """Every number of BOUNDS inside its range (a None, where the schema allows one, means off)."""
+    for pattern, (low, high, what) in BOUNDS.items():
+        for key, value in _values(cfg, pattern.split(".")):
+            if value is not None and not _inside(value, low, high):
+                raise ConfigError(f"{source}: '{key}' is {value}; use {what}")
+
+
 def check_ranges(cfg: Config, source: str) -> None:
+    check_bounds(cfg, source)
     t, e = cfg.train, cfg.ensemble
     at_least = [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
                 ("train.accum_steps", t.accum_steps, 1), ("train.num_workers", t.num_workers, 0),

@@ -95,7 +95,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     ema: float | None = None  # EMA decay, e.g. 0.999
-    patience: int | None = None  # early stopping on validation macro F1
+    # Early stopping: stop after this many epochs (1 or more) without a better validation macro F1; null: off.
+    patience: int | None = None
     num_workers: int = 4
     sampler_power: float = 0.0  # 0: natural frequencies, 1: every class drawn equally often
     class_weight_power: float = 0.0  # loss weight per class = frequency ** -power (normalised)

@@ -170,6 +170,8 @@ def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
     """One config file with its `extends:` chain. `extends:` is read relative to the folder of the file that names it
     (as mmengine's `_base_` and Hydra's defaults are), so a config works from any folder; every other relative
     path (data_dir, run_dir, ...) is read from the working directory, like the paths given on the command line."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; name one config file, e.g. {path / 'base.yaml'}")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found{where_relative(path)}")
     if path.resolve() in chain:
@@ -195,6 +197,9 @@ def read_yaml(path: Path, schema, chain: tuple = ()) -> dict:
         raise ConfigError(f"{path}: 'extends' must name one config file (a path), got {parent!r}; write "
                           f"`extends: base.yaml`")
     base_path = Path(parent) if Path(parent).is_absolute() else path.parent / parent
+    if base_path.is_dir():
+        raise ConfigError(f"{path}: 'extends' names {base_path}, which is a folder; `extends:` names one config file "
+                          f"(e.g. `extends: base.yaml`), read relative to the folder of the file that names it")
     if not base_path.is_file():
         raise ConfigError(f"{path}: 'extends' names {base_path}, not found; `extends:` is read relative to the "
                           f"folder of the file that names it ({path.parent})")

@@ -30,6 +30,21 @@ def missing_extra(kind: str) -> str | None:
     return f"{need[0]} is not installed: pip install '{need[1]}', or set tracking.kind: none"
 
 
+def store_problem(cfg) -> str | None:
+    """Why the configured store cannot be opened now (the store's own reason and the fix), or None. The commands
+    that track ask before any work, so a user who asked for tracking learns it before an hour of training; a store
+    that fails later, in the middle of a run, costs one warning line and the training goes on."""
+    if cfg.tracking.kind == "none" or missing_extra(cfg.tracking.kind):
+        return None
+    from pipeline.tracking.record import resolve_uri
+
+    if cfg.tracking.kind == "mlflow":
+        from pipeline.tracking.mlflow_store import store_problem as problem
+    else:
+        from pipeline.tracking.wandb_store import store_problem as problem
+    return problem(resolve_uri(cfg), cfg.tracking.project)
+
+
 class Tracker(Protocol):
     """What a trainer tells its pair's tracked run: each epoch's metrics.csv row, then its done.json record."""
 

@@ -7,6 +7,7 @@ mlflow.db` shows it with no server. Any other tracking URI (http://, databricks)
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -14,17 +15,51 @@ BATCH = 100  # MLflow takes at most 100 params, and 1000 metrics, in one call
 VALUE_CHARS = 6000  # the longest param value MLflow keeps
 
 
+def _client(uri: str):
+    """The client of a tracking URI, or of a folder (its SQLite store); and the folder, None for a URI."""
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):  # table creation and migrations say so at INFO on every new store
+        logging.getLogger(name).setLevel(logging.WARNING)
+    folder = None if "://" in uri or uri.startswith(("databricks", "file:")) else Path(uri)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri), folder
+
+
+def _fix(uri: str) -> str:
+    if uri.startswith("file:"):
+        return ("MLflow 3 makes no new file stores: set tracking.uri to a folder (an SQLite store is made in it, e.g. "
+                "runs/mlruns) or to sqlite:///PATH/mlflow.db")
+    if uri.startswith(("http:", "https:")):
+        return "start the server or fix tracking.uri, or set tracking.kind: none"
+    return "fix tracking.uri, or set tracking.kind: none"
+
+
+def store_problem(uri: str, project: str) -> str | None:
+    """Why the store at `uri` cannot be opened now (MLflow's own reason and the fix), or None. A server that does not
+    answer fails at once: MLflow would otherwise retry for minutes."""
+    from pipeline.outcome import first_line
+
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    before = {k: os.environ.get(k) for k in quick}
+    os.environ.update({k: v for k, v in quick.items() if before[k] is None})
+    try:
+        _client(uri)[0].get_experiment_by_name(project)
+    except Exception as e:  # noqa: BLE001 - any failure to open the store is the answer
+        return f"MLflow cannot open {uri} ({first_line(e)[:300]}); {_fix(uri)}"
+    finally:
+        for k in quick:
+            if before[k] is None:
+                os.environ.pop(k, None)
+    return None
+
+
 class MlflowStore:
     def __init__(self, uri: str, project: str, parent: str | None):
-        from mlflow.tracking import MlflowClient
-
-        for name in ("mlflow", "alembic"):  # table creation and migrations say so at INFO on every new store
-            logging.getLogger(name).setLevel(logging.WARNING)
-        folder = None if "://" in uri or uri.startswith(("databricks", "file:")) else Path(uri)
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{folder / 'mlflow.db'}"
-        self.client, self.parent, self.run = MlflowClient(tracking_uri=uri), parent, None
+        self.client, folder = _client(uri)
+        self.parent, self.run = parent, None
         found = self.client.get_experiment_by_name(project)
         if found is not None:
             self.experiment = found.experiment_id

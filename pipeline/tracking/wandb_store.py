@@ -8,6 +8,37 @@ import shutil
 from pathlib import Path
 
 
+def store_problem(folder: str | None, project: str) -> str | None:
+    """Why W&B cannot log online now (no login, or its server does not answer), or None; offline or disabled W&B
+    (WANDB_MODE, `wandb offline`) writes to disk and needs neither."""
+    import socket
+    from urllib.parse import urlparse
+
+    from wandb.sdk import wandb_setup
+
+    settings = wandb_setup.singleton().settings
+    if settings.mode in ("offline", "dryrun", "disabled"):
+        return None
+    offline = "or set WANDB_MODE=offline to write the runs to disk for a later `wandb sync`"
+    if not (settings.api_key or _netrc_key(settings.base_url)):
+        return f"W&B has no login for {settings.base_url}: run `wandb login` (or set WANDB_API_KEY), {offline}"
+    url = urlparse(settings.base_url)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=10).close()
+    except OSError as e:
+        return f"W&B's server {settings.base_url} does not answer ({e.strerror or e}); check the network, {offline}"
+    return None
+
+
+def _netrc_key(host: str) -> str | None:
+    try:
+        from wandb.sdk.lib.wbauth.wbnetrc import read_netrc_auth
+
+        return read_netrc_auth(host=host)
+    except Exception:  # noqa: BLE001 - W&B's internals move; no key found is the safe answer
+        return None
+
+
 class WandbStore:
     def __init__(self, folder: str | None, project: str, group: str):
         self.folder, self.project, self.group, self.run = folder, project, group, None

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.layout import best_pt, done_json, eval_digest, last_pt, oof_npz, refit_dir, run_digest, test_npz
+from pipeline.io import lock_holder
+from pipeline.layout import best_pt, done_json, eval_digest, job_lock, last_pt, oof_npz, refit_dir, run_digest, test_npz
 from pipeline.records import BestMeta, Done, LastMeta, PairDone, RecordError, RefitDone
 from pipeline.storage import Unreadable
 from pipeline.train.job import Job, fold_job
@@ -144,9 +145,12 @@ def pair_state(cfg, backbone: str, fold: int) -> JobState:
 
 def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
     """None when the pair is finished under this config; else why not, in a few words."""
-    state = pair_state(cfg, backbone, fold)
+    job = fold_job(cfg, backbone, fold)
+    state = job_state(cfg, job)
     if state.status == FINISHED:
         return None
+    if holder := lock_holder(job_lock(job.folder)):
+        return f"being trained now, by {holder}"
     return state.reason or ("not trained" if state.status == MISSING else "training stopped before its end")
 
 

@@ -287,7 +287,7 @@ class Trainer:
             return self.finish()
         patience = self.cfg.train.patience if self.validates else None  # a refit has no validation to wait on
         stale = self.epoch - self.best_epoch if self.best_epoch else 0
-        while self.epoch < self.settings["epochs"] and not (patience and stale >= patience):
+        while self.epoch < self.settings["epochs"] and not (patience is not None and stale >= patience):
             improved = self._epoch()
             stale = 0 if improved else stale + 1
         return self.finish()

@@ -12,6 +12,7 @@ from pipeline.config import Config
 from pipeline.errors import MaskfoldError
 from pipeline.io import Busy, file_lock
 from pipeline.layout import REFIT, gpu_lock
+from pipeline.quiet import libraries_quiet
 from pipeline.train.job import Job, RunOptions
 from pipeline.train.pair import run_job
 from pipeline.train.rundata import RunData
@@ -59,7 +60,8 @@ def run_one(cfg: Config, job: Job, data: RunData | None, opts: RunOptions) -> di
 
     fold = REFIT if job.fold is None else job.fold
     try:
-        info = run_job(cfg, job, data, opts, log)
+        with libraries_quiet():  # in a worker process too
+            info = run_job(cfg, job, data, opts, log)
     except Exception as e:  # noqa: BLE001 - reported in the summary
         if isinstance(e, MaskfoldError):  # a user's error (a full disk, bad data) is its message alone
             error = str(e)
