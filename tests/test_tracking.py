@@ -128,13 +128,29 @@ def test_wandb_offline_run_reads_back(data_dir, tmp_path, monkeypatch):
     assert any((folder / "files" / "ensemble" / "report.md").is_file() for *_, folder in own)
 
 
-def test_tracking_error_is_one_warning_and_training_goes_on(data_dir, tmp_path):
+def test_store_that_fails_before_the_run_is_refused_by_the_preflight(data_dir, tmp_path):
     pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store's folder should be\n")
-    output = run_tiny(tmp_path, data_dir, "tracking.kind=mlflow", f"tracking.uri={blocker}")
+    res = CliRunner().invoke(main, cli_args("train-all", tmp_path, data_dir, *TINY, "tracking.kind=mlflow",
+                                            f"tracking.uri={blocker}"))
+    assert res.exit_code == 1 and f"MLflow cannot open {blocker}" in res.output, res.output
+    assert not (tmp_path / "run" / "models").exists()
+
+
+def test_store_that_fails_in_the_middle_of_a_run_is_one_warning_and_training_goes_on(data_dir, tmp_path,
+                                                                                      monkeypatch):
+    pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed")
+    from pipeline.tracking.mlflow_store import MlflowStore
+
+    def gone(*a, **kw):  # the store opened in the preflight, then went away
+        raise ConnectionError("the tracking server went away")
+
+    for method in ("history", "summary"):
+        monkeypatch.setattr(MlflowStore, method, gone)
+    output = run_tiny(tmp_path, data_dir, "tracking.kind=mlflow", f"tracking.uri={tmp_path / 'mlruns'}")
     warnings = [line for line in output.splitlines() if line.startswith("warning: mlflow tracking failed")]
-    assert len(warnings) == 1, output  # one process here: the same failure is told once
+    assert len(warnings) == 1 and "went away" in warnings[0], output  # one process here: told once
     assert (tmp_path / "run" / "submission.csv").is_file()
 
 
