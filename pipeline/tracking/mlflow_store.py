@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def _fix(uri: str) -> str:
     return "fix tracking.uri, or set tracking.kind: none"
 
 
+def _reason(text: str) -> str:
+    """MLflow's reason in a few words: its first sentence, and a refused connection said as such."""
+    if "NewConnectionError" in text or "Connection refused" in text:
+        return "no server answers there"
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0][:200]
+
+
 def store_problem(uri: str, project: str) -> str | None:
     """Why the store at `uri` cannot be opened now (MLflow's own reason and the fix), or None. A server that does not
     answer fails at once: MLflow would otherwise retry for minutes."""
@@ -48,7 +56,7 @@ def store_problem(uri: str, project: str) -> str | None:
     try:
         _client(uri)[0].get_experiment_by_name(project)
     except Exception as e:  # noqa: BLE001 - any failure to open the store is the answer
-        return f"MLflow cannot open {uri} ({first_line(e)[:300]}); {_fix(uri)}"
+        return f"MLflow cannot open {uri} ({_reason(first_line(e))}); {_fix(uri)}"
     finally:
         for k in quick:
             if before[k] is None:
