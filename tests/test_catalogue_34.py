@@ -92,6 +92,12 @@ def test_34_01_to_04_every_number_of_the_schema_refuses_a_negative_naming_its_ke
             load_config(demo, [f"{key}={value}"])
 
 
+@pytest.mark.parametrize("setting", ["train.loss=[]", "train.loss=[{name: ce, weight: 0}]"])
+def test_34_04_a_loss_that_adds_up_to_zero_is_refused(setting):
+    with pytest.raises(ConfigError, match=r"'train.loss' has no term with a weight above 0"):
+        load_config(ROOT / "configs" / "demo.yaml", [setting])
+
+
 # ---------------------------------------------------------------- 5-6: messages that sent the user the wrong way
 
 

@@ -105,6 +105,9 @@ def _check_techniques(cfg: Config, source: str) -> None:
     if len(t.head_weights) != len(TASKS) or min(t.head_weights) < 0 or sum(t.head_weights) <= 0:
         raise ConfigError(f"{source}: 'train.head_weights' is {t.head_weights}; give {len(TASKS)} non-negative loss "
                           f"weights, one per head ({', '.join(name for name, _ in TASKS)}), e.g. [1.0, 1.0, 1.0]")
+    if sum(term.weight for term in t.loss) <= 0:  # a loss of zero trains nothing, silently
+        raise ConfigError(f"{source}: 'train.loss' has no term with a weight above 0; give at least one, e.g. "
+                          f"[{{name: ce, weight: 1.0}}]")
     gap = min(d.age_cuts[0], d.age_cuts[1] - d.age_cuts[0])
     for key in ("drop_near_cut", "soften_near_cut"):
         if not 0 <= getattr(d, key) < gap:
