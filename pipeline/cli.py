@@ -40,12 +40,12 @@ def _external_choices(cfg):
 
 
 @main.command("check-data")
-@config_options(stage_choices=_external_choices)
+@config_options(stage_choices=_external_choices, needs_model=False)
 @friendly
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
-    from pipeline.model.models import weights_report
+    from pipeline.model.weights import weights_report
     from pipeline.preflight import require_config_device
 
     require_config_device(cfg)  # the machine too: a run should not fail on its device after the data
@@ -67,7 +67,7 @@ def _stage_outputs_current(cfg) -> None:
 
 
 @main.command("folds")
-@config_options
+@config_options(needs_model=False)
 @friendly
 def folds_cmd(cfg):
     """Assign persons to folds; write <run_dir>/folds.csv."""
@@ -124,7 +124,7 @@ def pseudo_cmd(cfg):
 @friendly
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
-    from pipeline.model.models import require_weights
+    from pipeline.model.weights import require_weights
     from pipeline.preflight import require_config_device, require_device
     from pipeline.train.pair import train_pair
 
@@ -216,7 +216,7 @@ def ensemble_cmd(cfg, runs):
 
 
 @main.command("audit")
-@config_options
+@config_options(needs_model=False)
 @click.option("--member", default=None, help="Audit with one backbone's OOF predictions (default: the chosen blend's).")
 @click.option("--top", default=24, show_default=True, type=click.IntRange(min=1),
               help="Suspects shown in suspects.png and audit.md.")
