@@ -21,7 +21,7 @@ def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | Non
     own names (the external stage's importers, say), handed in by the command, since the core never imports a
     stage. needs_model=False leaves out the checks that import torch (see the module's note)."""
     if needs_model:
-        check_choices(_registry_choices(cfg), source)
+        check_choices(registry_choices(cfg), source)
     _check_tracking(cfg, source)
     from pipeline.faces.boxes import bad_chain
 
@@ -38,7 +38,7 @@ def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | Non
     check_choices(stage_choices or {}, source)
 
 
-def _registry_choices(cfg: Config) -> dict[str, tuple]:
+def registry_choices(cfg: Config) -> dict[str, tuple]:
     # The registries the builders use are the lists of allowed names.
     from pipeline.data.mixing import MIX_KINDS
     from pipeline.model.heads import HEADS
