@@ -130,9 +130,7 @@ class TrainConfig:
 
 @dataclass
 class AugmentConfig:
-    # Each step: {name: <albumentations transform>, ...its arguments}. Applied to the cached uint8 photo;
-    # a final resize to the backbone's image size and normalisation are added by the pipeline.
-    # Crop sizes (CenterCrop, RandomCrop) of at most 1 are fractions of the cache size.
+    # The steps for training. Crop sizes (CenterCrop, RandomCrop) of at most 1 are fractions of the cache size.
     train: list[dict] = field(default_factory=list)
     val: list[dict] = field(default_factory=list)  # the steps for validation, OOF and test predictions
 
@@ -198,7 +196,6 @@ class TrackingConfig:
 
 @dataclass
 class TuneConfig:
-    # `maskfold tune` (the tune stage): an Optuna study over `params`, each trial training `folds` of `backbones`.
     trials: int = 20  # trials counted (finished or pruned) over every process that shares the study
     folds: list[int] = field(default_factory=lambda: [0])  # the folds each trial trains
     backbones: list[str] = field(default_factory=list)  # empty: every backbone of the config
@@ -225,14 +222,18 @@ class Config:
     # The ensemble's members, each any timm model with its own settings.
     backbones: list[BackboneConfig] = field(default_factory=lambda: [BackboneConfig(name="efficientnet_b0")])
     train: TrainConfig = field(default_factory=TrainConfig)  # training, for every backbone
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # albumentations steps
+    # Albumentations steps, each {name: <albumentations transform>, ...its arguments}, applied to the cached uint8
+    # photo; a final resize to the backbone's image size and normalisation are added by the pipeline.
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Test-time views, for OOF and test predictions alike: orig, hflip, crop<percent> (50-99), e.g. crop90.
     tta: list[str] = field(default_factory=lambda: ["orig"])
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # the blends and the submission
     external: ExternalConfig = field(default_factory=ExternalConfig)  # `maskfold external`: outside 60+ faces
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)  # `maskfold pseudo`: pseudo-labelled eval photos
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow or W&B logging
-    tune: TuneConfig = field(default_factory=TuneConfig)  # `maskfold tune`: an Optuna study
+    # `maskfold tune` (the tune stage): an Optuna study over tune.params, each trial training tune.folds of
+    # tune.backbones.
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def backbone(self, name: str) -> BackboneConfig:
         for b in self.backbones:

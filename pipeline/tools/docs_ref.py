@@ -97,7 +97,8 @@ def _default(f: dataclasses.Field) -> str:
         return "(section)"
     if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
         return "[" + ", ".join("{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in dataclasses.asdict(x).items()
-                                                if v != _field_default(type(x), k)) + "}" for x in value) + "]"
+                                                if k == "name" or v != _field_default(type(x), k)) + "}"
+                               for x in value) + "]"
     return _yaml(value)
 
 
