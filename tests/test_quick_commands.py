@@ -36,24 +36,21 @@ def test_help_imports_no_torch(args):
     assert _heavy_after(code) == []
 
 
-def test_check_data_and_folds_run_without_torch(tmp_path, data_dir):
+def test_check_data_folds_and_cache_run_without_torch(tmp_path, data_dir, monkeypatch):
     """The config's preflight for a command that builds no model, then the command, in a fresh process: the timm
     names come from their cached file (written first, as a previous command would have)."""
     from pipeline.model.timm_names import cache_file, timm_names
 
-    os.environ["MASKFOLD_CACHE_DIR"] = str(tmp_path / "cache")
-    try:
-        timm_names()
-        assert cache_file().is_file()
-    finally:
-        del os.environ["MASKFOLD_CACHE_DIR"]
+    monkeypatch.setenv("MASKFOLD_CACHE_DIR", str(tmp_path / "cache"))
+    timm_names()
+    assert cache_file().is_file()
     sets = [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", "data.use_external=false"]
     args = ["--config", "configs/demo.yaml", *[w for s in sets for w in ("--set", s)]]
     code = ("from pipeline.cli import main\n"
-            f"for cmd in (['check-data'], ['folds']):\n"
-            f"    try:\n        main(cmd + {args!r}, prog_name='maskfold')\n"
+            f"for cmd in (['check-data', *{args!r}], ['folds', *{args!r}], ['cache', '--dir', {str(tmp_path)!r}]):\n"
+            f"    try:\n        main(cmd, prog_name='maskfold')\n"
             f"    except SystemExit as e:\n        assert not e.code, e.code\n")
-    assert _heavy_after(code, {"MASKFOLD_CACHE_DIR": str(tmp_path / "cache")}) == []
+    assert _heavy_after(code) == []
     assert (tmp_path / "run" / "folds.csv").is_file()
 
 
