@@ -303,7 +303,9 @@ PAGES = {"reference/config.md": config_reference, "reference/cli.md": cli_refere
 
 
 if __name__ == "__main__":  # python -m pipeline.tools.docs_ref OUT_DIR: write the pages (to read them without mkdocs)
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "site-ref")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m pipeline.tools.docs_ref OUT_DIR")
+    target = Path(sys.argv[1])
     for page, make in PAGES.items():
         (target / page).parent.mkdir(parents=True, exist_ok=True)
         (target / page).write_text(make())
