@@ -22,7 +22,7 @@ RUN ?= runs/$(basename $(notdir $(CONFIG)))
 # The maskfold command sets the allocator tuning itself (pipeline/tools/env.py); nothing to export here.
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo demo-data test check folds external pseudo train train-all ensemble audit tune predict compare cache bench clean clean-runs
+.PHONY: help setup docs docs-build demo demo-data test check folds external pseudo train train-all ensemble audit tune predict compare cache bench clean clean-runs
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -36,10 +36,16 @@ help: ## Show this help
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,faces,ray,mlflow,wandb,tune]'
+	$(PY) -m pip install -q -e '.[dev,docs,faces,ray,mlflow,wandb,tune]'
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install maskfold with its test tools
+
+docs: setup ## Serve the documentation at http://127.0.0.1:8000 (reference pages generated from the code)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+docs-build: setup ## Build the documentation into site/ (strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 demo: setup ## Whole pipeline on generated data: demo-data, check, external, folds, train-all, ensemble
 	@test -f $(DEMO_DATA)/train/train.csv || $(MASKFOLD) demo-data --out $(DEMO_DATA)

@@ -9,7 +9,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from pipeline.config import Config
-from pipeline.data.images import inspect_image, photo_shape, shape_notes
+from pipeline.data.images import inspect_photos, shape_notes
 from pipeline.errors import DataError, Problem
 from pipeline.labels import NUM_CLASSES, class_names
 from pipeline.tables.eval import read_eval
@@ -21,16 +21,12 @@ from pipeline.tables.train import read_train
 SIZE_WARNINGS_SHOWN = 20
 
 
-def _inspect_many(files: list[str]) -> list[tuple[str | None, str | None, str | None, tuple | None]]:
-    return [(*inspect_image(f), photo_shape(f)) for f in files]
-
-
 def scan_images(files: list[Path], report: Report, n_jobs: int = 2, size: tuple[int, int] | None = None) -> None:
     """Decode every photo once; broken ones become problems, converted modes are counted, and so (with the cache
     size) are photos turned upright or not at the cache's aspect ratio."""
     files = [str(f) for f in files]
     chunks = [files[i : i + 256] for i in range(0, len(files), 256)]
-    results = Parallel(n_jobs=n_jobs)(delayed(_inspect_many)(c) for c in chunks) if chunks else []
+    results = Parallel(n_jobs=n_jobs)(delayed(inspect_photos)(c) for c in chunks) if chunks else []
     modes, odd, shapes = Counter(), [], []
     for chunk, res in zip(chunks, results):
         for f, (problem, mode, warning, shape) in zip(chunk, res):

@@ -41,15 +41,15 @@ def _external_choices(cfg):
 
 
 @main.command("check-data")
-@config_options(stage_choices=_external_choices, tracked=True)
+@config_options(stage_choices=_external_choices, tracked=True, needs_model=False)
 @friendly
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
     from pipeline.errors import DataError
-    from pipeline.storage import require_folder
-    from pipeline.model.models import weights_report
+    from pipeline.model.weights import weights_report
     from pipeline.preflight import require_config_device
+    from pipeline.storage import require_folder
 
     require_config_device(cfg)  # the machine too: a run should not fail on its device after the data
     require_folder(cfg.cache_dir, "cache_dir")  # refused here as training would refuse it
@@ -74,7 +74,7 @@ def _stage_outputs_current(cfg) -> None:
 
 
 @main.command("folds")
-@config_options
+@config_options(needs_model=False)
 @friendly
 def folds_cmd(cfg):
     """Assign persons to folds; write <run_dir>/folds.csv."""
@@ -131,7 +131,7 @@ def pseudo_cmd(cfg):
 @friendly
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
-    from pipeline.model.models import require_weights
+    from pipeline.model.weights import require_weights
     from pipeline.preflight import require_config_device, require_device
     from pipeline.train.pair import train_pair
 
@@ -233,7 +233,7 @@ def ensemble_cmd(cfg, runs):
 
 
 @main.command("audit")
-@config_options
+@config_options(needs_model=False)
 @click.option("--member", default=None, help="Audit with one backbone's OOF predictions (default: the chosen blend's).")
 @click.option("--top", default=24, show_default=True, type=click.IntRange(min=1),
               help="Suspects shown in suspects.png and audit.md.")

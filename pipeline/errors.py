@@ -13,15 +13,18 @@ class MaskfoldError(Exception):
 
 
 class BadInput(MaskfoldError, ValueError):
-    """A value the user gave (a command option, a file's content) that cannot be used."""
+    """A value the user gave (a command option, a file's content) that cannot be used. Fix: the message names the
+    value and what is accepted; change it."""
 
 
 class MissingInput(MaskfoldError, FileNotFoundError):
-    """A file or folder that the user names, or that an earlier command writes, is not there."""
+    """A file or folder that the user names, or that an earlier command writes, is not there. Fix: point at the
+    right path, or run the command that writes it (the message names it)."""
 
 
 class MissingExtra(MaskfoldError, RuntimeError):
-    """A setting needs an optional extra that is not installed; the message holds the pip line."""
+    """A setting needs an optional extra that is not installed. Fix: run the pip line the message holds, or
+    change the setting."""
 
 
 @dataclass
@@ -34,7 +37,8 @@ class Problem:
 
 
 class DataError(MaskfoldError, RuntimeError):
-    """Raised by training when the data fails the checks that `maskfold check-data` prints."""
+    """Raised by training when the data fails the checks that `maskfold check-data` prints. Fix: run `maskfold
+    check-data` for the full report, mend each file it names (or add a label-fix row), and rerun."""
 
     def __init__(self, problems: list[Problem], hint: str | None = "run `maskfold check-data` for the full report"):
         self.problems = problems

@@ -150,7 +150,8 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
 
 class Busy(MaskfoldError, RuntimeError):
-    """The lock is held by another live process."""
+    """The lock is held by another live process (the message names it). Fix: wait for it to finish, or stop it
+    first."""
 
     def __init__(self, path: Path, owner: str):
         self.owner = owner

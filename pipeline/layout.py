@@ -30,8 +30,10 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read: `maskfold --help` needs no pandas
+    import pandas as pd
 
 # What identifies a photo set, its labels and its folds; paths are left out (external photos' are absolute).
 # soft_label exists only where pseudo-labelled photos are trained on their blended probabilities.
@@ -171,6 +173,8 @@ def folds_digest(folds: pd.DataFrame) -> str:
 
 
 def _digest_of_bytes(raw: bytes) -> str:
+    import pandas as pd
+
     return folds_digest(pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False))
 
 
@@ -183,6 +187,8 @@ def read_folds(run_dir) -> tuple[pd.DataFrame, str]:
 def read_fold_table(source) -> pd.DataFrame:
     """A fold table with its text as written: a person folder named NA, null or None stays that name (pandas would
     read it as missing); only an empty soft_label is missing (a hard label)."""
+    import pandas as pd
+
     return pd.read_csv(source, dtype={"person_id": str, "race": str}, keep_default_na=False,
                        na_values={"soft_label": [""]})
 
@@ -190,6 +196,8 @@ def read_fold_table(source) -> pd.DataFrame:
 @functools.lru_cache(maxsize=8)
 def _file_digest(path: str, mtime_ns: int, size: int, inode: int, kind: str) -> str:
     # keyed on the inode too: an atomic rewrite of the same size within one mtime tick is a new file
+    import pandas as pd
+
     raw = Path(path).read_bytes()
     if kind == "folds":
         return _digest_of_bytes(raw)
@@ -198,6 +206,8 @@ def _file_digest(path: str, mtime_ns: int, size: int, inode: int, kind: str) -> 
 
 
 def _digest(path: Path, kind: str) -> str | None:
+    import pandas as pd
+
     try:
         st = path.stat()
         return _file_digest(str(path), st.st_mtime_ns, st.st_size, st.st_ino, kind)

@@ -1,6 +1,12 @@
 """Checks a command makes before its work starts that need more than the config: names that only a registry,
 timm, albumentations or an installed extra can judge, and whether the device it names exists on this machine.
 Kept out of config loading, which imports none of them; every command that takes --config runs check_config first.
+
+The registries (heads, losses, optimizers, schedulers, mix kinds) and the augment steps are judged by the modules
+that build them, which import torch (albumentations does too): about 4 s. A command that builds no model
+(check-data, folds, audit) skips those two checks (`needs_model=False`) and answers at once; the commands that train
+or predict make them before any work. Backbone names are checked by every command, from timm's names cached per
+timm version (pipeline.model.timm_names), without importing timm.
 """
 from __future__ import annotations
 
@@ -9,11 +15,13 @@ from pipeline.config.rules import DEVICE, DEVICES, check_choices
 from pipeline.config.typed_yaml import ConfigError
 
 
-def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | None = None) -> None:
+def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | None = None,
+                 needs_model: bool = True) -> None:
     """Every name the config chooses is one the code has. `stage_choices` ({key: (value, allowed)}) are a stage's
     own names (the external stage's importers, say), handed in by the command, since the core never imports a
-    stage."""
-    check_choices(_registry_choices(cfg), source)
+    stage. needs_model=False leaves out the checks that import torch (see the module's note)."""
+    if needs_model:
+        check_choices(registry_choices(cfg), source)
     _check_tracking(cfg, source)
     from pipeline.faces.boxes import bad_chain
 
@@ -21,15 +29,16 @@ def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | Non
         raise ConfigError(f"{source}: 'data.face_detector' is {why}")
     _check_faces(cfg, source)
     _check_backbone_names(cfg, source)
-    from pipeline.data.transforms import build_transform
+    if needs_model:
+        from pipeline.data.transforms import build_transform
 
-    for section in ("train", "val"):
-        build_transform(getattr(cfg.augment, section), cfg.data.cache_size, cfg.train.img_size,
-                        f"{source}: augment.{section}")
+        for section in ("train", "val"):
+            build_transform(getattr(cfg.augment, section), cfg.data.cache_size, cfg.train.img_size,
+                            f"{source}: augment.{section}")
     check_choices(stage_choices or {}, source)
 
 
-def _registry_choices(cfg: Config) -> dict[str, tuple]:
+def registry_choices(cfg: Config) -> dict[str, tuple]:
     # The registries the builders use are the lists of allowed names.
     from pipeline.data.mixing import MIX_KINDS
     from pipeline.model.heads import HEADS
@@ -73,19 +82,13 @@ def _check_faces(cfg: Config, source: str) -> None:
 
 def _check_backbone_names(cfg: Config, source: str) -> None:
     """Every backbone is a timm model (a pretrained tag such as `.a1_in1k` allowed), with close names suggested."""
-    import difflib
-
-    import timm
-    from timm.models import is_model
+    from pipeline.model.timm_names import backbone_name_problem
 
     for i, b in enumerate(cfg.backbones):
         if ":" in b.name:  # `hf-hub:org/name` is resolved by timm when the model is made
             continue
-        if is_model(b.name) and ("." not in b.name or timm.list_pretrained(b.name)):
-            continue  # a name with a pretrained tag (resnet18.a1_in1k) must name a tag timm has
-        close = difflib.get_close_matches(b.name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
-        raise ConfigError(f"{source}: 'backbones.{i}.name' {b.name!r} is not a timm model{hint}")
+        if why := backbone_name_problem(b.name):
+            raise ConfigError(f"{source}: 'backbones.{i}.name' {b.name!r} {why}")
 
 
 def require_device(name: str, where: str) -> None:

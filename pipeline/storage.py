@@ -21,7 +21,8 @@ _NEARLY_FULL = 64 * 2**20
 
 
 class NoSpace(MaskfoldError, OSError):
-    """A write failed because the disk (or quota) holding `folder` is full."""
+    """A write failed because the disk (or quota) holding `folder` is full. Fix: free space there, or point the
+    run (run_dir, cache_dir) at a disk with room; a rerun goes on where it stopped."""
 
     def __init__(self, folder, *_):
         super().__init__(errno.ENOSPC, f"no space left on {folder}; free some space there (or point the run at a "
@@ -37,7 +38,8 @@ class NoSpace(MaskfoldError, OSError):
 
 class Unreadable(MaskfoldError, OSError):
     """A file the run needs could not be read for a reason of the disk (an I/O error, a lost mount, permissions),
-    not of its content: nothing is removed or trained again on that account."""
+    not of its content: nothing is removed or trained again on that account. Fix: check the disk, the mount or the
+    permissions of the named file, then rerun."""
 
     def __init__(self, path, reason):
         super().__init__(errno.EIO, f"cannot read {path} ({reason}); nothing was removed: check the disk or mount "
@@ -92,7 +94,8 @@ def _kind(path: Path) -> str:
 
 
 class FolderProblem(MaskfoldError, ValueError):
-    """A configured folder that maskfold cannot use; the message names the key, the folder and the fix."""
+    """A configured folder (run_dir, cache_dir) that maskfold cannot use: a file, a device, under a file or
+    read-only. Fix: the message names the key, the folder and what to change."""
 
 
 def _nearest(path: Path) -> Path:

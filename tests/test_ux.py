@@ -72,7 +72,7 @@ def test_a_missing_relative_path_says_where_it_was_read_from(tmp_path, monkeypat
 
 def test_pretrained_weights_that_cannot_be_had_are_named_with_the_offline_recipe(monkeypatch):
     from pipeline.config import BackboneConfig
-    from pipeline.model.models import require_weights
+    from pipeline.model.weights import require_weights
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-hub-cache")
@@ -99,7 +99,7 @@ def test_the_run_log_keeps_lines_not_bar_frames(tmp_path):
 
 def test_pretrained_true_for_a_model_without_weights_is_refused(monkeypatch):
     from pipeline.config import BackboneConfig
-    from pipeline.model.models import weights_source
+    from pipeline.model.weights import weights_source
 
     ok, why = weights_source(BackboneConfig(name="botnet50ts_256", pretrained=True))
     assert not ok and "timm has no pretrained weights for botnet50ts_256" in why

@@ -17,12 +17,14 @@ from pipeline.outcome import logged_outcome
 from pipeline.storage import require_folder
 
 
-def config_options(f=None, *, stage_choices=None, tracked=False):
+def config_options(f=None, *, stage_choices=None, needs_model=True, tracked=False):
     """--config and --set, the config loaded and preflighted (`stage_choices(cfg)`: a stage's own names to check;
-    `tracked`: the command logs to the tracking store, which must open now), the run's folder checked, and the
-    command logged to <run_dir>/log.txt."""
+    needs_model=False: a command that builds no model skips the checks that import torch; `tracked`: the command
+    logs to the tracking store, which must open now), the run's folder checked, and the command logged to
+    <run_dir>/log.txt."""
     if f is None:
-        return functools.partial(config_options, stage_choices=stage_choices, tracked=tracked)
+        return functools.partial(config_options, stage_choices=stage_choices, needs_model=needs_model,
+                                 tracked=tracked)
 
     @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
                   help="YAML config, e.g. configs/demo.yaml.")
@@ -34,7 +36,7 @@ def config_options(f=None, *, stage_choices=None, tracked=False):
 
         try:
             cfg = load_config(config_path, overrides)
-            check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg))
+            check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg), needs_model)
             require_folder(cfg.run_dir, "run_dir")
             if tracked:
                 require_tracking_store(cfg, str(Path(config_path)))

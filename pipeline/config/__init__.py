@@ -59,10 +59,9 @@ def _check_places(cfg: Config, source: str) -> None:
                               f"directory, so '.' is the working folder itself)")
 
 
-def _validate(cfg: Config, source: str) -> None:
-    """Types and cross-field rules only: the names that need a registry, timm, albumentations or an installed
-    extra are checked by the commands' preflight (pipeline.preflight), so loading a config imports none of them."""
-    choices = {
+def load_choices(cfg: Config) -> dict[str, tuple]:
+    """The names checked at load, {key: (value, allowed)} (the docs' config reference lists them too)."""
+    return {
         "train.amp": (cfg.train.amp, AMP_MODES),
         "ensemble.method": (cfg.ensemble.method, ENSEMBLE_METHODS),
         "data.crop": (cfg.data.crop, CROPS),
@@ -71,7 +70,12 @@ def _validate(cfg: Config, source: str) -> None:
         "tune.pruner": (cfg.tune.pruner, TUNE_PRUNERS),
         "tune.metric": (cfg.tune.metric, TUNE_METRICS),
     }
-    check_choices(choices, source)
+
+
+def _validate(cfg: Config, source: str) -> None:
+    """Types and cross-field rules only: the names that need a registry, timm, albumentations or an installed
+    extra are checked by the commands' preflight (pipeline.preflight), so loading a config imports none of them."""
+    check_choices(load_choices(cfg), source)
     if not cfg.backbones:
         raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
     names = cfg.backbone_names()

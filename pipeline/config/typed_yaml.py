@@ -17,7 +17,9 @@ from pipeline.errors import MaskfoldError
 
 
 class ConfigError(MaskfoldError, ValueError):
-    pass
+    """A config file, a --set or a command option names an unknown key, a value of the wrong type or range, or a
+    name the code does not have; the message names the file and the key. Fix: change that key (close names are
+    suggested); `maskfold check-data --config FILE` checks a config before any work."""
 
 
 # scalar type -> (does a YAML value fit it, how an error names it, conversion); bools are not numbers here

@@ -48,27 +48,42 @@ def size_warning(width: int, height: int) -> str | None:
 def inspect_image(path: str | Path) -> tuple[str | None, str | None, str | None]:
     """(problem, mode, warning): problem is None for a readable photo; mode names a converted mode, else None;
     warning says why its size is questionable, else None."""
+    return inspect_photo(path)[:3]
+
+
+def inspect_photo(path: str | Path) -> tuple[str | None, str | None, str | None, tuple[int, int, int] | None]:
+    """inspect_image's (problem, mode, warning) and photo_shape's shape (None where there is a problem), from one
+    opening of the photo: a PNG's EXIF may follow its pixels, so asking for the shape alone decodes it again."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            return "empty file (0 bytes); replace it with the original photo", None, None
+            return "empty file (0 bytes); replace it with the original photo", None, None, None
         with Image.open(path) as im:
             mode, size = im.mode, im.size
             # A reduced-scale JPEG decode still reads the whole stream, so truncation is caught at a fraction
             # of the cost of a full decode.
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
+            turn = _orientation(im)
     except FileNotFoundError:
-        return "file not found", None, None
+        return "file not found", None, None, None
     except UnidentifiedImageError:
-        return "not an image (PIL cannot identify it); replace it with the original photo", None, None
+        return "not an image (PIL cannot identify it); replace it with the original photo", None, None, None
     except Image.DecompressionBombError as e:
         numbers = re.findall(r"\d+", str(e))  # "Image size (N pixels) exceeds limit of M pixels, ..."
         why = f"{numbers[0]} pixels, over PIL's decompression-bomb limit of {numbers[1]}" if len(numbers) == 2 else e
-        return f"too large to decode safely ({why}); replace it with a smaller copy of the photo", None, None
+        return f"too large to decode safely ({why}); replace it with a smaller copy of the photo", None, None, None
     except (OSError, SyntaxError, ValueError) as e:
-        return f"unreadable or truncated image ({e}); replace it with the original photo", None, None
-    return None, CONVERTED_MODES.get(mode), size_warning(*size)
+        return f"unreadable or truncated image ({e}); replace it with the original photo", None, None, None
+    w, h = size
+    shape = (h, w, turn) if turn in TURNED else (w, h, turn)
+    return None, CONVERTED_MODES.get(mode), size_warning(*size), shape
+
+
+def inspect_photos(files: list[str]) -> list[tuple]:
+    """inspect_photo of each file: a chunk of a scan's work for one worker process, which imports no more than
+    this module to do it."""
+    return [inspect_photo(f) for f in files]
 
 
 def _orientation(im: Image.Image) -> int:

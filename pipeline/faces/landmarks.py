@@ -17,7 +17,8 @@ _MODELS: dict = {}
 
 
 class FacesUnavailable(MaskfoldError, RuntimeError):
-    pass
+    """Face landmarks or boxes are needed but dlib or its models (the faces extra) are missing. Fix: pip install
+    'maskfold[faces]', or set data.crop: none (and external.landmarks: file where the faces ship landmarks)."""
 
 
 def model_file(name: str) -> Path:

@@ -16,7 +16,7 @@ import pandas as pd
 from pipeline.config import Config, save_config
 from pipeline.layout import REFIT, config_yaml, job_lines
 from pipeline.model.metrics import backbone_oof
-from pipeline.model.models import require_weights
+from pipeline.model.weights import require_weights
 from pipeline.progress import relay
 from pipeline.tracking import open_tracking
 from pipeline.train.board import require_tensorboard
