@@ -7,7 +7,6 @@ Never loads a model: what it needs from training is on disk as predictions.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from ensemble.age_cut import age_cut_blends, load_member_ages
 from ensemble.age_report import age_lines
 from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
+from ensemble.weights import OWN_RUN, MemberRef, Weights
 from pipeline.config import Config
 from pipeline.data.extra import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
@@ -108,9 +108,9 @@ def run_ensemble(cfg: Config, log=print) -> dict:
     atomic_save_npz(blended_oof_npz(cfg.run_dir), image_id=preds.image_ids,
                     probs=chosen.weighted.astype(np.float32), labels=preds.labels, pred=chosen.pred)
     saved = weights_record(cfg, preds, blends, chosen)
-    atomic_write_text(weights_json(cfg.run_dir), json.dumps(saved, indent=1))
+    atomic_write_text(weights_json(cfg.run_dir), saved.to_json())
     submission, test_pred = write_test_outputs(cfg, preds, chosen, log)
-    for line in _write_report(cfg, preds, oof, blends, chosen, test_pred, saved["age_cut"]):
+    for line in _write_report(cfg, preds, oof, blends, chosen, test_pred, saved.age_cut):
         log(line)
     eval_f1 = _closing_lines(cfg, submission, log)
     return {"rows": blends.rows, "weights": saved,
@@ -179,21 +179,20 @@ def choose(cfg: Config, blends: Blends, oof: list[np.ndarray], y: np.ndarray, lo
     return Chosen(label, fitted, fitter, weighted, blend.predict_with(weighted, fitted["offsets"]), honest_f1)
 
 
-def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> dict:
+def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> Weights:
     """weights.json: what `maskfold predict` replays to reproduce the submission."""
     fitted, stacker = chosen.fitted, chosen.fitted["stacker"]
     tuned_cut = chosen.fitter is blends.cutter
-    return {"method": cfg.ensemble.method, "backbones": list(preds.oof), "chosen": chosen.label,
-            "honest_f1": blends.honest, "submission_honest_f1": chosen.honest_f1,
-            # a member of this run is found beside weights.json ("."), another run's by its absolute path
-            "members": [{"name": m.name, "run": "." if m.run == cfg.run_dir else str(Path(m.run).resolve()),
-                         "backbone": m.backbone, "tta": m.cfg.tta, "n_splits": m.cfg.folds.n_splits}
-                        for m in preds.members],
-            "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
-            "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
-            "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": preds.test_from,
-            # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
-            "age_cuts": list(cfg.data.age_cuts), "age_cut": blends.cutter.cuts_used(fitted) if tuned_cut else None}
+    return Weights(method=cfg.ensemble.method, backbones=list(preds.oof), chosen=chosen.label,
+                   honest_f1=blends.honest, submission_honest_f1=chosen.honest_f1,
+                   members=[MemberRef(name=m.name, run=OWN_RUN if m.run == cfg.run_dir else str(Path(m.run).resolve()),
+                                      backbone=m.backbone, tta=m.cfg.tta, n_splits=m.cfg.folds.n_splits)
+                            for m in preds.members],
+                   weights=[float(v) for v in fitted["weights"]], offsets=[float(v) for v in fitted["offsets"]],
+                   stacker=None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
+                   tta=cfg.tta, n_splits=cfg.folds.n_splits, test_from=preds.test_from,
+                   # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
+                   age_cuts=list(cfg.data.age_cuts), age_cut=blends.cutter.cuts_used(fitted) if tuned_cut else None)
 
 
 def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.DataFrame | None, np.ndarray | None]:

@@ -135,12 +135,12 @@ def train_cmd(cfg, backbone, fold, device, force):
     require_weights([cfg.backbone(backbone)], click.echo)
     _stage_outputs_current(cfg)
     info = train_pair(cfg, backbone, fold, device=device, force=force)
-    if info["status"] == "busy":
-        raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info['error']}); "
+    if info.status == "busy":
+        raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info.error}); "
                                    f"wait for it, or stop it first")
     save_config(cfg, config_yaml(cfg.run_dir))
-    click.echo(f"{backbone} fold {fold}: best val F1 {info['val_f1']:.4f} (epoch {info['best_epoch']}), "
-               f"OOF with TTA {info['oof_f1_tta']:.4f}")
+    click.echo(f"{backbone} fold {fold}: best val F1 {info.done.val_f1:.4f} (epoch {info.done.best_epoch}), "
+               f"OOF with TTA {info.done.oof_f1_tta:.4f}")
 
 
 @main.command("train-all")
@@ -158,7 +158,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
     from pipeline.preflight import require_config_device
     from pipeline.tracking import track_run
-    from pipeline.train.jobs import oof_scores, train_all
+    from pipeline.train.jobs import oof_scores, row_name, train_all
     from pipeline.train.provenance import write_run_json
     from pipeline.train.ray_jobs import RayOptions
 
@@ -170,7 +170,8 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     start = time.time()
     ray = RayOptions(address, gpus_per_job, cpus_per_job, retries) if backend == "ray" else None
     table = train_all(cfg, jobs=jobs, ray=ray)
-    shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"})
+    shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"}).astype({"fold": object}).fillna(
+        {"fold": "refit"})
     click.echo("\nsummary:\n" + shown.to_string(index=False))
     oof = oof_scores(cfg)
     for b, s in oof.items():
@@ -182,7 +183,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     busy = table[table["status"] == "busy"]
     if len(busy):
         click.echo(f"{len(busy)} pair(s) were left to another process training them (" + ", ".join(
-            f"{r.backbone} fold {r.fold}" for r in busy.itertuples()) + "); rerun train-all when it ends")
+            row_name(r) for r in busy.itertuples()) + "); rerun train-all when it ends")
     waiting = table[table["status"] == "waiting"]
     if len(waiting):
         click.echo(f"{len(waiting)} refit(s) wait for their folds (" + ", ".join(waiting["backbone"]) + "); rerun "
@@ -190,7 +191,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     failed = table[table["status"] == "failed"]
     if len(failed):
         raise click.ClickException(f"{len(failed)} pair(s) failed: " + ", ".join(
-            f"{r.backbone} fold {r.fold} ({r.error})" for r in failed.itertuples()))
+            f"{row_name(r)} ({r.error})" for r in failed.itertuples()))
 
 
 @main.command("ensemble")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pipeline.layout import done_json
-from pipeline.records import LastMeta, PairDone, RecordError, RefitDone
+from pipeline.records import BestMeta, LastMeta, PairDone, RecordError, RefitDone
 from pipeline.train.job import fold_job
 from pipeline.train.state import MISSING, STALE, job_state
 from tests.conftest import tiny_config
@@ -45,3 +45,42 @@ def test_a_damaged_done_json_makes_the_job_stale_not_a_crash(data_dir, tmp_path)
     done_json(job.folder).write_text(json.dumps({"hash": cfg.pair_hash("test_resnet")}))  # a field-poor record
     state = job_state(cfg, job)
     assert state.status == STALE and "not a PairDone record" in state.reason and str(job.folder) in state.reason
+
+
+WEIGHTS = dict(method="soft", backbones=["a"], chosen="equal weights", honest_f1={"equal weights": 0.5},
+               weights=[1.0], offsets=[0.0] * 18, tta=["orig"], n_splits=3)
+
+
+def test_weights_json_reads_back_and_version_1_reads_as_a_run_of_its_own_backbones():
+    from ensemble.weights import OWN_RUN, MemberRef, Weights, own_members
+
+    w = Weights(**WEIGHTS, submission_honest_f1=0.5, test_from="both", members=own_members(["a"], ["orig"], 3))
+    assert Weights.from_json(w.to_json()) == w and w.version == 2
+    old = Weights.from_json(json.dumps(WEIGHTS))  # before members, test_from and the submission's own figure
+    assert old.version == 1 and old.test_from == "folds" and old.submission_honest_f1 == 0.5
+    assert old.members == [MemberRef(name="a", run=OWN_RUN, backbone="a", tta=["orig"], n_splits=3)]
+    with pytest.raises(RecordError, match=r"w/weights.json: not a Weights record of version 1 .*weights"):
+        Weights.from_json(json.dumps({k: v for k, v in WEIGHTS.items() if k != "weights"}), "w/weights.json")
+
+
+def test_a_damaged_weights_json_is_the_users_to_remake(tmp_path):
+    from ensemble.weights import load_weights
+    from pipeline.errors import BadInput, MissingInput
+    from pipeline.layout import weights_json
+
+    with pytest.raises(MissingInput, match="weights.json not found; run `maskfold ensemble`"):
+        load_weights(tmp_path)
+    weights_json(tmp_path).parent.mkdir(parents=True)
+    weights_json(tmp_path).write_text("[]")
+    with pytest.raises(BadInput, match=r"weights.json: not a Weights record; rerun `maskfold ensemble`"):
+        load_weights(tmp_path)
+
+
+def test_best_pt_of_version_1_named_a_refits_fold_full():
+    fields = dict(backbone={}, config={}, mean=[0], std=[1], img_size=[8, 8], epoch=1, f1=-1.0, hash="h", data="d")
+    meta = BestMeta(**fields, fold=None)
+    assert BestMeta.from_checkpoint(meta.to_checkpoint({})) == meta
+    old = BestMeta.from_checkpoint({"model": {}, **fields, "fold": "full"})
+    assert old.fold is None and old.version == 1
+    with pytest.raises(RecordError, match="x/best.pt: not a BestMeta record"):
+        BestMeta.from_checkpoint({"model": {}, "fold": 0}, "x/best.pt")

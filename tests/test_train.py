@@ -44,7 +44,7 @@ def test_train_writes_every_artifact(data_dir, tmp_path):
     assert list(test["image_id"]) == list(info_csv["ImageID"]) and test["logits"].shape == (12, 18)
     best = torch.load(d / "best.pt", weights_only=True)
     assert best["backbone"]["name"] == "test_resnet" and len(best["mean"]) == 3
-    assert info["status"] == "done" and json.loads((d / "done.json").read_text())["hash"] == cfg.pair_hash("test_resnet")
+    assert info.status == "done" and json.loads((d / "done.json").read_text())["hash"] == cfg.pair_hash("test_resnet")
     assert (tmp_path / "run" / "cache").is_dir()
 
 

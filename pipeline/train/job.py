@@ -7,13 +7,11 @@ from pathlib import Path
 
 from pipeline.errors import BadInput
 from pipeline.layout import pair_dir, refit_dir
-
-FOLD, REFIT_JOB = "fold", "refit"
+from pipeline.records import Done
 
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # FOLD or REFIT_JOB
     backbone: str
     fold: int | None  # the validation fold; None for a refit, which validates nothing
     epochs: int
@@ -26,17 +24,61 @@ class Job:
     @property
     def name(self) -> str:
         """How messages name it."""
-        return f"{self.backbone} fold {self.fold}" if self.kind == FOLD else f"{self.backbone} refit"
+        return job_name(self.backbone, self.fold)
 
     @property
     def predicts_oof(self) -> bool:
-        return self.kind == FOLD
+        return self.fold is not None
+
+
+def job_name(backbone: str, fold: int | None) -> str:
+    return f"{backbone} refit" if fold is None else f"{backbone} fold {fold}"
+
+
+@dataclass
+class JobResult:
+    """What running a job hands back to whoever started it, from whatever process (a worker, a Ray node): one row
+    of train-all's summary."""
+    backbone: str
+    fold: int | None  # None for a refit
+    status: str  # done, skipped, failed, busy (another process holds it) or waiting (a refit's folds are not done)
+    seconds: float = 0.0
+    error: str | None = None
+    done: Done | None = None  # the job's done record, where it is done or skipped
+    host: str | None = None  # where it ran (done.host, or the Ray node's host name)
+    node: str | None = None  # Ray: the node it ran on, how many attempts it took and what went wrong where
+    attempts: int | None = None
+    notes: str | None = None
+
+    @classmethod
+    def of(cls, job: Job, status: str, **fields) -> JobResult:
+        return cls(job.backbone, job.fold, status, **fields)
+
+    @property
+    def name(self) -> str:
+        return job_name(self.backbone, self.fold)
+
+    def row(self) -> dict:
+        """Its row of the summary table."""
+        row = {"backbone": self.backbone, "fold": self.fold, "host": self.host or (self.done and self.done.host),
+               "device": self.done and self.done.device, "status": self.status, "seconds": self.seconds}
+        if self.error:
+            row["error"] = self.error
+        if self.fold is not None:
+            row["val_f1"] = getattr(self.done, "val_f1", None)
+        if self.node is not None:
+            row["node"] = self.node
+        if self.attempts is not None:
+            row["attempts"] = self.attempts
+        if self.notes:
+            row["notes"] = self.notes
+        return row
 
 
 def fold_job(cfg, backbone: str, fold: int) -> Job:
     if fold < 0 or fold >= cfg.folds.n_splits:
         raise BadInput(f"fold {fold} is out of range: folds.n_splits is {cfg.folds.n_splits}")
-    return Job(FOLD, backbone, fold, cfg.resolved(cfg.backbone(backbone))["epochs"], fold, cfg.pair_hash(backbone),
+    return Job(backbone, fold, cfg.resolved(cfg.backbone(backbone))["epochs"], fold, cfg.pair_hash(backbone),
                pair_dir(cfg.run_dir, backbone, fold))
 
 
@@ -46,7 +88,7 @@ def refit_identity(cfg, backbone: str, epochs: int) -> str:
 
 
 def refit_job(cfg, backbone: str, epochs: int) -> Job:
-    return Job(REFIT_JOB, backbone, None, epochs, cfg.folds.n_splits, refit_identity(cfg, backbone, epochs),
+    return Job(backbone, None, epochs, cfg.folds.n_splits, refit_identity(cfg, backbone, epochs),
                refit_dir(cfg.run_dir, backbone))
 
 

@@ -14,13 +14,13 @@ from contextlib import ExitStack
 import pandas as pd
 
 from pipeline.config import Config, save_config
-from pipeline.layout import REFIT, config_yaml, job_lines
+from pipeline.layout import config_yaml, job_lines
 from pipeline.model.metrics import backbone_oof
 from pipeline.model.models import require_weights
 from pipeline.progress import relay
 from pipeline.tracking import open_tracking
 from pipeline.train.board import require_tensorboard
-from pipeline.train.job import Job, RunOptions
+from pipeline.train.job import Job, JobResult, RunOptions, job_name
 from pipeline.train.ray_jobs import RayBackend, RayOptions, absolute_paths
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.schedule import run_plan
@@ -51,14 +51,22 @@ def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=pri
     return summary(cfg, rows)
 
 
-def summary(cfg: Config, rows: list[dict]) -> pd.DataFrame:
-    pairs = sorted((r for r in rows if r["fold"] != REFIT), key=lambda r: (r["backbone"], r["fold"]))
+def summary(cfg: Config, results: list[JobResult]) -> pd.DataFrame:
+    """A row per job: pairs by backbone and fold, then the refits (fold <NA>) in the config's order."""
+    pairs = sorted((r for r in results if r.fold is not None), key=lambda r: (r.backbone, r.fold))
     order = {b: i for i, b in enumerate(cfg.backbone_names())}
-    refits = sorted((r for r in rows if r["fold"] == REFIT), key=lambda r: order[r["backbone"]])
-    table = pd.DataFrame(pairs + refits).reset_index(drop=True)
+    refits = sorted((r for r in results if r.fold is None), key=lambda r: order[r.backbone])
+    table = pd.DataFrame([r.row() for r in pairs + refits]).reset_index(drop=True)
+    if len(table):
+        table["fold"] = table["fold"].astype("Int64")
     if "attempts" in table:  # Ray: a skipped job made no attempt
         table["attempts"] = table["attempts"].fillna(0).astype(int)
     return table
+
+
+def row_name(row) -> str:
+    """How messages name the job of a summary row."""
+    return job_name(row.backbone, None if pd.isna(row.fold) else int(row.fold))
 
 
 class LocalBackend:
@@ -112,7 +120,7 @@ class LocalBackend:
         else:
             self.running_jobs[self._submit(job)] = job
 
-    def next_result(self) -> dict:
+    def next_result(self) -> JobResult:
         if self.jobs == 1:
             job = self.running_jobs.popitem()[1]
             return run_one(self.cfg, job, self.data, self.opts)
@@ -122,12 +130,11 @@ class LocalBackend:
         try:
             return future.result()
         except Exception as e:  # noqa: BLE001 - a worker process that died (killed, out of memory)
-            fold = REFIT if job.fold is None else job.fold
             # a death takes down every job of the pool; each resumes from its last epoch on the next train-all
             error = (f"a worker process died (killed, or out of memory: {type(e).__name__}); rerun train-all to "
                      f"resume it from its last finished epoch") if isinstance(e, cf.BrokenExecutor) else \
                 f"{type(e).__name__}: {e}"
-            return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": error, "seconds": 0.0}
+            return JobResult.of(job, "failed", error=error)
 
 
 def oof_scores(cfg: Config) -> dict[str, dict]:

@@ -10,17 +10,11 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from pipeline.config import Config
-from pipeline.layout import REFIT
 from pipeline.progress import bar as progress_bar
 from pipeline.progress import say
+from pipeline.train.job import JobResult
 from pipeline.train.plan import cost, plan, waiting_refits
 from pipeline.train.state import FINISHED, job_state
-
-
-def skipped_row(job, done) -> dict:
-    row = {"backbone": job.backbone, "fold": REFIT if job.fold is None else job.fold, "status": "skipped",
-           "host": done.host, "device": done.device, "seconds": 0.0}
-    return row if job.fold is None else {**row, "val_f1": done.val_f1}
 
 
 def _new_jobs(cfg: Config, seen: set, rows: list) -> list:
@@ -32,7 +26,7 @@ def _new_jobs(cfg: Config, seen: set, rows: list) -> list:
         seen.add(job.name)
         state = job_state(cfg, job)
         if state.status == FINISHED:
-            rows.append(skipped_row(job, state.done))
+            rows.append(JobResult.of(job, "skipped", done=state.done))
         else:
             todo.append(job)
     return todo
@@ -41,16 +35,16 @@ def _new_jobs(cfg: Config, seen: set, rows: list) -> list:
 def _announce(cfg: Config, todo: list, rows: list, log) -> int:
     """The opening counts; how many jobs will run (refits whose folds are still to train included)."""
     pairs = [j for j in todo if j.fold is not None]
-    log(f"{len(pairs)} pair(s) to train, {sum(r['fold'] != REFIT for r in rows)} already finished")
+    log(f"{len(pairs)} pair(s) to train, {sum(r.fold is not None for r in rows)} already finished")
     if not cfg.train.refit:
         return len(pairs)
-    finished = sum(r["fold"] == REFIT for r in rows)
+    finished = sum(r.fold is None for r in rows)
     refits = len(cfg.backbone_names()) - finished
     log(f"{refits} refit(s) to train, {finished} already finished")
     return len(pairs) + refits
 
 
-def run_plan(cfg: Config, backend, log=print) -> list[dict]:
+def run_plan(cfg: Config, backend, log=print) -> list[JobResult]:
     """Every job of plan(cfg) through `backend`; a row per job (skipped, done, failed, busy, or waiting for a
     refit whose folds did not all finish)."""
     rows, seen = [], set()
@@ -72,11 +66,9 @@ def run_plan(cfg: Config, backend, log=print) -> list[dict]:
             rows.append(row)
             ended += 1
             outer.update(1)
-            what = f"{row['backbone']} refit" if row["fold"] == REFIT else f"{row['backbone']} fold {row['fold']}"
-            say(f"job {ended} of {total}: {what} {row['status']} ({row.get('seconds', 0.0)}s)", log)
+            say(f"job {ended} of {total}: {row.name} {row.status} ({row.seconds}s)", log)
             queue += _new_jobs(cfg, seen, rows)  # a refit whose folds are now all finished
     for b, why in waiting_refits(cfg).items():
         log(f"{b} refit waits: {why}")
-        rows.append({"backbone": b, "fold": REFIT, "status": "waiting", "error": f"no refit yet: {why}",
-                     "seconds": 0.0})
+        rows.append(JobResult(b, None, "waiting", error=f"no refit yet: {why}"))
     return rows

@@ -355,7 +355,7 @@ class Trainer:
         oof_scores = scores(self.val_labels, class_scores(oof).argmax(1))
         self.log(f"{self.name}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
                  f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch})")
-        return self._write_done(PairDone, fold=self.job.fold, best_epoch=self.best_epoch, val_f1=best["f1"],
+        return self._write_done(PairDone, fold=self.job.fold, best_epoch=self.best_epoch, val_f1=best.f1,
                                 oof_f1_tta=oof_scores["f1"])
 
     def _mark_predicting(self) -> None:
@@ -367,8 +367,8 @@ class Trainer:
 
     def _best_model(self):
         """best.pt, and the model it holds on this trainer's device."""
-        best = models.load_checkpoint(best_pt(self.dir))
-        model = models.model_from_checkpoint(best).to(self.device)
+        best, weights = models.load_best(best_pt(self.dir))
+        model = models.model_from_best(best, weights, self.cfg).to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return best, model
