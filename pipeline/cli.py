@@ -13,10 +13,10 @@ import time
 import click
 
 from pipeline.commands import tools
-from pipeline.commands.failures import Commands, friendly
+from pipeline.commands.failures import Commands
 from pipeline.commands.options import config_options
 from pipeline.config import save_config
-from pipeline.errors import MaskfoldError
+from pipeline.errors import JobsFailed, Occupied
 from pipeline.layout import config_yaml
 from pipeline.train.provenance import version
 
@@ -41,7 +41,6 @@ def _external_choices(cfg):
 
 @main.command("check-data")
 @config_options(stage_choices=_external_choices)
-@friendly
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
@@ -68,7 +67,6 @@ def _stage_outputs_current(cfg) -> None:
 
 @main.command("folds")
 @config_options
-@friendly
 def folds_cmd(cfg):
     """Assign persons to folds; write <run_dir>/folds.csv."""
     from folds.make import write_folds
@@ -84,7 +82,6 @@ def folds_cmd(cfg):
 @click.option("--sheet", "sheet_persons", default=12, show_default=True, help="Persons on the contact sheet.")
 @click.option("--probe", "probe_only", is_flag=True,
               help="Only measure how easily the written external photos are told from competition photos.")
-@friendly
 def external_cmd(cfg, jobs, sheet_persons, probe_only):
     """Import older faces, put masks on them, write train-only pseudo-persons to <run_dir>/external/.
 
@@ -100,13 +97,12 @@ def external_cmd(cfg, jobs, sheet_persons, probe_only):
             probe_external(cfg, n_jobs=jobs, log=click.echo)
             save_config(cfg, config_yaml(cfg.run_dir))  # the run's record, once the stage's work is done
     except Busy as e:
-        raise click.ClickException(f"another `maskfold external` is running on this run directory ({e.owner}); wait "
-                                   f"for it to finish, or stop it first") from None
+        raise Occupied(f"another `maskfold external` is running on this run directory ({e.owner}); wait for it to "
+                       f"finish, or stop it first") from None
 
 
 @main.command("pseudo")
 @config_options
-@friendly
 def pseudo_cmd(cfg):
     """Label the eval photos with pseudo.from_run's ensemble; write train-only photos to <run_dir>/pseudo/."""
     from pseudo_labels.run import run_pseudo
@@ -121,7 +117,6 @@ def pseudo_cmd(cfg):
 @click.option("--fold", required=True, type=int, help="Validation fold (0-based).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: train.device).")
 @click.option("--force", is_flag=True, help="Retrain even if this pair finished under the same config.")
-@friendly
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
     from pipeline.model.models import require_weights
@@ -136,8 +131,8 @@ def train_cmd(cfg, backbone, fold, device, force):
     _stage_outputs_current(cfg)
     info = train_pair(cfg, backbone, fold, device=device, force=force)
     if info.status == "busy":
-        raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info.error}); "
-                                   f"wait for it, or stop it first")
+        raise Occupied(f"{backbone} fold {fold} is being trained by another process ({info.error}); wait for it, or "
+                       f"stop it first")
     save_config(cfg, config_yaml(cfg.run_dir))
     click.echo(f"{backbone} fold {fold}: best val F1 {info.done.val_f1:.4f} (epoch {info.done.best_epoch}), "
                f"OOF with TTA {info.done.oof_f1_tta:.4f}")
@@ -153,7 +148,6 @@ def train_cmd(cfg, backbone, fold, device, force):
 @click.option("--retries", default=2, show_default=True, help="Ray: retries of a job whose worker died.")
 @click.option("--refit", is_flag=True, help="Then train each backbone on every person for the median of its folds' "
                                            "best epochs (sets train.refit).")
-@friendly
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries, refit):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
     from pipeline.preflight import require_config_device
@@ -190,7 +184,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
                    "train-all once every fold is finished")
     failed = table[table["status"] == "failed"]
     if len(failed):
-        raise click.ClickException(f"{len(failed)} pair(s) failed: " + ", ".join(
+        raise JobsFailed(f"{len(failed)} pair(s) failed: " + ", ".join(
             f"{row_name(r)} ({r.error})" for r in failed.itertuples()))
 
 
@@ -198,21 +192,16 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
 @config_options
 @click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="A finished run whose backbones join the blend (repeatable; default: this config's own run).")
-@friendly
 def ensemble_cmd(cfg, runs):
     """Blend OOF/test predictions; write submission.csv and ensemble/report.md."""
     from ensemble.outputs import ensemble_outputs
     from ensemble.run import run_ensemble, track_ensemble
-    from ensemble.submission import SubmissionError
 
     if runs:
         cfg.ensemble.runs = list(runs)
-    try:
-        with ensemble_outputs(cfg.run_dir):  # the submission, ensemble/ and config.yaml land together, or not at all
-            result = run_ensemble(cfg, log=click.echo)
-            save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
-    except SubmissionError as e:
-        raise click.ClickException(str(e)) from None
+    with ensemble_outputs(cfg.run_dir):  # the submission, ensemble/ and config.yaml land together, or not at all
+        result = run_ensemble(cfg, log=click.echo)
+        save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
     track_ensemble(cfg, result, log=click.echo)  # the files it logs are in place only now
 
 
@@ -221,7 +210,6 @@ def ensemble_cmd(cfg, runs):
 @click.option("--member", default=None, help="Audit with one backbone's OOF predictions (default: the chosen blend's).")
 @click.option("--top", default=24, show_default=True, type=click.IntRange(min=1),
               help="Suspects shown in suspects.png and audit.md.")
-@friendly
 def audit_cmd(cfg, member, top):
     """Rank the training labels the run's OOF predictions find probably wrong; write <run_dir>/audit/."""
     from audit.run import run_audit
@@ -231,7 +219,6 @@ def audit_cmd(cfg, member, top):
 
 @main.command("tune")
 @config_options
-@friendly
 def tune_cmd(cfg):
     """Search the keys tune.params names with Optuna: trials under <run_dir>/tune/, then best.yaml and trials.csv.
 
@@ -241,12 +228,7 @@ def tune_cmd(cfg):
 
     _stage_outputs_current(cfg)
     given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
-    try:
-        run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
-    except RuntimeError as e:  # a failed trial: the user's to fix only where its cause is
-        if isinstance(e.__cause__, MaskfoldError):
-            raise click.ClickException(str(e)) from None
-        raise
+    run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
     save_config(cfg, config_yaml(cfg.run_dir))  # the run's record, once the study's work is done
 
 
@@ -254,7 +236,6 @@ def tune_cmd(cfg):
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
               help="Folder for compare.csv, compare.md and compare.png.")
-@friendly
 def compare_cmd(run_dirs, out):
     """Finished runs side by side: OOF and honest ensemble F1, eval F1, time, and the keys they differ in."""
     from ensemble.compare import compare_runs
@@ -269,7 +250,6 @@ def compare_cmd(run_dirs, out):
               help="Folder of photos (searched recursively for jpg/jpeg/png).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available).")
-@friendly
 def predict_cmd(run_dir, images, out, device):
     """Predict any folder of photos with a run's ensemble (same TTA, weights and offsets)."""
     from pipeline.preflight import require_device

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.commands.failures import as_message
 from pipeline.config import load_config
-from pipeline.errors import MaskfoldError
 from pipeline.io import run_log
 from pipeline.layout import log_txt
 from pipeline.outcome import logged_outcome
@@ -31,12 +29,9 @@ def config_options(f=None, *, stage_choices=None):
     def wrapper(config_path, overrides, **kw):
         from pipeline.preflight import check_config
 
-        try:
-            cfg = load_config(config_path, overrides)
-            check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg))
-            require_folder(cfg.run_dir, "run_dir")
-        except MaskfoldError as e:
-            raise as_message(e) from None
+        cfg = load_config(config_path, overrides)
+        check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg))
+        require_folder(cfg.run_dir, "run_dir")
         log = log_txt(cfg.run_dir)
         with run_log(log, _command_line(config_path, overrides, kw)), logged_outcome(log, cfg.run_dir):
             return f(cfg, **kw)
