@@ -122,7 +122,7 @@ def fit_blends(cfg: Config, preds, oof: list[np.ndarray], log) -> Blends:
     already honest; fitted blends are scored nested (fit on some persons, score on the others; stacking: on the
     other folds, as it would be used)."""
     e, y = cfg.ensemble, preds.labels
-    kw = {"steps": e.selection_steps, "c": e.stacking_c}
+    kw = {"steps": e.selection_steps, "c": e.stacking_c, "notes": []}
     persons = blend.person_parts(preds.persons, e.nested_splits, seed=cfg.seed)
     rows = {f"backbone {b}": scores(y, p.argmax(1)) for b, p in zip(preds.oof, oof)}
     fits, honest, honest_pred = {}, {}, {}
@@ -143,7 +143,7 @@ def fit_blends(cfg: Config, preds, oof: list[np.ndarray], log) -> Blends:
         nested = scores(y, honest_pred[label])
         rows[f"ensemble + {label} (nested, {how})"] = nested
         honest[label] = nested["f1"]
-    for line in blend.take_notes():  # e.g. a stacker that did not converge: once, with what to change
+    for line in kw["notes"]:  # e.g. a stacker that did not converge: once, with what to change
         log(line)
     return Blends(fits, rows, honest, honest_pred, persons, cutter)
 

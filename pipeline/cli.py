@@ -163,7 +163,8 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
         cfg.train.refit = True
     start = time.time()
     ray = RayOptions(address, gpus_per_job, cpus_per_job, retries) if backend == "ray" else None
-    table = train_all(cfg, jobs=jobs, ray=ray)
+    warned = set()  # tracking warnings: a store that is down is told once
+    table = train_all(cfg, jobs=jobs, ray=ray, warned=warned)
     shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"}).astype({"fold": object}).fillna(
         {"fold": "refit"})
     click.echo("\nsummary:\n" + shown.to_string(index=False))
@@ -171,7 +172,8 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     for b, s in oof.items():
         click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds, with TTA "
                    f"{'+'.join(cfg.tta)})")
-    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof.items() for k in ("f1", "acc")}, log=click.echo)
+    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof.items() for k in ("f1", "acc")}, log=click.echo,
+              warned=warned)
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
     write_run_json(cfg, start, table)
     busy = table[table["status"] == "busy"]

@@ -2,7 +2,7 @@
 backend (in this process, a local worker process, a Ray node) runs the same thing."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import BadInput
@@ -101,3 +101,5 @@ class RunOptions:
     n_gpus: int = 0  # GPUs the local jobs share, each claiming one (pipeline.train.worker.claim_gpu)
     lines_file: str | None = None  # a worker process's lines go there, for the parent to relay
     lock_wait_s: float | None = None  # a retry after a lost node may meet its predecessor's lock for a moment
+    # the tracking warnings given by this process's jobs: a store that is down gives one line, not one per job
+    warned: set = field(default_factory=set, compare=False)

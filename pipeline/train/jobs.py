@@ -27,25 +27,29 @@ from pipeline.train.schedule import run_plan
 from pipeline.train.worker import gpus_to_share, run_one
 
 
-def preflight(cfg: Config, log=print) -> RunData:
+def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
     """What every backend checks and prepares once, before any job: the tensorboard extra, the weights, the data
-    (checked, and its photo caches built), the saved config and the tracked run."""
+    (checked, and its photo caches built), the saved config and the tracked run (`warned`: the tracking warnings
+    given already)."""
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
     data = load_run_data(cfg, log=log)
     save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back; once accepted
-    open_tracking(cfg, log)  # the run's tracked run, made here before the jobs log their children to it
+    open_tracking(cfg, log, warned)  # the run's tracked run, made here before the jobs log their children to it
     return data
 
 
-def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=print) -> pd.DataFrame:
+def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=print,
+              warned: set | None = None) -> pd.DataFrame:
     """Every job of the config, skipping finished ones; a summary row each (pairs by backbone and fold, then the
-    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time."""
+    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time. `warned`: the
+    tracking warnings the caller has given already, shared with the jobs run in this process."""
+    warned = set() if warned is None else warned
     if ray is not None:
         cfg = absolute_paths(cfg)
-        backend = RayBackend(cfg, preflight(cfg, log), ray, log)
+        backend = RayBackend(cfg, preflight(cfg, log, warned), ray, log)
     else:
-        backend = LocalBackend(cfg, preflight(cfg, log), jobs, log)
+        backend = LocalBackend(cfg, preflight(cfg, log, warned), jobs, log, warned)
     with backend:
         rows = run_plan(cfg, backend, log)
     return summary(cfg, rows)
@@ -73,12 +77,12 @@ class LocalBackend:
     """Jobs on this machine: in this process, one at a time, with progress bars (jobs=1); else in `jobs` worker
     processes, their lines relayed to the log and the CPU threads (or GPUs) shared out among them."""
 
-    def __init__(self, cfg: Config, data: RunData, jobs: int, log=print):
+    def __init__(self, cfg: Config, data: RunData, jobs: int, log=print, warned: set | None = None):
         self.cfg, self.data, self.jobs, self.log = cfg, data, max(1, jobs), log
         self.running_jobs: dict = {}  # future (or, in this process, the job itself) -> job
         self.stack = ExitStack()
         if self.jobs == 1:
-            self.opts = RunOptions()
+            self.opts = RunOptions(warned=set() if warned is None else warned)
             return
         lines = job_lines(cfg.run_dir)
         self.opts = RunOptions(threads=max(1, (os.cpu_count() or 1) // self.jobs), progress=False,

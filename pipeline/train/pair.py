@@ -48,7 +48,7 @@ def run_job(cfg: Config, job: Job, data: RunData | None = None, opts: RunOptions
             return JobResult.of(job, "skipped", done=state.done)
         data = data or load_run_data(cfg, log=log)
         start = time.time()
-        trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log)
+        trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log, warned=opts.warned)
         done = trainer.fit(state)
         return JobResult.of(job, "done", done=done, seconds=round(time.time() - start, 1))
 

@@ -63,7 +63,8 @@ class Trainer:
     """One job of any kind: what differs between a fold and a refit is in the job (its epochs, seed, identity,
     folder) and in whether it validates (job.fold)."""
 
-    def __init__(self, cfg: Config, job: Job, data: RunData, device=None, progress=True, log=print):
+    def __init__(self, cfg: Config, job: Job, data: RunData, device=None, progress=True, log=print,
+                 warned: set | None = None):
         self.cfg, self.job, self.log, self.progress = cfg, job, log, progress
         self.bb = cfg.backbone(job.backbone)
         self.validates = job.fold is not None
@@ -71,7 +72,8 @@ class Trainer:
         self.settings = {**cfg.resolved(self.bb), "epochs": job.epochs}
         self.hash, self.digest, self.dir = job.identity, data.digest, job.folder
         self.state: JobState | None = None  # where the job stood when prepare() looked
-        self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, self.hash, log)  # epochs and done, as written
+        # epochs and done, as written; `warned`: the tracking warnings the jobs beside it gave already
+        self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, self.hash, log, warned)
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
         t = cfg.train
