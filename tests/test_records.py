@@ -84,3 +84,27 @@ def test_best_pt_of_version_1_named_a_refits_fold_full():
     assert old.fold is None and old.version == 1
     with pytest.raises(RecordError, match="x/best.pt: not a BestMeta record"):
         BestMeta.from_checkpoint({"model": {}, "fold": 0}, "x/best.pt")
+
+
+def test_a_finished_job_is_known_from_its_records_without_opening_a_checkpoint(data_dir, tmp_path, monkeypatch):
+    import torch
+
+    from pipeline.layout import best_pt, eval_digest, last_pt, oof_npz, run_digest, test_npz
+    from pipeline.train.state import FINISHED
+
+    cfg = tiny_config(tmp_path, data_dir)
+    job = fold_job(cfg, "test_resnet", 0)
+    job.folder.mkdir(parents=True)
+    for path in (best_pt, last_pt, oof_npz, test_npz):
+        path(job.folder).write_bytes(b"not read")
+    done = PairDone(**{**DONE, "hash": job.identity, "data": run_digest(cfg.run_dir), "tta": list(cfg.tta),
+                       "eval": eval_digest(cfg.data_dir), "test": True}, fold=0, best_epoch=2, val_f1=0.5,
+                    oof_f1_tta=0.4)
+    done_json(job.folder).write_text(done.to_json())
+
+    def opened(*a, **kw):
+        raise AssertionError("a checkpoint was opened")
+
+    monkeypatch.setattr(torch, "load", opened)
+    state = job_state(cfg, job)
+    assert state.status == FINISHED and state.done == done and state.last is None

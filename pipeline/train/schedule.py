@@ -12,24 +12,32 @@ from contextlib import ExitStack
 from pipeline.config import Config
 from pipeline.progress import bar as progress_bar
 from pipeline.progress import say
-from pipeline.train.job import JobResult
-from pipeline.train.plan import cost, plan, waiting_refits
+from pipeline.train.job import JobResult, refit_job
+from pipeline.train.plan import cost, plan, refit_epochs, waiting_refits
 from pipeline.train.state import FINISHED, job_state
 
 
-def _new_jobs(cfg: Config, seen: set, rows: list) -> list:
-    """The planned jobs not seen before: finished ones become skipped rows, the others are returned."""
+def _triage(cfg: Config, jobs: list, rows: list) -> list:
+    """The jobs still to run: finished ones become skipped rows."""
     todo = []
-    for job in plan(cfg):
-        if job.name in seen:
-            continue
-        seen.add(job.name)
+    for job in jobs:
         state = job_state(cfg, job)
         if state.status == FINISHED:
             rows.append(JobResult.of(job, "skipped", done=state.done))
         else:
             todo.append(job)
     return todo
+
+
+def _refit_now(cfg: Config, backbone: str, planned: set) -> list:
+    """The backbone's refit, once its folds are all finished and where it is not planned yet."""
+    if not cfg.train.refit or backbone in planned:
+        return []
+    epochs, _ = refit_epochs(cfg, backbone)
+    if epochs is None:
+        return []
+    planned.add(backbone)
+    return [refit_job(cfg, backbone, epochs)]
 
 
 def _announce(cfg: Config, todo: list, rows: list, log) -> int:
@@ -47,8 +55,9 @@ def _announce(cfg: Config, todo: list, rows: list, log) -> int:
 def run_plan(cfg: Config, backend, log=print) -> list[JobResult]:
     """Every job of plan(cfg) through `backend`; a row per job (skipped, done, failed, busy, or waiting for a
     refit whose folds did not all finish)."""
-    rows, seen = [], set()
-    queue = _new_jobs(cfg, seen, rows)
+    rows, jobs = [], plan(cfg)  # planned once; a refit joins when its backbone's folds are all finished
+    planned = {j.backbone for j in jobs if j.fold is None}
+    queue = _triage(cfg, jobs, rows)
     total, ended = _announce(cfg, queue, rows, log), 0
     with ExitStack() as stack:
         outer = stack.enter_context(progress_bar(total=total, desc="train-all", unit="job", leave=True))
@@ -67,7 +76,7 @@ def run_plan(cfg: Config, backend, log=print) -> list[JobResult]:
             ended += 1
             outer.update(1)
             say(f"job {ended} of {total}: {row.name} {row.status} ({row.seconds}s)", log)
-            queue += _new_jobs(cfg, seen, rows)  # a refit whose folds are now all finished
+            queue += _triage(cfg, _refit_now(cfg, row.backbone, planned), rows)
     for b, why in waiting_refits(cfg).items():
         log(f"{b} refit waits: {why}")
         rows.append(JobResult(b, None, "waiting", error=f"no refit yet: {why}"))

@@ -29,7 +29,7 @@ class JobState:
     status: str
     reason: str | None = None  # stale: why it starts over; trained: which predictions are owed
     done: Done | None = None  # the job's done record, where it has a readable one
-    last: LastMeta | None = None  # resumable: where training stands
+    last: LastMeta | None = None  # resumable or trained: where training stands (finished: not read)
 
 
 def read_done(job: Job) -> Done | None:
@@ -79,16 +79,16 @@ def _done_state(cfg, job: Job, done: Done | None) -> JobState | None:
     if done is None or done.hash != job.identity or done.data != run_digest(cfg.run_dir):
         return None
     owed = _owed(cfg, job, done)
-    if owed is None:
-        return JobState(FINISHED, done=done, last=_own_last(cfg, job))
+    if owed is None:  # the records suffice: no checkpoint is opened
+        return JobState(FINISHED, done=done)
     if _best_is_whole(job):
-        return JobState(TRAINED, owed, done, _own_last(cfg, job))
+        return JobState(TRAINED, owed, done, own_last(cfg, job))
     return None
 
 
-def _own_last(cfg, job: Job) -> LastMeta | None:
-    """last.pt's record where it is this job's: a trainer asked to redo a trained job restores where training
-    stood (its history, RNG and epoch count) from it."""
+def own_last(cfg, job: Job) -> LastMeta | None:
+    """last.pt's record where it is this job's: a trainer asked to redo a trained or finished job restores where
+    training stood (its history, RNG and epoch count) from it."""
     try:
         meta = _meta(last_pt(job.folder), LastMeta) if last_pt(job.folder).is_file() else None
     except RecordError:

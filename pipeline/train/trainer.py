@@ -56,7 +56,7 @@ from pipeline.train.loaders import Loaders
 from pipeline.train.provenance import provenance
 from pipeline.train.rng import rng_state, seed_everything, set_rng_state
 from pipeline.train.rundata import RunData
-from pipeline.train.state import FINISHED, MISSING, RESUMABLE, STALE, TRAINED, JobState, job_state
+from pipeline.train.state import FINISHED, MISSING, RESUMABLE, STALE, TRAINED, JobState, job_state, own_last
 
 
 class Trainer:
@@ -175,6 +175,8 @@ class Trainer:
         """Bring the trainer to where its job stands (pipeline.train.state, asked here when not handed): resumed from
         last.pt, ready to predict again from best.pt, or started over. fit() then trains what is left."""
         state = state or job_state(self.cfg, self.job)
+        if state.status == FINISHED:  # done again on purpose: where training stood is read only now
+            state = dataclasses.replace(state, last=own_last(self.cfg, self.job))
         if state.status == TRAINED:
             self.log(f"{self.name}: trained before; predicting again from best.pt ({state.reason})")
         if state.status in (MISSING, STALE):
