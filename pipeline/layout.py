@@ -154,10 +154,6 @@ def refit_dir(run_dir, backbone: str) -> Path:
     return models_dir(run_dir) / backbone / REFIT
 
 
-def pair_lock(run_dir, backbone: str, fold: int) -> Path:
-    return job_lock(pair_dir(run_dir, backbone, fold))
-
-
 def external_lock(run_dir) -> Path:
     """Held while `maskfold external` writes or probes a run's outside faces: one such command per run at a time."""
     return external_dir(run_dir) / ".lock"

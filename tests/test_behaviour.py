@@ -13,7 +13,7 @@ import torch
 
 from ensemble.run import run_ensemble
 from pipeline.io import file_lock
-from pipeline.layout import pair_dir, pair_lock
+from pipeline.layout import job_lock, pair_dir
 from pipeline.train import trainer as trainer_module
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
@@ -165,7 +165,7 @@ def _hold_and_wait(path, ready):
 
 def test_a_lock_held_by_a_killed_process_is_taken_over(data_dir, tmp_path):
     cfg = tiny_config(tmp_path, data_dir, "train.epochs=1")
-    lock = pair_lock(cfg.run_dir, "test_resnet", 0)
+    lock = job_lock(pair_dir(cfg.run_dir, "test_resnet", 0))
     ctx = mp.get_context("fork")
     ready = ctx.Event()
     child = ctx.Process(target=_hold_and_wait, args=(lock, ready))
