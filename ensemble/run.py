@@ -98,19 +98,20 @@ class Chosen:
     honest_f1: float
 
 
-def run_ensemble(cfg: Config, log=print) -> dict:
+def run_ensemble(cfg: Config, log=print, held: list | None = None) -> dict:
+    """held: the output set its files join (ensemble.outputs), where they land together."""
     for folder in (cfg.run_dir, ensemble_dir(cfg.run_dir)):
         remove_stale_temporaries(folder)  # a killed earlier ensemble's half-written files
     preds = load_predictions(cfg)
     oof = [preds.oof[b] for b in preds.oof]
     blends = fit_blends(cfg, preds, oof, log)
     chosen = choose(cfg, blends, oof, preds.labels, log)
-    atomic_save_npz(blended_oof_npz(cfg.run_dir), image_id=preds.image_ids,
+    atomic_save_npz(blended_oof_npz(cfg.run_dir), held, image_id=preds.image_ids,
                     probs=chosen.weighted.astype(np.float32), labels=preds.labels, pred=chosen.pred)
     saved = weights_record(cfg, preds, blends, chosen)
-    atomic_write_text(weights_json(cfg.run_dir), saved.to_json())
-    submission, test_pred = write_test_outputs(cfg, preds, chosen, log)
-    for line in _write_report(cfg, preds, oof, blends, chosen, test_pred, saved.age_cut):
+    atomic_write_text(weights_json(cfg.run_dir), saved.to_json(), held)
+    submission, test_pred = write_test_outputs(cfg, preds, chosen, log, held)
+    for line in _write_report(cfg, preds, oof, blends, chosen, test_pred, saved.age_cut, held):
         log(line)
     eval_f1 = _closing_lines(cfg, submission, log)
     return {"rows": blends.rows, "weights": saved,
@@ -195,7 +196,7 @@ def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> Weight
                    age_cuts=list(cfg.data.age_cuts), age_cut=blends.cutter.cuts_used(fitted) if tuned_cut else None)
 
 
-def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+def write_test_outputs(cfg: Config, preds, chosen: Chosen, log, held=None) -> tuple[pd.DataFrame | None, np.ndarray | None]:
     """The submission and the blended eval probabilities (test_probs.npz); (None, None) without an eval set."""
     if preds.test is None:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
@@ -209,10 +210,10 @@ def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.Data
     submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
     evals, _ = read_eval(cfg.data_dir)
     validate_submission(submission, evals["image_id"].tolist())
-    atomic_write_csv(submission, submission_csv(cfg.run_dir))
+    atomic_write_csv(submission, submission_csv(cfg.run_dir), held=held)
     # what `maskfold pseudo` of another run reads: the blended probabilities (before the offsets), the classes
     # submitted, and the age cuts that give the classes their meaning
-    atomic_save_npz(blended_probs_npz(cfg.run_dir), image_id=preds.test_ids,
+    atomic_save_npz(blended_probs_npz(cfg.run_dir), held, image_id=preds.test_ids,
                     probs=test_scores / test_scores.sum(1, keepdims=True), pred=test_pred,
                     age_cuts=np.asarray(cfg.data.age_cuts))
     log(f"eval set predicted by {TEST_MODELS[preds.test_from]} (ensemble.test_from: {cfg.ensemble.test_from}; the "
@@ -221,7 +222,7 @@ def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.Data
 
 
 def _write_report(cfg: Config, preds, oof: list[np.ndarray], blends: Blends, chosen: Chosen,
-                  test_pred: np.ndarray | None, age_cut) -> list[str]:
+                  test_pred: np.ndarray | None, age_cut, held=None) -> list[str]:
     # looked up when called: a test interrupts the ensemble between the submission and the report through it
     from ensemble import report
 
@@ -237,7 +238,7 @@ def _write_report(cfg: Config, preds, oof: list[np.ndarray], blends: Blends, cho
     return report.write_report(ensemble_dir(cfg.run_dir), report.ReportInput(
         blends.rows, preds.per_fold, y, chosen.pred, test_pred, preds.labels, chosen.label, cfg.data.age_cuts,
         curves, (names, blend.error_correlation(oof, y)), photos, techniques, pseudo_added(preds.members),
-        age_lines(names, ages, preds.ages, y, chosen.pred, cfg.data.age_cuts, age_cut)))
+        age_lines(names, ages, preds.ages, y, chosen.pred, cfg.data.age_cuts, age_cut)), held)
 
 
 def track_ensemble(cfg: Config, result: dict, log=print) -> None:

@@ -201,9 +201,9 @@ def ensemble_cmd(cfg, runs):
 
     if runs:
         cfg.ensemble.runs = list(runs)
-    with ensemble_outputs(cfg.run_dir):  # the submission, ensemble/ and config.yaml land together, or not at all
-        result = run_ensemble(cfg, log=click.echo)
-        save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
+    with ensemble_outputs(cfg.run_dir) as held:  # the submission, ensemble/ and config.yaml land together, or not
+        result = run_ensemble(cfg, log=click.echo, held=held)
+        save_config(cfg, config_yaml(cfg.run_dir), held)  # a blend run is a run: predict and compare read its config
     track_ensemble(cfg, result, log=click.echo)  # the files it logs are in place only now
 
 

@@ -65,7 +65,7 @@ def one_unit(run_dir, previous, last=()):
     run_dir = Path(run_dir)
     finish_switch(run_dir)
     with hold_writes() as writes:
-        yield
+        yield writes  # the writes of the set: the block hands it to each (atomic_path's `held`)
     try:
         written = {final.resolve() for _, final in writes}
         last = [Path(p).resolve() for p in last]

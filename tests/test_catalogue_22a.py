@@ -340,7 +340,7 @@ def test_22_14_interrupted_ensemble_keeps_the_previous_outputs_and_the_log_says_
     from pipeline.switch import one_unit
 
     with hold_writes() as writes:
-        atomic_write_text(run / "submission.csv", "ImageID,ans\n")
+        atomic_write_text(run / "submission.csv", "ImageID,ans\n", writes)
     (run / ".switch.json").write_text(f'{{"remove": [], "replace": [["{writes[0][0].name}", "submission.csv"]]}}')
     with one_unit(run, list):
         pass
