@@ -15,7 +15,7 @@ import pandas as pd
 
 from ensemble.members import run_config
 from ensemble.report import markdown_table
-from ensemble.weights import own_members, read_weights
+from ensemble.weights import load_weights, own_members
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
 from pipeline.layout import run_digest, run_json, submission_csv
 from pipeline.model.metrics import backbone_oof, scores
@@ -58,7 +58,7 @@ def read_run(run: Path) -> dict:
     info = json.loads(run_json(run).read_text()) if run_json(run).is_file() else {}
     wall = info.get("wall_seconds")
     row = {"run": str(run), "date": info.get("ended", ""), "train-all wall": f"{wall:.0f} s" if wall else ""}
-    w = read_weights(run)
+    w = load_weights(run, required=False)
     members = w.members if w else own_members(cfg.backbone_names(), cfg.tta, cfg.folds.n_splits)
     for m in members:
         s = _backbone_scores(m.run_dir(run), m.backbone, m.n_splits)

@@ -196,7 +196,8 @@ def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> Weight
                    age_cuts=list(cfg.data.age_cuts), age_cut=blends.cutter.cuts_used(fitted) if tuned_cut else None)
 
 
-def write_test_outputs(cfg: Config, preds, chosen: Chosen, log, held=None) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+def write_test_outputs(cfg: Config, preds, chosen: Chosen, log, held=None) -> tuple[pd.DataFrame | None,
+                                                                                     np.ndarray | None]:
     """The submission and the blended eval probabilities (test_probs.npz); (None, None) without an eval set."""
     if preds.test is None:
         log("no eval/ folder: nothing to submit; OOF blend and report written")

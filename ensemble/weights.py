@@ -1,10 +1,6 @@
-"""<run_dir>/ensemble/weights.json: the ensemble's choice, which `maskfold predict` replays to reproduce the
-submission and `maskfold compare` reads the honest figure from.
-
-Version 1 (written before the file had a version) may lack what later versions added: the members (a run's own
-backbones then), the models the eval set was predicted with (the folds'), the stacker, the age cut and the
-submission's own honest figure (the chosen blend's). A file that is not this record is refused, naming it.
-"""
+"""<run_dir>/ensemble/weights.json, the ensemble's choice: what `maskfold predict` replays to reproduce the submission
+and `maskfold compare` reads. A version-1 file (before it had a version) may lack the members (then the run's own
+backbones), test_from (then the folds) and the choice's own honest figure (then the chosen blend's)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +15,6 @@ OWN_RUN = "."  # a member of the run that holds weights.json, found beside it wh
 
 @dataclass(kw_only=True)
 class MemberRef:
-    """A member as weights.json names it: one backbone of one run, with what predicting with it needs."""
     name: str
     run: str  # OWN_RUN, or another run's absolute path
     backbone: str
@@ -37,20 +32,20 @@ def own_members(backbones: list[str], tta: list[str], n_splits: int) -> list[Mem
 
 @dataclass(kw_only=True)
 class Weights(Record):
-    method: str  # the vote: soft or hard
-    backbones: list[str]  # the members' names, in blend order
-    chosen: str  # the blend used for the submission
-    honest_f1: dict[str, float]  # each blend's honest OOF macro F1
-    submission_honest_f1: float  # the choice's own honest figure
+    method: str
+    backbones: list[str]
+    chosen: str  # the blend of the submission
+    honest_f1: dict[str, float]  # each blend's
+    submission_honest_f1: float  # the choice's own
     members: list[MemberRef]
     weights: list[float]
     offsets: list[float]
     stacker: dict | None = None
     tta: list[str]
     n_splits: int
-    test_from: str  # the models that predicted the eval set: folds, refit or both
+    test_from: str  # folds, refit or both: the models that predicted the eval set
     age_cuts: list[int] | None = None
-    age_cut: list[float] | None = None  # the cuts the years members' ages were summed at, where tuned
+    age_cut: list[float] | None = None  # where tuned: the cuts the years members' ages are summed at
 
     def __post_init__(self):
         self.members = [m if isinstance(m, MemberRef) else MemberRef(**m) for m in self.members]
@@ -67,16 +62,12 @@ class Weights(Record):
         return old
 
 
-def read_weights(run: Path) -> Weights | None:
-    """The run's weights.json, None when it has none; a damaged one is the user's to remake."""
+def load_weights(run: Path, required: bool = True) -> Weights | None:
+    """The run's weights.json (None where it has none and need not); a damaged one is the user's to remake."""
     try:
-        return Weights.read(weights_json(run))
+        weights = Weights.read(weights_json(run))
     except RecordError as e:
         raise BadInput(f"{e}; rerun `maskfold ensemble` for {run}") from None
-
-
-def load_weights(run: Path) -> Weights:
-    weights = read_weights(run)
-    if weights is None:
+    if weights is None and required:
         raise MissingInput(f"{weights_json(run)} not found; run `maskfold ensemble` for this run first")
     return weights

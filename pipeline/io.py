@@ -50,9 +50,9 @@ def _umask() -> int:
 
 @contextmanager
 def atomic_path(path: str | Path, held: list | None = None):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block finishes. With `held` (the list
-    hold_writes gives its caller), the finished temporary stays and joins the list, to be switched in with the
-    rest of its set. A full disk raises NoSpace naming the folder."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block finishes. With `held` (the list of
+    an output set, pipeline.switch.one_unit), the finished temporary stays and joins the list, to be switched in
+    with the rest of its set. A full disk raises NoSpace naming the folder."""
     path = Path(path)
     with full_disk_named(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,19 +72,6 @@ def atomic_path(path: str | Path, held: list | None = None):
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-
-
-@contextmanager
-def hold_writes():
-    """Yields the list that atomic writes given it (their `held`) join as (temporary, file), for pipeline.switch to
-    put in place together. On an error the temporaries are removed and nothing is replaced."""
-    writes = []
-    try:
-        yield writes
-    except BaseException:
-        for tmp, _ in writes:
-            tmp.unlink(missing_ok=True)
-        raise
 
 
 def remove_stale_temporaries(folder: str | Path, max_age_s: float = 24 * 3600) -> list[Path]:

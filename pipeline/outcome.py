@@ -51,8 +51,7 @@ def first_line(text: str) -> str:
 
 
 def one_line(e: BaseException) -> str:
-    """An error as the user reads it: the user's own (MaskfoldError) is its message; anything else, a bug, is led
-    by its type."""
+    """An error in one line: the user's own (MaskfoldError) is its message; a bug is led by its type."""
     return first_line(e) if isinstance(e, MaskfoldError) else f"{type(e).__name__}: {first_line(e)}"
 
 

@@ -70,8 +70,8 @@ def is_full(error: BaseException, folder) -> bool:
 
 
 def disk_error(error: BaseException, folder) -> BaseException:
-    """`error` as the user is told it: a write that met a full disk is NoSpace, naming the folder of its file (else
-    `folder`); anything else comes back as it is. Every full disk is named here, whoever meets it."""
+    """`error` as the user is told it: a write that met a full disk is NoSpace naming the folder of its file (else
+    `folder`), whoever meets it; anything else comes back as it is."""
     if isinstance(error, NoSpace) or not is_full(error, folder):
         return error
     name = getattr(error, "filename", None)

@@ -32,7 +32,7 @@ from pipeline.layout import (
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
-from pipeline.train.state import pair_state, unfinished_reason
+from pipeline.train.state import job_state, unfinished_reason
 from pipeline.train.trainer import Trainer
 from pseudo_labels.current import require_current
 from pseudo_labels.run import run_pseudo
@@ -224,7 +224,7 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
         d = refit_dir(cfg.run_dir, b)
         for name in ("best.pt", "test.npz", "metrics.csv", "done.json"):
             assert (d / name).is_file(), (b, name)
-        best = [pair_state(cfg, b, k).done.best_epoch for k in range(cfg.folds.n_splits)]
+        best = [job_state(cfg, fold_job(cfg, b, k)).done.best_epoch for k in range(cfg.folds.n_splits)]
         for k, e in enumerate(best):  # the folds' best epochs, as their metrics.csv show them
             metrics = pd.read_csv(pair_dir(cfg.run_dir, b, k) / "metrics.csv")
             assert metrics["epoch"][metrics["val_f1"].idxmax()] == e

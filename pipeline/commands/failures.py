@@ -16,23 +16,6 @@ from pipeline.storage import disk_error
 DEBUG_HINT = "run with --debug (or MASKFOLD_DEBUG=1) for the traceback"
 
 
-def debugging() -> bool:
-    ctx = click.get_current_context(silent=True)
-    flag = ctx is not None and ctx.find_root().params.get("debug")
-    return bool(flag) or os.environ.get("MASKFOLD_DEBUG", "") not in ("", "0")
-
-
-def as_message(e: Exception) -> click.ClickException:
-    """The exit message for `e`; with --debug the traceback is printed first (to stderr)."""
-    debug = debugging()
-    if debug:
-        click.echo("".join(traceback.format_exception(e)).rstrip("\n"), err=True)
-    e = disk_error(e, "the disk")  # a command without a run directory met a full disk
-    if isinstance(e, MaskfoldError):
-        return click.ClickException(str(e))
-    return click.ClickException(one_line(e)) if debug else _Bug(one_line(e))
-
-
 class _Bug(click.ClickException):
     """Its message is one line (the run's log records it); the hint follows it on the screen only."""
 
@@ -51,4 +34,10 @@ class Commands(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:
-            raise as_message(e) from None
+            debug = bool(ctx.find_root().params.get("debug")) or os.environ.get("MASKFOLD_DEBUG", "") not in ("", "0")
+            if debug:  # the traceback first, to stderr
+                click.echo("".join(traceback.format_exception(e)).rstrip("\n"), err=True)
+            e = disk_error(e, "the disk")  # a command without a run directory met a full disk
+            if isinstance(e, MaskfoldError):
+                raise click.ClickException(str(e)) from None
+            raise (click.ClickException if debug else _Bug)(one_line(e)) from None

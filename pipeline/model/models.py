@@ -82,11 +82,9 @@ def load_best(path: str | Path) -> tuple[BestMeta, dict]:
 
 
 def model_from_best(meta: BestMeta, weights: dict, cfg: Config | None = None) -> torch.nn.Module:
-    """Rebuild a trained model: the architecture comes from the config stored beside the weights (`cfg`, where the
-    caller has it typed already)."""
+    """Rebuild a trained model from the config stored beside its weights (`cfg`: that config, typed already)."""
     cfg = cfg or config_from_dict(meta.config)
-    model = create(BackboneConfig(**meta.backbone), allow_pretrained=False, head=cfg.train.head,
-                   years=years_spec(cfg))
+    model = create(BackboneConfig(**meta.backbone), allow_pretrained=False, head=cfg.train.head, years=years_spec(cfg))
     model.load_state_dict(weights)
     return model.eval()
 

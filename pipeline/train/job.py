@@ -26,10 +26,6 @@ class Job:
         """How messages name it."""
         return job_name(self.backbone, self.fold)
 
-    @property
-    def predicts_oof(self) -> bool:
-        return self.fold is not None
-
 
 def job_name(backbone: str, fold: int | None) -> str:
     return f"{backbone} refit" if fold is None else f"{backbone} fold {fold}"
@@ -37,8 +33,7 @@ def job_name(backbone: str, fold: int | None) -> str:
 
 @dataclass
 class JobResult:
-    """What running a job hands back to whoever started it, from whatever process (a worker, a Ray node): one row
-    of train-all's summary."""
+    """What a job's run hands back, from whatever process (a worker, a Ray node): a row of train-all's summary."""
     backbone: str
     fold: int | None  # None for a refit
     status: str  # done, skipped, failed, busy (another process holds it) or waiting (a refit's folds are not done)
@@ -59,20 +54,13 @@ class JobResult:
         return job_name(self.backbone, self.fold)
 
     def row(self) -> dict:
-        """Its row of the summary table."""
-        row = {"backbone": self.backbone, "fold": self.fold, "host": self.host or (self.done and self.done.host),
-               "device": self.done and self.done.device, "status": self.status, "seconds": self.seconds}
-        if self.error:
-            row["error"] = self.error
-        if self.fold is not None:
-            row["val_f1"] = getattr(self.done, "val_f1", None)
-        if self.node is not None:
-            row["node"] = self.node
-        if self.attempts is not None:
-            row["attempts"] = self.attempts
-        if self.notes:
-            row["notes"] = self.notes
-        return row
+        """Its row of the summary table: where and how it ran, a pair's val_f1, Ray's node, attempts and notes."""
+        row = {"host": self.host or (self.done and self.done.host), "device": self.done and self.done.device,
+               "status": self.status, "seconds": self.seconds, "error": self.error,
+               "val_f1": getattr(self.done, "val_f1", None), "node": self.node, "attempts": self.attempts,
+               "notes": self.notes}
+        return {"backbone": self.backbone, "fold": self.fold,
+                **{k: v for k, v in row.items() if v is not None or k in ("host", "device", "status", "seconds")}}
 
 
 def fold_job(cfg, backbone: str, fold: int) -> Job:

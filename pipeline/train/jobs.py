@@ -29,8 +29,7 @@ from pipeline.train.worker import gpus_to_share, run_one
 
 def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
     """What every backend checks and prepares once, before any job: the tensorboard extra, the weights, the data
-    (checked, and its photo caches built), the saved config and the tracked run (`warned`: the tracking warnings
-    given already)."""
+    (checked, and its photo caches built), the saved config and the tracked run."""
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
     data = load_run_data(cfg, log=log)
@@ -42,8 +41,7 @@ def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
 def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=print,
               warned: set | None = None) -> pd.DataFrame:
     """Every job of the config, skipping finished ones; a summary row each (pairs by backbone and fold, then the
-    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time. `warned`: the
-    tracking warnings the caller has given already, shared with the jobs run in this process."""
+    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time (warned: RunOptions')."""
     warned = set() if warned is None else warned
     if ray is not None:
         cfg = absolute_paths(cfg)

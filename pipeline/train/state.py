@@ -32,11 +32,6 @@ class JobState:
     last: LastMeta | None = None  # resumable or trained: where training stands (finished: not read)
 
 
-def read_done(job: Job) -> Done | None:
-    """The job's done record, None when it has none; RecordError when the file is not one."""
-    return (PairDone if job.predicts_oof else RefitDone).read(done_json(job.folder))
-
-
 def _meta(path, record):
     """A checkpoint's metadata record, read without loading its tensors (mmap); RecordError when unreadable."""
     import torch
@@ -60,7 +55,7 @@ def _owed(cfg, job: Job, done: Done) -> str | None:
         return "predicted with another TTA"
     if done.eval != eval_digest(cfg.data_dir):
         return "test predictions are for another eval set"
-    needed = [(best_pt, "weights")] + ([(oof_npz, "OOF predictions")] if job.predicts_oof else [])
+    needed = [(best_pt, "weights")] + ([] if job.fold is None else [(oof_npz, "OOF predictions")])
     if done.test:
         needed.append((test_npz, "test predictions"))
     lost = [f"no {path(job.folder)}: {what}" for path, what in needed if not path(job.folder).is_file()]
@@ -118,7 +113,7 @@ def _last_state(cfg, job: Job, done: Done | None, why: str | None) -> JobState:
 def job_state(cfg, job: Job) -> JobState:
     """Where `job` stands under `cfg` (see the module docstring)."""
     try:
-        done = read_done(job)
+        done = (RefitDone if job.fold is None else PairDone).read(done_json(job.folder))
     except RecordError as e:
         return _last_state(cfg, job, None, f"{e}; it is trained again")
     state = _done_state(cfg, job, done)
@@ -138,13 +133,9 @@ def _why_not_current(cfg, job: Job, done: Done) -> str:
 
 # -- the questions other stages ask (the ensemble, the audit, the job runners)
 
-def pair_state(cfg, backbone: str, fold: int) -> JobState:
-    return job_state(cfg, fold_job(cfg, backbone, fold))
-
-
 def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
     """None when the pair is finished under this config; else why not, in a few words."""
-    state = pair_state(cfg, backbone, fold)
+    state = job_state(cfg, fold_job(cfg, backbone, fold))
     if state.status == FINISHED:
         return None
     return state.reason or ("not trained" if state.status == MISSING else "training stopped before its end")
