@@ -108,3 +108,20 @@ def test_a_finished_job_is_known_from_its_records_without_opening_a_checkpoint(d
     monkeypatch.setattr(torch, "load", opened)
     state = job_state(cfg, job)
     assert state.status == FINISHED and state.done == done and state.last is None
+
+
+def test_the_stages_records_read_back_and_other_versions_are_not_theirs(tmp_path):
+    from pipeline.data.extra import ExtraRecord, read_record, write_record
+    from pipeline.layout import extra_record, tracking_json
+    from pipeline.tracking.record import TrackingRecord, _read
+
+    extra = ExtraRecord(source="external", whole_persons=True, photo_ids=False, photos=7)
+    write_record(tmp_path, extra)
+    assert read_record(tmp_path) == extra
+    extra_record(tmp_path).write_text(json.dumps({**json.loads(extra.to_json()), "version": 9}))
+    assert read_record(tmp_path) is None  # a newer writer's: made again by its stage
+    tracked = TrackingRecord(kind="mlflow", setting=None, uri="u", project="p", run="r", group="g")
+    tracking_json(tmp_path).write_text(tracked.to_json())
+    assert _read(tmp_path) == tracked
+    tracking_json(tmp_path).write_text("{}")
+    assert _read(tmp_path) is None  # not a record: a new tracked run is made
