@@ -18,23 +18,16 @@ from pipeline.labels import NUM_CLASSES
 
 WEIGHT_GRID = np.linspace(0, 1, 11)
 OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
-_NOTES: list[str] = []  # what fits met that the user should hear of, once each (take_notes)
 # Fitted weights and stackers by their inputs: a blend with offsets starts from the same fit as the blend without,
 # on every outer set and every nested part, so each is fitted once per ensemble run.
 _FITS: OrderedDict = OrderedDict()
 _FITS_KEPT = 64
 
 
-def _note(line: str) -> None:
-    if line not in _NOTES:
-        _NOTES.append(line)
-
-
-def take_notes() -> list[str]:
-    """The notes of the fits since the last call (one line per distinct problem, e.g. a stacker not converged)."""
-    out = list(_NOTES)
-    _NOTES.clear()
-    return out
+def _note(notes: list[str] | None, line: str) -> None:
+    """A line for the user in the caller's `notes` (once each: e.g. a stacker not converged), where it keeps any."""
+    if notes is not None and line not in notes:
+        notes.append(line)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -186,15 +179,15 @@ STACK_MAX_ITER = 500
 STACK_TOL = 1e-4  # on the largest gradient entry of the mean loss, as scikit-learn's lbfgs
 
 
-def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0) -> dict:
+def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0, notes: list[str] | None = None) -> dict:
     """Multinomial logistic regression on the members' log-probabilities (L2 on the coefficients, strength 1/c, as
     scikit-learn's LogisticRegression(C=c)); returned as plain arrays so that it can be stored in weights.json and
     applied without pickles.
 
     Fitted on standardised features: log-probabilities span -16..0, which left lbfgs unconverged after 2,000
     iterations; standardised, it converges in tens. The scaling is then folded into the coefficients, so the
-    stored stacker applies to the raw features. A fit that still stops short is one line in the ensemble's notes
-    (take_notes), not a library warning. Every fit starts from zeros: a nested fit that started from the fit on
+    stored stacker applies to the raw features. A fit that still stops short is one line in `notes`, which the
+    ensemble prints, not a library warning. Every fit starts from zeros: a nested fit that started from the fit on
     every photo would start from what its held-out part taught, and its figure would no longer be honest."""
     x = stack_features(probs)
     mean, scale = x.mean(0), x.std(0)
@@ -202,8 +195,8 @@ def fit_stacker(probs: list[np.ndarray], y: np.ndarray, c: float = 1.0) -> dict:
     classes = np.unique(y)
     coef_s, intercept_s, converged = _multinomial_lbfgs((x - mean) / scale, np.searchsorted(classes, y), c)
     if not converged:
-        _note(f"stacking: a logistic regression stopped at {STACK_MAX_ITER} iterations before converging (C = {c}); "
-              f"a smaller ensemble.stacking_c regularises more and converges sooner")
+        _note(notes, f"stacking: a logistic regression stopped at {STACK_MAX_ITER} iterations before converging "
+                     f"(C = {c}); a smaller ensemble.stacking_c regularises more and converges sooner")
     coef = np.zeros((NUM_CLASSES, x.shape[1]))
     intercept = np.full(NUM_CLASSES, -30.0)  # a class absent from y is never predicted
     coef[classes] = coef_s / scale
@@ -253,37 +246,41 @@ BLENDS = ("equal", "weights", "selection", "stacking")
 
 
 def fit_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, offsets: bool, method: str = "soft",
-              steps: int = 25, c: float = 1.0) -> dict:
-    """One blend fitted on OOF predictions: {"weights", "stacker" (or None), "offsets"}."""
+              steps: int = 25, c: float = 1.0, notes: list[str] | None = None) -> dict:
+    """One blend fitted on OOF predictions: {"weights", "stacker" (or None), "offsets"}; what the fit met that the
+    user should hear of goes to `notes`."""
     n = len(probs)
     weights, stacker = np.ones(n) / n, None
     if kind != "equal":
-        weights, stacker = _fit_members(kind, probs, y, steps, c)
+        weights, stacker = _fit_members(kind, probs, y, steps, c, notes)
     fitted = {"weights": weights, "stacker": stacker, "offsets": np.zeros(NUM_CLASSES)}
     if offsets:
         fitted["offsets"] = tune_offsets(apply_blend(fitted, probs, method), y)
     return fitted
 
 
-def _fit_members(kind: str, probs: list[np.ndarray], y: np.ndarray, steps: int, c: float):
-    """(weights, stacker) of a fitted blend kind, from _FITS when these very inputs were fitted before."""
+def _fit_members(kind: str, probs: list[np.ndarray], y: np.ndarray, steps: int, c: float, notes=None):
+    """(weights, stacker) of a fitted blend kind, from _FITS when these very inputs were fitted before (with the
+    notes of that fit)."""
     digest = hashlib.blake2b(np.ascontiguousarray(y).tobytes(), digest_size=16)
     for p in probs:
         digest.update(np.ascontiguousarray(p).tobytes())
     key = (kind, steps if kind == "selection" else None, c if kind == "stacking" else None, digest.hexdigest())
     if key not in _FITS:
-        n = len(probs)
+        n, met = len(probs), []
         if kind == "weights":
-            _FITS[key] = (search_weights(probs, y), None)
+            _FITS[key] = (search_weights(probs, y), None, met)
         elif kind == "selection":
-            _FITS[key] = (greedy_selection(probs, y, steps), None)
+            _FITS[key] = (greedy_selection(probs, y, steps), None, met)
         elif kind == "stacking":
-            _FITS[key] = (np.ones(n) / n, fit_stacker(probs, y, c))
+            _FITS[key] = (np.ones(n) / n, fit_stacker(probs, y, c, met), met)
         else:
             raise ValueError(f"unknown blend kind {kind!r}; one of {', '.join(BLENDS)}")
         while len(_FITS) > _FITS_KEPT:
             _FITS.popitem(last=False)
-    weights, stacker = _FITS[key]
+    weights, stacker, met = _FITS[key]
+    for line in met:
+        _note(notes, line)
     return weights.copy(), None if stacker is None else {k: v.copy() for k, v in stacker.items()}
 
 

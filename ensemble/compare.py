@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from ensemble.members import run_config
 from ensemble.report import markdown_table
-from pipeline.errors import DataError, Problem
+from ensemble.weights import load_weights, own_members
 from pipeline.io import atomic_path, atomic_write_csv, atomic_write_text
-from pipeline.layout import config_yaml, run_digest, run_json, submission_csv, weights_json
+from pipeline.layout import run_digest, run_json, submission_csv
 from pipeline.model.metrics import backbone_oof, scores
 
 IGNORED_KEYS = ("run_dir",)  # differs between any two runs by construction
@@ -54,25 +54,19 @@ def _eval_f1(run: Path, data_dir: str) -> float | None:
 
 
 def read_run(run: Path) -> dict:
-    if not config_yaml(run).is_file():
-        raise DataError([Problem(str(run), "not a maskfold run (no config.yaml)")],
-                        hint="name run directories that `maskfold train-all` has written")
-    cfg = yaml.safe_load(config_yaml(run).read_text())
+    cfg = run_config(run)
     info = json.loads(run_json(run).read_text()) if run_json(run).is_file() else {}
     wall = info.get("wall_seconds")
     row = {"run": str(run), "date": info.get("ended", ""), "train-all wall": f"{wall:.0f} s" if wall else ""}
-    w = json.loads(weights_json(run).read_text()) if weights_json(run).is_file() else None
-    # a blend of several runs has members in other runs; a run's own members are its backbones (".")
-    members = (w or {}).get("members") or [{"name": b["name"], "run": ".", "backbone": b["name"],
-                                            "n_splits": cfg["folds"]["n_splits"]} for b in cfg["backbones"]]
+    w = load_weights(run, required=False)
+    members = w.members if w else own_members(cfg.backbone_names(), cfg.tta, cfg.folds.n_splits)
     for m in members:
-        where = run if m["run"] == "." else Path(m["run"])
-        s = _backbone_scores(where, m["backbone"], m["n_splits"])
-        row[f"OOF {m['name']}"] = (f"{s['oof']:.4f} ({s['mean']:.4f} ± {s['std']:.4f})" if s else "unfinished")
-    row["ensemble honest OOF"] = w.get("submission_honest_f1", w["honest_f1"][w["chosen"]]) if w else None
-    row["eval F1"] = _eval_f1(run, cfg["data_dir"])
-    first = run if members[0]["run"] == "." else Path(members[0]["run"])
-    return {"row": row, "config": flatten(cfg), "digest": run_digest(run) or run_digest(first)}
+        s = _backbone_scores(m.run_dir(run), m.backbone, m.n_splits)
+        row[f"OOF {m.name}"] = (f"{s['oof']:.4f} ({s['mean']:.4f} ± {s['std']:.4f})" if s else "unfinished")
+    row["ensemble honest OOF"] = w.submission_honest_f1 if w else None
+    row["eval F1"] = _eval_f1(run, cfg.data_dir)
+    digest = run_digest(run) or run_digest(members[0].run_dir(run))
+    return {"row": row, "config": flatten(cfg.to_dict()), "digest": digest}
 
 
 def compare_runs(run_dirs: list[str], out_dir: str | Path, log=print) -> pd.DataFrame:

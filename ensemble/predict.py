@@ -7,7 +7,6 @@ config stored beside its weights, so inference cannot drift from training.
 from __future__ import annotations
 
 import errno
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from ensemble import blend
 from ensemble.age_cut import shift_bands
+from ensemble.weights import MemberRef, load_weights
 from pipeline.config import config_from_dict
 from pipeline.data.cache import decode
 from pipeline.data.datasets import CachedPhotos
@@ -25,11 +25,12 @@ from pipeline.errors import BadInput, MissingInput
 from pipeline.faces.crop import crop_function, crop_key
 from pipeline.io import output_file
 from pipeline.labels import MASKS, NUM_CLASSES, age_band_names, decode_label
-from pipeline.layout import pair_file, refit_file, weights_json
+from pipeline.layout import pair_file, refit_file
 from pipeline.model import models
 from pipeline.model.inference import Inference, predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
+from pipeline.records import RecordError
 from pipeline.storage import require_output
 from pipeline.tables.fields import IMAGE_EXTS
 
@@ -73,12 +74,12 @@ def decode_all(files, size, crop_fn) -> tuple[np.ndarray, list[Path], list[tuple
     return (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)), ok, bad
 
 
-def member_checkpoints(run: Path, member: dict, test_from: str) -> tuple[list[Path], Path | None]:
+def member_checkpoints(run: Path, member: MemberRef, test_from: str) -> tuple[list[Path], Path | None]:
     """The best.pt files of a member's fold models and of its refit, as far as test_from uses them."""
-    where = run if member["run"] == "." else Path(member["run"])
-    folds = [] if test_from == "refit" else [pair_file(where, member["backbone"], k, "best")
-                                             for k in range(member["n_splits"])]
-    refit = None if test_from == "folds" else refit_file(where, member["backbone"], "best")
+    where = member.run_dir(run)
+    folds = [] if test_from == "refit" else [pair_file(where, member.backbone, k, "best")
+                                             for k in range(member.n_splits)]
+    refit = None if test_from == "folds" else refit_file(where, member.backbone, "best")
     missing = [p for p in folds + ([refit] if refit else []) if not p.is_file()]
     if missing:
         raise MissingInput(f"{missing[0]} not found (the ensemble predicted the eval set with the "
@@ -87,13 +88,15 @@ def member_checkpoints(run: Path, member: dict, test_from: str) -> tuple[list[Pa
     return folds, refit
 
 
-def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
-    """One model's probabilities on the photos, decoded as its run's cache decodes them (decoded: a cache of those
-    decodings by (cache size, crop)); also its config and the readable and unreadable files. age_cut: the cuts the
-    ensemble tuned (ensemble.tune_age_cut), at which a years member sums its ages into bands."""
-    ckpt = models.load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt["config"])
-    run_dir = checkpoint.parents[3]  # <run>/models/<backbone>/<fold or full>/best.pt
+def predict_one(checkpoint: Path, run_dir: Path, tta, files, decoded: dict, dev, age_cut=None):
+    """One model's probabilities on the photos, decoded as its run (`run_dir`)'s cache decodes them (decoded: a
+    cache of those decodings by (cache size, crop)); also its config and the readable and unreadable files. age_cut:
+    the cuts the ensemble tuned (ensemble.tune_age_cut), at which a years member sums its ages into bands."""
+    try:
+        meta, weights = models.load_best(checkpoint)
+    except RecordError as e:
+        raise BadInput(f"{e}; rerun `maskfold train-all` for that run") from None
+    cfg = config_from_dict(meta.config)
     key = (tuple(cfg.data.cache_size), crop_key(cfg.data, run_dir))
     if key not in decoded:
         readable = [f for f in files if Path(f).is_file()]
@@ -103,10 +106,10 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
         shown = "; ".join(f"{f} ({why})" for f, why in bad[:3]) + ("; ..." if len(bad) > 3 else "")
         raise BadInput(f"none of the {len(files)} photos could be read, nothing written: {shown}; check the folder "
                        f"given with --images")
-    model = models.model_from_checkpoint(ckpt).to(dev)
-    tf = build_transform(cfg.augment.val, key[0], tuple(ckpt["img_size"]))
+    model = models.model_from_best(meta, weights, cfg).to(dev)
+    tf = build_transform(cfg.augment.val, key[0], tuple(meta.img_size))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
-    out = predict_logits(model, loader, Inference(dev, ckpt["mean"], ckpt["std"], tta, cfg.train.channels_last,
+    out = predict_logits(model, loader, Inference(dev, meta.mean, meta.std, tta, cfg.train.channels_last,
                                                   cfg.train.amp if dev.type == "cuda" else "none"))
     probs = blend.softmax(class_scores(out))
     if age_cut is not None and out.shape[1] > NUM_CLASSES:
@@ -118,10 +121,7 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
 
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
     run = Path(run_dir)
-    fitted_path = weights_json(run)
-    if not fitted_path.is_file():
-        raise MissingInput(f"{fitted_path} not found; run `maskfold ensemble` for this run first")
-    fitted = json.loads(fitted_path.read_text())
+    fitted = load_weights(run)
     require_output(out, "--out")  # before the models run: a bad --out would waste the whole prediction
     files, skipped, links = find_photos(Path(images))
     for link in links:
@@ -131,26 +131,23 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
         raise MissingInput(f"{images}: no .jpg/.jpeg/.png photos found (searched recursively)"
                            + (f"; not read: {shown}" if skipped else ""))
     dev = resolve_device(device or "auto")
-    # A blend of several runs names each member's run; a single run's ensemble, its own backbones.
-    members = fitted.get("members") or [{"run": ".", "backbone": b, "tta": fitted["tta"],
-                                         "n_splits": fitted["n_splits"]} for b in fitted["backbones"]]
     # The models that predicted the eval set for the submission (ensemble.test_from): folds, refit or both.
-    test_from = fitted.get("test_from", "folds")
-    checkpoints = [member_checkpoints(run, m, test_from) for m in members]
+    test_from = fitted.test_from
+    checkpoints = [member_checkpoints(run, m, test_from) for m in fitted.members]
     fold_probs, refit_probs, decoded = [], [], {}  # decoded: the photos as each (cache size, crop) decodes them
     models_bar = bar(total=sum(len(f) + (r is not None) for f, r in checkpoints), desc="predict", unit="model")
-    for m, (folds, refit) in zip(members, checkpoints):
+    for m, (folds, refit) in zip(fitted.members, checkpoints):
         probs = []
         for path in folds + ([refit] if refit else []):
             models_bar.update(1)
-            p, cfg, ok, bad = predict_one(path, m["tta"], files, decoded, dev, fitted.get("age_cut"))
+            p, cfg, ok, bad = predict_one(path, m.run_dir(run), m.tta, files, decoded, dev, fitted.age_cut)
             probs.append(p)
         fold_probs.append(probs[:len(folds)])
         refit_probs.append(probs[-1] if refit else None)
     models_bar.close()
-    scores = blend.test_scores({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, fold_probs,
-                               refit_probs, test_from, fitted["method"])
-    pred = blend.predict_with(scores, np.asarray(fitted["offsets"]))
+    scores = blend.test_scores({"weights": fitted.weights, "stacker": fitted.stacker}, fold_probs,
+                               refit_probs, test_from, fitted.method)
+    pred = blend.predict_with(scores, np.asarray(fitted.offsets))
     final = scores / scores.sum(1, keepdims=True)
     m, g, a = decode_label(pred)
     df = pd.DataFrame({"path": [str(f) for f in ok]})

@@ -47,12 +47,12 @@ def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     ]
 
 
-def _save_png(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
+def _save_png(fig, path: Path, held=None) -> None:
+    with atomic_path(path, held) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_confusion(y, pred, names: list[str], path: Path) -> None:
+def plot_confusion(y, pred, names: list[str], path: Path, held=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,11 +78,11 @@ def plot_confusion(y, pred, names: list[str], path: Path) -> None:
     ax.set_ylabel("true (rate: rows sum to 1; count below)")
     ax.set_title("OOF confusion matrix (ensemble)")
     fig.colorbar(im, fraction=0.046)
-    _save_png(fig, path)
+    _save_png(fig, path, held)
     plt.close(fig)
 
 
-def plot_class_f1(f1, support, names: list[str], elder: str, path: Path) -> None:
+def plot_class_f1(f1, support, names: list[str], elder: str, path: Path, held=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +97,7 @@ def plot_class_f1(f1, support, names: list[str], elder: str, path: Path) -> None
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("F1")
     ax.set_title(f"OOF F1 per class (orange: {elder})")
-    _save_png(fig, path)
+    _save_png(fig, path, held)
     plt.close(fig)
 
 
@@ -110,7 +110,7 @@ def fold_spread(per_fold: list[dict]) -> list[list]:
     return out
 
 
-def plot_curves(curves: dict, path: Path) -> None:
+def plot_curves(curves: dict, path: Path, held=None) -> None:
     """curves: backbone -> {fold: metrics DataFrame}. One row of panels per backbone, folds overlaid."""
     import matplotlib
 
@@ -129,11 +129,11 @@ def plot_curves(curves: dict, path: Path) -> None:
             ax.grid(alpha=0.3)
         row[2].legend(fontsize=8)
     fig.tight_layout()
-    _save_png(fig, path)
+    _save_png(fig, path, held)
     plt.close(fig)
 
 
-def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path, n: int = 16) -> int:
+def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path, n: int = 16, held=None) -> int:
     """The n most confident OOF mistakes: photo, truth, prediction and the confidence given to it."""
     import matplotlib
 
@@ -154,7 +154,7 @@ def plot_mistakes(files: list, y, pred, confidence, names: list[str], path: Path
         ax.set_title(f"true {names[y[i]]}\npred {names[pred[i]]} ({confidence[i]:.2f})", fontsize=9)
     fig.suptitle("Most confident OOF mistakes")
     fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title above the first row
-    _save_png(fig, path)
+    _save_png(fig, path, held)
     plt.close(fig)
     return len(worst)
 
@@ -208,29 +208,30 @@ class ReportInput:
     sections: list[str] = field(default_factory=list)
 
 
-def write_report(out: Path, r: ReportInput) -> list[str]:
-    """Write report.md and the PNGs under `out` (layout.ENSEMBLE_FILES); return the headline lines to print."""
+def write_report(out: Path, r: ReportInput, held: list | None = None) -> list[str]:
+    """Write report.md and the PNGs under `out` (layout.ENSEMBLE_FILES), into the output set `held` where given;
+    return the headline lines to print."""
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / name for k, name in ENSEMBLE_FILES.items()}
     names = class_names(r.age_cuts)
     per_class = precision_recall_fscore_support(r.y, r.pred, labels=CLASSES, zero_division=0)
-    plot_confusion(r.y, r.pred, names, files["confusion"])
-    plot_class_f1(per_class[2], per_class[3], names, age_band_names(r.age_cuts)[2], files["class_f1"])
+    plot_confusion(r.y, r.pred, names, files["confusion"], held)
+    plot_class_f1(per_class[2], per_class[3], names, age_band_names(r.age_cuts)[2], files["class_f1"], held)
     if r.curves:
-        plot_curves(r.curves, files["curves"])
+        plot_curves(r.curves, files["curves"], held)
     lines = ["# Ensemble report", ""]
     for line in r.techniques:
         lines += [line, ""]
     lines += _score_lines(r) + _member_lines(r.correlation) + _fold_lines(r, files)
     lines += _class_lines(per_class, names, files)
     if r.photos is not None:
-        lines += _age_cut_lines(r, names, files["mistakes"])
+        lines += _age_cut_lines(r, names, files["mistakes"], held)
     lines += r.sections
     if r.pseudo:
         lines += _pseudo_lines(r.pseudo, names)
     if r.test_pred is not None:
         lines += _eval_lines(r.test_pred, r.train_labels, names)
-    atomic_write_text(files["report"], "\n".join(lines) + "\n")
+    atomic_write_text(files["report"], "\n".join(lines) + "\n", held)
     head = list(r.techniques) + [f"{k}: macro F1 {v['f1']:.4f}  accuracy {v['acc']:.4f}" for k, v in r.rows.items()]
     pngs = ", ".join(files[k].name for k in ("confusion", "class_f1", "curves", "mistakes"))
     head.append(f"report: {files['report']} (+ {pngs}); submission uses: {r.chosen}")
@@ -275,12 +276,12 @@ def _class_lines(per_class, names: list[str], files: dict) -> list[str]:
                     f"![per-class F1]({files['class_f1'].name})", ""]
 
 
-def _age_cut_lines(r: ReportInput, names: list[str], mistakes: Path) -> list[str]:
+def _age_cut_lines(r: ReportInput, names: list[str], mistakes: Path, held=None) -> list[str]:
     lines = ["## Around the age cuts", "", "True age of the person; accuracy of the whole class and of the age band "
              "alone (OOF).", ""]
     lines += markdown_table(["age", "photos", "class accuracy", "age-band accuracy"],
                             near_cut_table(r.photos["ages"], r.y, r.pred, r.age_cuts))
-    shown = plot_mistakes(r.photos["files"], r.y, r.pred, r.photos["confidence"], names, mistakes)
+    shown = plot_mistakes(r.photos["files"], r.y, r.pred, r.photos["confidence"], names, mistakes, held=held)
     return lines + ["", f"The {shown} most confident OOF mistakes (truth, prediction, confidence):", "",
                     f"![mistakes]({mistakes.name})", ""]
 

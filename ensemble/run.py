@@ -7,7 +7,6 @@ Never loads a model: what it needs from training is on disk as predictions.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from ensemble.age_cut import age_cut_blends, load_member_ages
 from ensemble.age_report import age_lines
 from ensemble.members import load_predictions, run_labels
 from ensemble.submission import validate_submission
+from ensemble.weights import OWN_RUN, MemberRef, Weights
 from pipeline.config import Config
 from pipeline.data.extra import class_counts
 from pipeline.io import atomic_save_npz, atomic_write_csv, atomic_write_text, remove_stale_temporaries
@@ -98,19 +98,20 @@ class Chosen:
     honest_f1: float
 
 
-def run_ensemble(cfg: Config, log=print) -> dict:
+def run_ensemble(cfg: Config, log=print, held: list | None = None) -> dict:
+    """held: the output set its files join (ensemble.outputs), where they land together."""
     for folder in (cfg.run_dir, ensemble_dir(cfg.run_dir)):
         remove_stale_temporaries(folder)  # a killed earlier ensemble's half-written files
     preds = load_predictions(cfg)
     oof = [preds.oof[b] for b in preds.oof]
     blends = fit_blends(cfg, preds, oof, log)
     chosen = choose(cfg, blends, oof, preds.labels, log)
-    atomic_save_npz(blended_oof_npz(cfg.run_dir), image_id=preds.image_ids,
+    atomic_save_npz(blended_oof_npz(cfg.run_dir), held, image_id=preds.image_ids,
                     probs=chosen.weighted.astype(np.float32), labels=preds.labels, pred=chosen.pred)
     saved = weights_record(cfg, preds, blends, chosen)
-    atomic_write_text(weights_json(cfg.run_dir), json.dumps(saved, indent=1))
-    submission, test_pred = write_test_outputs(cfg, preds, chosen, log)
-    for line in _write_report(cfg, preds, oof, blends, chosen, test_pred, saved["age_cut"]):
+    atomic_write_text(weights_json(cfg.run_dir), saved.to_json(), held)
+    submission, test_pred = write_test_outputs(cfg, preds, chosen, log, held)
+    for line in _write_report(cfg, preds, oof, blends, chosen, test_pred, saved.age_cut, held):
         log(line)
     eval_f1 = _closing_lines(cfg, submission, log)
     return {"rows": blends.rows, "weights": saved,
@@ -122,7 +123,7 @@ def fit_blends(cfg: Config, preds, oof: list[np.ndarray], log) -> Blends:
     already honest; fitted blends are scored nested (fit on some persons, score on the others; stacking: on the
     other folds, as it would be used)."""
     e, y = cfg.ensemble, preds.labels
-    kw = {"steps": e.selection_steps, "c": e.stacking_c}
+    kw = {"steps": e.selection_steps, "c": e.stacking_c, "notes": []}
     persons = blend.person_parts(preds.persons, e.nested_splits, seed=cfg.seed)
     rows = {f"backbone {b}": scores(y, p.argmax(1)) for b, p in zip(preds.oof, oof)}
     fits, honest, honest_pred = {}, {}, {}
@@ -143,7 +144,7 @@ def fit_blends(cfg: Config, preds, oof: list[np.ndarray], log) -> Blends:
         nested = scores(y, honest_pred[label])
         rows[f"ensemble + {label} (nested, {how})"] = nested
         honest[label] = nested["f1"]
-    for line in blend.take_notes():  # e.g. a stacker that did not converge: once, with what to change
+    for line in kw["notes"]:  # e.g. a stacker that did not converge: once, with what to change
         log(line)
     return Blends(fits, rows, honest, honest_pred, persons, cutter)
 
@@ -179,24 +180,24 @@ def choose(cfg: Config, blends: Blends, oof: list[np.ndarray], y: np.ndarray, lo
     return Chosen(label, fitted, fitter, weighted, blend.predict_with(weighted, fitted["offsets"]), honest_f1)
 
 
-def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> dict:
+def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> Weights:
     """weights.json: what `maskfold predict` replays to reproduce the submission."""
     fitted, stacker = chosen.fitted, chosen.fitted["stacker"]
     tuned_cut = chosen.fitter is blends.cutter
-    return {"method": cfg.ensemble.method, "backbones": list(preds.oof), "chosen": chosen.label,
-            "honest_f1": blends.honest, "submission_honest_f1": chosen.honest_f1,
-            # a member of this run is found beside weights.json ("."), another run's by its absolute path
-            "members": [{"name": m.name, "run": "." if m.run == cfg.run_dir else str(Path(m.run).resolve()),
-                         "backbone": m.backbone, "tta": m.cfg.tta, "n_splits": m.cfg.folds.n_splits}
-                        for m in preds.members],
-            "weights": [float(v) for v in fitted["weights"]], "offsets": [float(v) for v in fitted["offsets"]],
-            "stacker": None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
-            "tta": cfg.tta, "n_splits": cfg.folds.n_splits, "test_from": preds.test_from,
-            # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
-            "age_cuts": list(cfg.data.age_cuts), "age_cut": blends.cutter.cuts_used(fitted) if tuned_cut else None}
+    return Weights(method=cfg.ensemble.method, backbones=list(preds.oof), chosen=chosen.label,
+                   honest_f1=blends.honest, submission_honest_f1=chosen.honest_f1,
+                   members=[MemberRef(name=m.name, run=OWN_RUN if m.run == cfg.run_dir else str(Path(m.run).resolve()),
+                                      backbone=m.backbone, tta=m.cfg.tta, n_splits=m.cfg.folds.n_splits)
+                            for m in preds.members],
+                   weights=[float(v) for v in fitted["weights"]], offsets=[float(v) for v in fitted["offsets"]],
+                   stacker=None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
+                   tta=cfg.tta, n_splits=cfg.folds.n_splits, test_from=preds.test_from,
+                   # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
+                   age_cuts=list(cfg.data.age_cuts), age_cut=blends.cutter.cuts_used(fitted) if tuned_cut else None)
 
 
-def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+def write_test_outputs(cfg: Config, preds, chosen: Chosen, log, held=None) -> tuple[pd.DataFrame | None,
+                                                                                     np.ndarray | None]:
     """The submission and the blended eval probabilities (test_probs.npz); (None, None) without an eval set."""
     if preds.test is None:
         log("no eval/ folder: nothing to submit; OOF blend and report written")
@@ -210,10 +211,10 @@ def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.Data
     submission = pd.DataFrame({"ImageID": preds.test_ids, "ans": test_pred.astype(int)})
     evals, _ = read_eval(cfg.data_dir)
     validate_submission(submission, evals["image_id"].tolist())
-    atomic_write_csv(submission, submission_csv(cfg.run_dir))
+    atomic_write_csv(submission, submission_csv(cfg.run_dir), held=held)
     # what `maskfold pseudo` of another run reads: the blended probabilities (before the offsets), the classes
     # submitted, and the age cuts that give the classes their meaning
-    atomic_save_npz(blended_probs_npz(cfg.run_dir), image_id=preds.test_ids,
+    atomic_save_npz(blended_probs_npz(cfg.run_dir), held, image_id=preds.test_ids,
                     probs=test_scores / test_scores.sum(1, keepdims=True), pred=test_pred,
                     age_cuts=np.asarray(cfg.data.age_cuts))
     log(f"eval set predicted by {TEST_MODELS[preds.test_from]} (ensemble.test_from: {cfg.ensemble.test_from}; the "
@@ -222,7 +223,7 @@ def write_test_outputs(cfg: Config, preds, chosen: Chosen, log) -> tuple[pd.Data
 
 
 def _write_report(cfg: Config, preds, oof: list[np.ndarray], blends: Blends, chosen: Chosen,
-                  test_pred: np.ndarray | None, age_cut) -> list[str]:
+                  test_pred: np.ndarray | None, age_cut, held=None) -> list[str]:
     # looked up when called: a test interrupts the ensemble between the submission and the report through it
     from ensemble import report
 
@@ -238,7 +239,7 @@ def _write_report(cfg: Config, preds, oof: list[np.ndarray], blends: Blends, cho
     return report.write_report(ensemble_dir(cfg.run_dir), report.ReportInput(
         blends.rows, preds.per_fold, y, chosen.pred, test_pred, preds.labels, chosen.label, cfg.data.age_cuts,
         curves, (names, blend.error_correlation(oof, y)), photos, techniques, pseudo_added(preds.members),
-        age_lines(names, ages, preds.ages, y, chosen.pred, cfg.data.age_cuts, age_cut)))
+        age_lines(names, ages, preds.ages, y, chosen.pred, cfg.data.age_cuts, age_cut)), held)
 
 
 def track_ensemble(cfg: Config, result: dict, log=print) -> None:

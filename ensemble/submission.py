@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipeline.errors import MaskfoldError
 
-class SubmissionError(ValueError):
-    pass
+
+class SubmissionError(MaskfoldError, ValueError):
+    """A submission that breaks the contract; the message says how."""
 
 
 def validate_submission(sub: pd.DataFrame, expected_ids: list[str]) -> None:

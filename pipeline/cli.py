@@ -13,10 +13,10 @@ import time
 import click
 
 from pipeline.commands import tools
-from pipeline.commands.failures import Commands, friendly
+from pipeline.commands.failures import Commands
 from pipeline.commands.options import config_options
 from pipeline.config import save_config
-from pipeline.errors import MaskfoldError
+from pipeline.errors import JobsFailed, Occupied
 from pipeline.layout import config_yaml
 from pipeline.outcome import Terminated
 from pipeline.train.provenance import version
@@ -42,7 +42,6 @@ def _external_choices(cfg):
 
 @main.command("check-data")
 @config_options(stage_choices=_external_choices, tracked=True, needs_model=False)
-@friendly
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
     from pipeline.checks import load_data, summary
@@ -75,7 +74,6 @@ def _stage_outputs_current(cfg) -> None:
 
 @main.command("folds")
 @config_options(needs_model=False)
-@friendly
 def folds_cmd(cfg):
     """Assign persons to folds; write <run_dir>/folds.csv."""
     from folds.make import write_folds
@@ -91,7 +89,6 @@ def folds_cmd(cfg):
 @click.option("--sheet", "sheet_persons", default=12, show_default=True, help="Persons on the contact sheet.")
 @click.option("--probe", "probe_only", is_flag=True,
               help="Only measure how easily the written external photos are told from competition photos.")
-@friendly
 def external_cmd(cfg, jobs, sheet_persons, probe_only):
     """Import older faces, put masks on them, write train-only pseudo-persons to <run_dir>/external/.
 
@@ -107,13 +104,12 @@ def external_cmd(cfg, jobs, sheet_persons, probe_only):
             probe_external(cfg, n_jobs=jobs, log=click.echo)
             save_config(cfg, config_yaml(cfg.run_dir))  # the run's record, once the stage's work is done
     except Busy as e:
-        raise click.ClickException(f"another `maskfold external` is running on this run directory ({e.owner}); wait "
-                                   f"for it to finish, or stop it first") from None
+        raise Occupied(f"another `maskfold external` is running on this run directory ({e.owner}); wait for it to "
+                       f"finish, or stop it first") from None
 
 
 @main.command("pseudo")
 @config_options
-@friendly
 def pseudo_cmd(cfg):
     """Label the eval photos with pseudo.from_run's ensemble; write train-only photos to <run_dir>/pseudo/."""
     from pseudo_labels.run import run_pseudo
@@ -128,7 +124,6 @@ def pseudo_cmd(cfg):
 @click.option("--fold", required=True, type=int, help="Validation fold (0-based).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: train.device).")
 @click.option("--force", is_flag=True, help="Retrain even if this pair finished under the same config.")
-@friendly
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
     from pipeline.model.weights import require_weights
@@ -142,12 +137,12 @@ def train_cmd(cfg, backbone, fold, device, force):
     require_weights([cfg.backbone(backbone)], click.echo)
     _stage_outputs_current(cfg)
     info = train_pair(cfg, backbone, fold, device=device, force=force)
-    if info["status"] == "busy":
-        raise click.ClickException(f"{backbone} fold {fold} is being trained by another process ({info['error']}); "
-                                   f"wait for it, or stop it first")
+    if info.status == "busy":
+        raise Occupied(f"{backbone} fold {fold} is being trained by another process ({info.error}); wait for it, or "
+                       f"stop it first")
     save_config(cfg, config_yaml(cfg.run_dir))
-    click.echo(f"{backbone} fold {fold}: best val F1 {info['val_f1']:.4f} (epoch {info['best_epoch']}), "
-               f"OOF with TTA {info['oof_f1_tta']:.4f}")
+    click.echo(f"{backbone} fold {fold}: best val F1 {info.done.val_f1:.4f} (epoch {info.done.best_epoch}), "
+               f"OOF with TTA {info.done.oof_f1_tta:.4f}")
 
 
 @main.command("train-all")
@@ -160,12 +155,11 @@ def train_cmd(cfg, backbone, fold, device, force):
 @click.option("--retries", default=2, show_default=True, help="Ray: retries of a job whose worker died.")
 @click.option("--refit", is_flag=True, help="Then train each backbone on every person for the median of its folds' "
                                            "best epochs (sets train.refit).")
-@friendly
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries, refit):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
     from pipeline.preflight import require_config_device
     from pipeline.tracking import track_run
-    from pipeline.train.jobs import oof_scores, train_all
+    from pipeline.train.jobs import oof_scores, row_name, train_all
     from pipeline.train.provenance import write_run_json
     from pipeline.train.ray_jobs import RayOptions
 
@@ -176,52 +170,51 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
         cfg.train.refit = True
     start = time.time()
     ray = RayOptions(address, gpus_per_job, cpus_per_job, retries) if backend == "ray" else None
-    table = train_all(cfg, jobs=jobs, ray=ray)
-    shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"})
+    warned = set()  # tracking warnings: a store that is down is told once
+    table = train_all(cfg, jobs=jobs, ray=ray, warned=warned)
+    shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"}).astype({"fold": object}).fillna(
+        {"fold": "refit"})
     click.echo("\nsummary:\n" + shown.to_string(index=False))
     oof = oof_scores(cfg)
     for b, s in oof.items():
         click.echo(f"OOF macro F1 {b}: {s['f1']:.4f} (accuracy {s['acc']:.4f}, {s['folds']} folds, with TTA "
                    f"{'+'.join(cfg.tta)})")
-    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof.items() for k in ("f1", "acc")}, log=click.echo)
+    track_run(cfg, {f"oof_{k}/{b}": s[k] for b, s in oof.items() for k in ("f1", "acc")}, log=click.echo,
+              warned=warned)
     click.echo(f"train-all wall time: {time.time() - start:.1f}s")
     write_run_json(cfg, start, table)
     busy = table[table["status"] == "busy"]
     if len(busy):
         click.echo(f"{len(busy)} pair(s) were left to another process training them (" + ", ".join(
-            f"{r.backbone} fold {r.fold}" for r in busy.itertuples()) + "); rerun train-all when it ends")
+            row_name(r) for r in busy.itertuples()) + "); rerun train-all when it ends")
     waiting = table[table["status"] == "waiting"]
     if len(waiting):
         click.echo(f"{len(waiting)} refit(s) wait for their folds (" + ", ".join(waiting["backbone"]) + "); rerun "
                    "train-all once every fold is finished")
     failed = table[table["status"] == "failed"]
     if len(failed):
-        raise click.ClickException(f"{len(failed)} pair(s) failed: " + ", ".join(
-            f"{r.backbone} fold {r.fold} ({r.error})" for r in failed.itertuples()))
+        raise JobsFailed(f"{len(failed)} pair(s) failed: " + ", ".join(
+            f"{row_name(r)} ({r.error})" for r in failed.itertuples()))
 
 
 @main.command("ensemble")
 @config_options(tracked=True)
 @click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="A finished run whose backbones join the blend (repeatable; default: this config's own run).")
-@friendly
 def ensemble_cmd(cfg, runs):
     """Blend OOF/test predictions; write submission.csv and ensemble/report.md."""
     from ensemble.outputs import ensemble_outputs
     from ensemble.run import run_ensemble, track_ensemble
-    from ensemble.submission import SubmissionError
 
     if runs:
         cfg.ensemble.runs = list(runs)
     switch = None
     try:
         with ensemble_outputs(cfg.run_dir) as switch:  # the submission, ensemble/ and config.yaml land together
-            result = run_ensemble(cfg, log=click.echo)
-            save_config(cfg, config_yaml(cfg.run_dir))  # a blend run is a run: predict and compare read its config
+            result = run_ensemble(cfg, log=click.echo, held=switch.held)
+            save_config(cfg, config_yaml(cfg.run_dir), switch.held)  # predict and compare read a blend run's config
         if not switch.interrupted:
             track_ensemble(cfg, result, log=click.echo)  # the files it logs are in place only now
-    except SubmissionError as e:
-        raise click.ClickException(str(e)) from None
     except (KeyboardInterrupt, Terminated) as e:
         if switch is None or not switch.done:
             raise  # the previous outputs stay in place
@@ -237,7 +230,6 @@ def ensemble_cmd(cfg, runs):
 @click.option("--member", default=None, help="Audit with one backbone's OOF predictions (default: the chosen blend's).")
 @click.option("--top", default=24, show_default=True, type=click.IntRange(min=1),
               help="Suspects shown in suspects.png and audit.md.")
-@friendly
 def audit_cmd(cfg, member, top):
     """Rank the training labels the run's OOF predictions find probably wrong; write <run_dir>/audit/."""
     from audit.run import run_audit
@@ -247,7 +239,6 @@ def audit_cmd(cfg, member, top):
 
 @main.command("tune")
 @config_options(tracked=True)
-@friendly
 def tune_cmd(cfg):
     """Search the keys tune.params names with Optuna: trials under <run_dir>/tune/, then best.yaml and trials.csv.
 
@@ -257,12 +248,7 @@ def tune_cmd(cfg):
 
     _stage_outputs_current(cfg)
     given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
-    try:
-        run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
-    except RuntimeError as e:  # a failed trial: the user's to fix only where its cause is
-        if isinstance(e.__cause__, MaskfoldError):
-            raise click.ClickException(str(e)) from None
-        raise
+    run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
     save_config(cfg, config_yaml(cfg.run_dir))  # the run's record, once the study's work is done
 
 
@@ -270,7 +256,6 @@ def tune_cmd(cfg):
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
               help="Folder for compare.csv, compare.md and compare.png.")
-@friendly
 def compare_cmd(run_dirs, out):
     """Finished runs side by side: OOF and honest ensemble F1, eval F1, time, and the keys they differ in."""
     from ensemble.compare import compare_runs
@@ -285,7 +270,6 @@ def compare_cmd(run_dirs, out):
               help="Folder of photos (searched recursively for jpg/jpeg/png).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available).")
-@friendly
 def predict_cmd(run_dir, images, out, device):
     """Predict any folder of photos with a run's ensemble (same TTA, weights and offsets)."""
     from pipeline.preflight import require_device

@@ -27,6 +27,14 @@ class MissingExtra(MaskfoldError, RuntimeError):
     change the setting."""
 
 
+class Occupied(MaskfoldError, RuntimeError):
+    """Another process is doing this work now; the message says to wait for it or stop it."""
+
+
+class JobsFailed(MaskfoldError, RuntimeError):
+    """Jobs of train-all failed, each named with its error; the others' work is kept."""
+
+
 @dataclass
 class Problem:
     file: str

@@ -12,7 +12,6 @@ import re
 import socket
 import stat
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,20 +48,17 @@ def _umask() -> int:
         return mask
 
 
-_HELD = threading.local()  # the writes of an output set that lands together (hold_writes), per thread
-
-
 @contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; it replaces `path` only if the block finishes (inside hold_writes:
-    only when the whole set is switched in). A full disk raises NoSpace naming the folder."""
+def atomic_path(path: str | Path, held: list | None = None):
+    """Yield a temporary path beside `path`; it replaces `path` only if the block finishes. With `held` (the list of
+    an output set, pipeline.switch.one_unit), the finished temporary stays and joins the list, to be switched in
+    with the rest of its set. A full disk raises NoSpace naming the folder."""
     path = Path(path)
     with full_disk_named(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared run or cache must stay readable to the team
     os.close(fd)
-    held = getattr(_HELD, "writes", None)
     try:
         with full_disk_named(path.parent):
             yield Path(tmp)
@@ -76,22 +72,6 @@ def atomic_path(path: str | Path):
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-
-
-@contextmanager
-def hold_writes():
-    """Atomic writes in the block stay temporaries beside their files; yields their (temporary, file) list, for
-    pipeline.switch to put in place together. On an error the temporaries are removed and nothing is replaced."""
-    outer = getattr(_HELD, "writes", None)
-    _HELD.writes = writes = []
-    try:
-        yield writes
-    except BaseException:
-        for tmp, _ in writes:
-            tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        _HELD.writes = outer
 
 
 def remove_stale_temporaries(folder: str | Path, max_age_s: float = 24 * 3600) -> list[Path]:
@@ -121,18 +101,18 @@ def remove_stale_temporaries(folder: str | Path, max_age_s: float = 24 * 3600) -
     return removed
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_text(path: str | Path, text: str, held: list | None = None) -> None:
+    with atomic_path(path, held) as tmp:
         tmp.write_text(text)
 
 
-def atomic_write_csv(df, path: str | Path, float_format: str | None = None) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_csv(df, path: str | Path, float_format: str | None = None, held: list | None = None) -> None:
+    with atomic_path(path, held) as tmp:
         df.to_csv(tmp, index=False, float_format=float_format)
 
 
-def atomic_save_npz(path: str | Path, **arrays) -> None:
-    with atomic_path(path) as tmp:
+def atomic_save_npz(path: str | Path, held: list | None = None, **arrays) -> None:
+    with atomic_path(path, held) as tmp:
         with open(tmp, "wb") as f:
             import numpy as np
 

@@ -102,7 +102,7 @@ switch_journal = _in_folder(".switch.json")  # an output set's renames while it 
 
 
 def models_dir(run_dir) -> Path:
-    """Every job's folder of a run: models/<backbone>/fold<k>/ and models/<backbone>/refit/."""
+    """Every job's folder of a run: models/<backbone>/fold<k>/ and the refit's models/<backbone>/full/."""
     return Path(run_dir) / "models"
 
 
@@ -140,9 +140,9 @@ def gpu_lock(run_dir, index: int) -> Path:
     return Path(run_dir) / "gpu-locks" / f"cuda{index}.lock"
 
 
-def tensorboard_dir(run_dir, backbone: str, fold: int | str) -> Path:
-    """fold: a fold number, or REFIT for the full-data model."""
-    return Path(run_dir) / "tensorboard" / backbone / (REFIT if fold == REFIT else f"fold{fold}")
+def tensorboard_dir(run_dir, backbone: str, fold: int | None) -> Path:
+    """fold: a fold number, or None for the full-data refit."""
+    return Path(run_dir) / "tensorboard" / backbone / (REFIT if fold is None else f"fold{fold}")
 
 
 weights_json = _within(ensemble_dir, "weights.json")
@@ -154,10 +154,6 @@ blended_oof_npz = _within(ensemble_dir, "oof.npz")
 
 def refit_dir(run_dir, backbone: str) -> Path:
     return models_dir(run_dir) / backbone / REFIT
-
-
-def pair_lock(run_dir, backbone: str, fold: int) -> Path:
-    return job_lock(pair_dir(run_dir, backbone, fold))
 
 
 def external_lock(run_dir) -> Path:

@@ -5,15 +5,15 @@ releases its locks as Ctrl-C does, and its log entry says so.
 """
 from __future__ import annotations
 
-import errno
 import signal
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from pipeline.errors import MaskfoldError
 from pipeline.io import append_log
-from pipeline.storage import NoSpace
+from pipeline.storage import disk_error
 
 
 class Terminated(BaseException):
@@ -50,26 +50,21 @@ def first_line(text: str) -> str:
     return lines[0] + (" ..." if len(lines) > 1 else "") if lines else "(no message)"
 
 
+def one_line(e: BaseException) -> str:
+    """An error in one line: the user's own (MaskfoldError) is its message; a bug is led by its type."""
+    return first_line(e) if isinstance(e, MaskfoldError) else f"{type(e).__name__}: {first_line(e)}"
+
+
 @contextmanager
 def logged_outcome(log: Path, run_dir):
-    """Run a command's body; append how it ended to `log`. A full disk met anywhere becomes one line naming the
-    folder (NoSpace), whichever library raised it."""
+    """Run a command's body; append how it ended to `log`. A full disk met anywhere becomes NoSpace, naming the
+    folder, whichever library raised it; the command runner (pipeline.commands.failures) tells the user."""
     try:
         with _sigterm_raises():
             yield
-    except click.ClickException as e:
+    except click.ClickException as e:  # click's own: a usage error
         _note(log, f"failed: {first_line(e.format_message())}")
         raise
-    except NoSpace as e:
-        _note(log, f"failed: {e}")
-        raise click.ClickException(str(e)) from None
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            _note(log, f"failed: {type(e).__name__}: {first_line(e)}")
-            raise
-        full = NoSpace(Path(e.filename).parent if e.filename else run_dir)
-        _note(log, f"failed: {full}")
-        raise click.ClickException(str(full)) from None
     except KeyboardInterrupt:
         _note(log, "aborted (Ctrl-C)")
         raise
@@ -80,6 +75,9 @@ def logged_outcome(log: Path, run_dir):
         _note(log, "finished" if e.code in (0, None) else f"failed (exit code {e.code})")
         raise
     except Exception as e:
-        _note(log, f"failed: {type(e).__name__}: {first_line(e)}")
-        raise
+        told = disk_error(e, run_dir)
+        _note(log, f"failed: {one_line(told)}")
+        if told is e:
+            raise
+        raise told from e
     _note(log, "finished")

@@ -39,25 +39,18 @@ def _build(cls, fields: dict, source):
 
 
 @dataclass(kw_only=True)
-class Done:
-    """What a finished job's done.json holds in common: the identity that makes its model current (its settings'
-    hash, the digest of the photos, labels and folds, the TTA and eval set its predictions are for) and where and
-    how it ran."""
-    hash: str
-    data: str | None
-    tta: list[str]
-    eval: str | None
-    test: bool  # test.npz was written (False for a train-only data set)
-    backbone: str
-    epochs_run: int
-    host: str | None = None
-    device: str | None = None
-    train_seconds: float = 0.0
-    provenance: dict = field(default_factory=dict)
+class Record:
+    """A JSON file's record: written whole by to_json, read back by from_json (or read, from its path) into the same
+    fields. A subclass whose older files differ says how in `upgrade`."""
     version: int = VERSION
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def upgrade(cls, fields: dict) -> dict:
+        """An older version's fields as this version has them (version 1: written before records had a version)."""
+        return fields
 
     @classmethod
     def from_json(cls, text: str, source=None):
@@ -65,6 +58,8 @@ class Done:
             fields = json.loads(text)
         except ValueError:
             raise RecordError(f"{source or cls.__name__}: not JSON") from None
+        if isinstance(fields, dict):
+            fields = cls.upgrade({"version": 1, **fields})
         return _build(cls, fields, source or cls.__name__)
 
     @classmethod
@@ -79,6 +74,24 @@ class Done:
         except OSError as e:  # the disk's fault, not the file's: the job must not be judged stale for it
             raise Unreadable(path, e.strerror or type(e).__name__) from e
         return cls.from_json(text, path)
+
+
+@dataclass(kw_only=True)
+class Done(Record):
+    """What a finished job's done.json holds in common: the identity that makes its model current (its settings'
+    hash, the digest of the photos, labels and folds, the TTA and eval set its predictions are for) and where and
+    how it ran."""
+    hash: str
+    data: str | None
+    tta: list[str]
+    eval: str | None
+    test: bool  # test.npz was written (False for a train-only data set)
+    backbone: str
+    epochs_run: int
+    host: str | None = None
+    device: str | None = None
+    train_seconds: float = 0.0
+    provenance: dict = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

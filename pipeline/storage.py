@@ -71,17 +71,25 @@ def is_full(error: BaseException, folder) -> bool:
     return False
 
 
+def disk_error(error: BaseException, folder) -> BaseException:
+    """`error` as the user is told it: a write that met a full disk is NoSpace naming the folder of its file (else
+    `folder`), whoever meets it; anything else comes back as it is."""
+    if isinstance(error, NoSpace) or not is_full(error, folder):
+        return error
+    name = getattr(error, "filename", None)
+    return NoSpace(Path(name).parent if name else folder)
+
+
 @contextmanager
 def full_disk_named(folder):
-    """A write in the block that fails on a full disk raises NoSpace(folder) instead."""
+    """A write in the block that fails on a full disk raises NoSpace instead."""
     try:
         yield
-    except NoSpace:
-        raise
     except (OSError, RuntimeError) as e:
-        if is_full(e, folder):
-            raise NoSpace(folder) from e
-        raise
+        named = disk_error(e, folder)
+        if named is e:
+            raise
+        raise named from e
 
 
 def _kind(path: Path) -> str:
@@ -135,7 +143,7 @@ def require_folder(path, key: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        if e.errno in _FULL:
+        if disk_error(e, path) is not e:
             raise NoSpace(path) from None
         raise FolderProblem(f"{key} {path} cannot be written ({e.strerror}); {fix}, or make it writable") from None
     return path

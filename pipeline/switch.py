@@ -1,6 +1,6 @@
 """A set of outputs that lands as one unit: the previous complete set or the new complete set, never a mixture.
 
-The writes of a command are held back as temporaries beside their files (pipeline.io.hold_writes); a failure, a
+The writes of a command are held back as temporaries beside their files (one_unit, below); a failure, a
 full disk or an interrupt while they are written removes them and leaves the previous set untouched. Once every
 file is written, a journal listing the renames (and the previous set's files the new one does not have) is written
 atomically; then, with Ctrl-C and SIGTERM held off, the old files are removed and the temporaries renamed over
@@ -16,10 +16,10 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.io import atomic_write_text, hold_writes
+from pipeline.io import atomic_write_text
 from pipeline.layout import switch_journal
 
 _HELD_OFF = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -32,6 +32,7 @@ class Switch:
     in place, so the command has done its work and says so."""
     done: bool = False
     interrupted: str | None = None
+    held: list = field(default_factory=list)  # (temporary, file) of each write of the set: atomic_path's `held`
 
 
 @contextmanager
@@ -101,15 +102,15 @@ def finish_switch(run_dir) -> bool:
 
 @contextmanager
 def one_unit(run_dir, previous, last=()):
-    """Every atomic write in the block belongs to one set of outputs under `run_dir`, switched in when the block
-    ends; `previous()` lists the files of the set now in place (those the new set lacks are removed with the
-    switch); files in `last` are put in place after all the others. Yields the Switch, which says when it is done."""
+    """The atomic writes the block hands the Switch's `held` list are one set of outputs under `run_dir`, switched in
+    when the block ends; `previous()` lists the files of the set now in place (those the new set lacks are removed
+    with the switch); files in `last` are put in place after all the others. The Switch says when it is done."""
     run_dir = Path(run_dir)
     finish_switch(run_dir)
     switch = Switch()
-    with hold_writes() as writes:
-        yield switch
+    writes = switch.held
     try:
+        yield switch
         written = {final.resolve() for _, final in writes}
         last = [Path(p).resolve() for p in last]
         writes.sort(key=lambda w: w[1].resolve() in last)

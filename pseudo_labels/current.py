@@ -1,4 +1,4 @@
-"""Whether this run's pseudo-labelled photos are still the ones its config asks for, and reading them.
+"""Whether this run's pseudo-labelled photos are still the ones its config asks for.
 
 The photos were chosen and labelled under the settings the stage recorded in summary.json; a changed setting, or
 a source run ensembled again since, needs a new `maskfold pseudo`. Only this stage knows which settings those are,
@@ -10,10 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.config import Config
-from pipeline.data.extra import MISSING, source_rows
+from pipeline.data.extra import MISSING
 from pipeline.errors import DataError, Problem
 from pipeline.layout import blended_probs_npz, extra_train_csv, pseudo_dir, stage_summary
 
@@ -65,10 +63,3 @@ def require_current(cfg: Config) -> None:
     stale = stale_reasons(cfg, summary)
     if stale:
         raise DataError([Problem(str(stage_summary(root)), "; ".join(stale))], hint=PSEUDO_HINT)
-
-
-def read_pseudo(cfg: Config) -> pd.DataFrame:
-    """The pseudo-labelled photos as contract rows (plus soft_label: the probabilities, or '' for a hard label),
-    once they are known to be current."""
-    require_current(cfg)
-    return source_rows(cfg, "pseudo")

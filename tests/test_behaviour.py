@@ -13,7 +13,7 @@ import torch
 
 from ensemble.run import run_ensemble
 from pipeline.io import file_lock
-from pipeline.layout import pair_dir, pair_lock
+from pipeline.layout import job_lock, pair_dir
 from pipeline.train import trainer as trainer_module
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
@@ -47,7 +47,7 @@ def test_patience_stops_after_that_many_epochs_without_a_gain(data_dir, tmp_path
     _scripted_f1(monkeypatch, [0.3, 0.5, 0.4, 0.45, 0.6, 0.7, 0.8, 0.9])
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
     # best at epoch 2, then two epochs without a gain: stop after epoch 4
-    assert info["epochs_run"] == 4 and info["best_epoch"] == 2 and info["val_f1"] == 0.5
+    assert info.done.epochs_run == 4 and info.done.best_epoch == 2 and info.done.val_f1 == 0.5
     metrics = pd.read_csv(pair_dir(cfg.run_dir, "test_resnet", 0) / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2, 3, 4]
 
@@ -151,7 +151,7 @@ def test_a_tta_only_change_repredicts_without_training(data_dir, tmp_path, monke
     monkeypatch.setattr(Trainer, "train_epoch", lambda self: pytest.fail("a TTA change must not train"))
     cfg2 = tiny_config(tmp_path, data_dir, "train.epochs=1", "tta=[orig,hflip]")
     info = train_pair(cfg2, "test_resnet", 0, progress=False, **QUIET)
-    assert info["status"] == "done"
+    assert info.status == "done"
     assert json.loads((d / "done.json").read_text())["tta"] == ["orig", "hflip"]
     assert (d / "best.pt").read_bytes() == weights
     assert not np.allclose(np.load(d / "oof.npz")["logits"], before)
@@ -165,18 +165,18 @@ def _hold_and_wait(path, ready):
 
 def test_a_lock_held_by_a_killed_process_is_taken_over(data_dir, tmp_path):
     cfg = tiny_config(tmp_path, data_dir, "train.epochs=1")
-    lock = pair_lock(cfg.run_dir, "test_resnet", 0)
+    lock = job_lock(pair_dir(cfg.run_dir, "test_resnet", 0))
     ctx = mp.get_context("fork")
     ready = ctx.Event()
     child = ctx.Process(target=_hold_and_wait, args=(lock, ready))
     child.start()
     assert ready.wait(30)
     busy = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
-    assert busy["status"] == "busy" and str(child.pid) in busy["error"]
+    assert busy.status == "busy" and str(child.pid) in busy.error
     os.kill(child.pid, signal.SIGKILL)
     child.join(10)
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
-    assert info["status"] == "done"
+    assert info.status == "done"
 
 
 def test_face_crops_reach_predict(data_dir, tmp_path):

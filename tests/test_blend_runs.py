@@ -81,7 +81,7 @@ def test_selection_and_stacking_each_give_a_valid_submission_that_predict_reprod
     cfg = blend_config(tmp / kind, data, runs, "ensemble.tune_offsets=false", "ensemble.choose_by_nested=false",
                        *(f"ensemble.{k}={v}" for k, v in only.items()))
     result = run_ensemble(cfg, log=lambda m: None)
-    assert result["weights"]["chosen"] == kind
+    assert result["weights"].chosen == kind
     sub = pd.read_csv(Path(cfg.run_dir) / "submission.csv")
     assert sub["ans"].between(0, 17).all() and len(sub) == 12
     df = predict_folder(cfg.run_dir, data / "eval" / "images", tmp / f"{kind}.csv", log=lambda m: None)

@@ -73,12 +73,12 @@ def test_02_killed_retraining_then_revert_trains_again_instead_of_crashing(data_
     Trainer(changed, job, load_run_data(changed, **QUIET), progress=False, **QUIET).prepare()
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)  # the setting reverted
     d = pair_dir(cfg.run_dir, "test_resnet", 0)
-    assert info["status"] == "done" and (d / "best.pt").is_file() and (d / "oof.npz").is_file()
+    assert info.status == "done" and (d / "best.pt").is_file() and (d / "oof.npz").is_file()
     # a pair whose best.pt is gone is retrained, never resumed as finished
     (d / "best.pt").unlink()
     (d / "done.json").unlink()
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
-    assert info["status"] == "done" and (d / "best.pt").is_file()
+    assert info.status == "done" and (d / "best.pt").is_file()
     assert list(pd.read_csv(d / "metrics.csv")["epoch"]) == [1]
 
 

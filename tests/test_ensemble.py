@@ -134,6 +134,28 @@ def test_ensemble_writes_submission_report_and_blend(tiny_run):
     assert len(oof["image_id"]) == 30 * 7
 
 
+def test_every_json_file_of_a_run_reads_back_through_its_record(tiny_run):
+    from ensemble.weights import Weights
+    from pipeline.data.extra import ExtraRecord
+    from pipeline.records import PairDone, RefitDone
+    from pipeline.tracking.record import TrackingRecord
+
+    cfg, _ = tiny_run
+    run = Path(cfg.run_dir)
+    if not (run / "ensemble" / "weights.json").is_file():
+        run_ensemble(cfg, log=lambda m: None)
+    records = {"weights.json": Weights, "extra.json": ExtraRecord, "tracking.json": TrackingRecord}
+    # the photo cache is shared by runs (cache_dir, here inside the run) and read by its own module alone
+    found = sorted(p for p in run.rglob("*.json") if Path(cfg.cache_dir) not in p.parents)
+    assert {p.name for p in found} >= {"done.json", "weights.json"}
+    for path in found:
+        record = (PairDone if path.parent.name.startswith("fold") else RefitDone) if path.name == "done.json" \
+            else records[path.name]
+        text = path.read_text()
+        read = record.from_json(text)
+        assert record.from_json(read.to_json()) == read and json.loads(read.to_json()) == json.loads(text), path
+
+
 def test_ensemble_refuses_missing_predictions(tiny_run, tmp_path):
     cfg, data = tiny_run
     copy = tmp_path / "run"

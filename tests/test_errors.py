@@ -18,7 +18,7 @@ def _broken(*a, **kw):
 def test_an_error_the_user_can_fix_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["check-data", "--config", DEMO, "--set", f"run_dir={tmp_path}",
                                     "--set", "train.epochs=0"])
-    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     assert res.output.strip().splitlines() == [f"Error: {DEMO}: 'train.epochs' is 0; use at least 1"]
 
 

@@ -28,7 +28,7 @@ def test_amp_trains_and_predicts_on_cuda(data_dir, tmp_path, amp):
                       "train.num_workers=2")
     info = train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)
     d = pair_dir(cfg.run_dir, "test_resnet", 0)
-    assert info["status"] == "done" and info["device"].startswith("cuda")
+    assert info.status == "done" and info.done.device.startswith("cuda")
     logits = np.load(d / "oof.npz")["logits"]
     assert np.isfinite(logits).all() and logits.shape[1] == 18
     metrics = pd.read_csv(d / "metrics.csv")
@@ -55,7 +55,7 @@ def test_resume_on_cuda_gives_the_same_weights(data_dir, tmp_path):
 
 def test_torch_compile_trains_on_cuda(data_dir, tmp_path):
     cfg = tiny_config(tmp_path, data_dir, "train.device=cuda", "train.compile=true", "train.epochs=1")
-    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)["status"] == "done"
+    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET).status == "done"
 
 
 def test_predict_on_cuda_reproduces_the_submission(data_dir, tmp_path):

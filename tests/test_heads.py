@@ -20,6 +20,7 @@ from pipeline.model.heads import ThreeHeadLoss, ThreeHeads, decode, marginals, s
 from pipeline.model.losses import CrossEntropy, build_loss
 from pipeline.model.optim import build_optimizer, build_scheduler
 from pipeline.preflight import check_config
+from pipeline.records import BestMeta
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
@@ -98,9 +99,9 @@ def test_multi_head_model_freezes_loads_and_runs_channels_last(tmp_path):
     assert out.shape == (3, NUM_CLASSES) and torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)
     assert [h.shape[1] for h in model.head_logits(x)] == [3, 2, 3]
     assert models.norm_stats(model) == models.norm_stats(timm_body(model))
-    ckpt = {"model": model.state_dict(), "backbone": {"name": "test_resnet"},
-            "config": {"train": {"head": "multi"}}}
-    again = models.model_from_checkpoint(ckpt)
+    meta = BestMeta(backbone={"name": "test_resnet"}, config={"train": {"head": "multi"}}, mean=[0.5] * 3,
+                    std=[0.5] * 3, img_size=[48, 40], epoch=1, f1=0.0, hash="h", data=None, fold=0)
+    again = models.model_from_best(meta, model.state_dict())
     assert torch.equal(again(x), out)
 
 

@@ -32,7 +32,7 @@ def test_a_kill_while_predictions_are_rewritten_leaves_them_owed_under_every_tta
     the job must not read as finished: its oof.npz now holds hflip predictions."""
     torch.set_num_threads(1)
     cfg = _with_tta(tiny_config(tmp_path, data_dir, "train.epochs=1"), "orig")
-    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)["status"] == "done"
+    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET).status == "done"
     job = fold_job(cfg, "test_resnet", 0)
     before = np.load(oof_npz(job.folder))["logits"].copy()
 
@@ -46,7 +46,7 @@ def test_a_kill_while_predictions_are_rewritten_leaves_them_owed_under_every_tta
     monkeypatch.undo()
     state = job_state(cfg, job)
     assert state.status == TRAINED and "rewritten" in state.reason
-    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)["status"] == "done"
+    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET).status == "done"
     assert job_state(cfg, job).status == FINISHED
     assert np.allclose(np.load(oof_npz(job.folder))["logits"], before, atol=1e-5)
 
@@ -107,7 +107,7 @@ def test_a_kill_between_last_pt_and_best_pt_resumes_and_rebuilds_best(data_dir, 
     job = fold_job(cfg, "test_resnet", 0)
     state = job_state(cfg, job)
     assert state.status == RESUMABLE and state.last.best_epoch == 1 and not best_pt(job.folder).exists()
-    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET)["status"] == "done"
+    assert train_pair(cfg, "test_resnet", 0, progress=False, **QUIET).status == "done"
     a = torch.load(best_pt(fold_job(straight, "test_resnet", 0).folder), weights_only=True)
     b = torch.load(best_pt(job.folder), weights_only=True)
     assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -18,7 +18,7 @@ from ensemble.run import run_ensemble
 from folds.make import write_folds
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
-from pipeline.data.extra import with_soft_labels
+from pipeline.data.extra import source_rows, with_soft_labels
 from pipeline.errors import DataError
 from pipeline.labels import NUM_CLASSES
 from pipeline.layout import (
@@ -32,9 +32,9 @@ from pipeline.layout import (
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.rundata import load_run_data
-from pipeline.train.state import pair_state, unfinished_reason
+from pipeline.train.state import job_state, unfinished_reason
 from pipeline.train.trainer import Trainer
-from pseudo_labels.current import read_pseudo
+from pseudo_labels.current import require_current
 from pseudo_labels.run import run_pseudo
 from tests.conftest import ROOT, TINY, cli_args, make_config, tiny_config
 
@@ -55,6 +55,12 @@ def labelled_eval(run_a: Path, data_dir: Path, shift: int = 0) -> tuple[list[str
     np.savez(blended_probs_npz(run_a), image_id=np.array(ids), probs=probs, pred=probs.argmax(1),
              age_cuts=np.array([30, 60]))
     return ids, probs
+
+
+def read_pseudo(cfg):
+    """The pseudo-labelled photos as training reads them, once they are known to be current."""
+    require_current(cfg)
+    return source_rows(cfg, "pseudo")
 
 
 def pseudo_config(tmp_path, data_dir, *extra):
@@ -218,7 +224,7 @@ def test_refit_per_backbone_for_the_median_best_epoch_and_only_test_from_changes
         d = refit_dir(cfg.run_dir, b)
         for name in ("best.pt", "test.npz", "metrics.csv", "done.json"):
             assert (d / name).is_file(), (b, name)
-        best = [pair_state(cfg, b, k).done.best_epoch for k in range(cfg.folds.n_splits)]
+        best = [job_state(cfg, fold_job(cfg, b, k)).done.best_epoch for k in range(cfg.folds.n_splits)]
         for k, e in enumerate(best):  # the folds' best epochs, as their metrics.csv show them
             metrics = pd.read_csv(pair_dir(cfg.run_dir, b, k) / "metrics.csv")
             assert metrics["epoch"][metrics["val_f1"].idxmax()] == e

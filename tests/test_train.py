@@ -17,6 +17,7 @@ from pipeline.layout import pair_dir, refit_dir
 from pipeline.train.job import fold_job
 from pipeline.train.jobs import train_all
 from pipeline.train.pair import train_pair
+from pipeline.train.plan import plan
 from pipeline.train.rundata import load_run_data
 from pipeline.train.trainer import Trainer
 from tests.conftest import TINY, cli_args, tiny_config
@@ -44,7 +45,7 @@ def test_train_writes_every_artifact(data_dir, tmp_path):
     assert list(test["image_id"]) == list(info_csv["ImageID"]) and test["logits"].shape == (12, 18)
     best = torch.load(d / "best.pt", weights_only=True)
     assert best["backbone"]["name"] == "test_resnet" and len(best["mean"]) == 3
-    assert info["status"] == "done" and json.loads((d / "done.json").read_text())["hash"] == cfg.pair_hash("test_resnet")
+    assert info.status == "done" and json.loads((d / "done.json").read_text())["hash"] == cfg.pair_hash("test_resnet")
     assert (tmp_path / "run" / "cache").is_dir()
 
 
@@ -117,11 +118,15 @@ def test_sigkill_mid_epoch_then_rerun_finishes(data_dir, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (pair_dir(cfg.run_dir, "test_resnet", 1) / "done.json").exists()
-    state = torch.load(last, weights_only=True)  # whatever moment the kill came, last.pt is whole
-    assert state["epoch"] >= 1
+    # the pair the kill interrupted: its last.pt is whole whatever moment the kill came, and it has no done.json
+    cut = [k for k in (0, 1) if (pair_dir(cfg.run_dir, "test_resnet", k) / "last.pt").exists()
+           and not (pair_dir(cfg.run_dir, "test_resnet", k) / "done.json").exists()]
+    assert cut, "the kill came after fold 0 had finished: nothing to resume"
+    epoch = torch.load(pair_dir(cfg.run_dir, "test_resnet", cut[0]) / "last.pt", weights_only=True)["epoch"]
+    assert epoch >= 1
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "resumed test_resnet fold 0" in res.stdout or "skipped" in res.stdout
+    assert f"resumed test_resnet fold {cut[0]} after epoch {epoch}" in res.stdout, res.stdout[-3000:]
     for k in (0, 1):
         d = pair_dir(cfg.run_dir, "test_resnet", k)
         assert json.loads((d / "done.json").read_text())["epochs_run"] == 4
@@ -157,16 +162,22 @@ def test_loader_workers_do_not_change_the_batches(data_dir, tmp_path):
     assert loss0 == loss2 and all(torch.equal(w0[k], w2[k]) for k in w0)
 
 
-def test_train_all_with_two_jobs_starts_a_refit_beside_another_backbone_s_fold_pair(data_dir, tmp_path):
+def test_train_all_with_two_jobs_starts_a_refit_beside_another_backbone_s_fold_pair(data_dir, tmp_path,
+                                                                                    monkeypatch):
     """A refit waits only for its own backbone's folds: with --jobs 2 it starts while a fold pair of the other
     backbone still trains (here the longer backbone's folds start first, so one backbone's folds end while the
     other's run, whichever it is)."""
     cfg = tiny_config(tmp_path, data_dir, "train.refit=true",
                       "backbones=[{name: test_resnet, lr: 0.003, epochs: 3}, {name: test_efficientnet, lr: 0.003, "
                       "epochs: 1}]")
+    import pipeline.train.schedule as schedule
+
+    plans = []
+    monkeypatch.setattr(schedule, "plan", lambda c: plans.append(1) or plan(c))
     lines = []
     table = train_all(cfg, jobs=2, log=lines.append)
     assert set(table["status"]) == {"done"} and len(table) == 6, table
+    assert len(plans) == 1  # planned once, a refit added as its folds finished
     beside = [m for m in lines if re.fullmatch(r"test_\w+ refit: started beside .*test_\w+ fold \d.*", m)]
     assert beside, "\n".join(lines)
     for b in ("test_resnet", "test_efficientnet"):

@@ -86,9 +86,9 @@ def run_one_trial(cfg: Config, config_path, overrides, study, space, data: RunDa
             return
         except BaseException as e:
             study.tell(trial, state=TrialState.FAIL)
-            if isinstance(e, Exception):
-                raise RuntimeError(f"trial {trial.number} failed ({type(e).__name__}: {e}); finished trials are "
-                                   f"kept in the study: fix the cause and rerun maskfold tune") from e
+            if isinstance(e, Exception):  # the error itself is the command's to tell
+                log(f"trial {trial.number} failed; finished trials are kept in the study: fix the cause and rerun "
+                    f"maskfold tune")
             raise
         study.tell(trial, value)
         log(f"trial {trial.number}: {cfg.tune.metric} {value:.4f}")

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.commands.failures import as_message
 from pipeline.config import load_config
-from pipeline.errors import MaskfoldError
 from pipeline.io import run_log
 from pipeline.layout import log_txt
 from pipeline.outcome import logged_outcome
@@ -34,14 +32,11 @@ def config_options(f=None, *, stage_choices=None, needs_model=True, tracked=Fals
     def wrapper(config_path, overrides, **kw):
         from pipeline.preflight import check_config, require_tracking_store
 
-        try:
-            cfg = load_config(config_path, overrides)
-            check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg), needs_model)
-            require_folder(cfg.run_dir, "run_dir")
-            if tracked:
-                require_tracking_store(cfg, str(Path(config_path)))
-        except MaskfoldError as e:
-            raise as_message(e) from None
+        cfg = load_config(config_path, overrides)
+        check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg), needs_model)
+        require_folder(cfg.run_dir, "run_dir")
+        if tracked:
+            require_tracking_store(cfg, str(Path(config_path)))
         log = log_txt(cfg.run_dir)
         with run_log(log, _command_line(config_path, overrides, kw)), logged_outcome(log, cfg.run_dir):
             return f(cfg, **kw)

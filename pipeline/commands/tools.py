@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-from pipeline.commands.failures import friendly
 from pipeline.commands.options import config_options
 
 
@@ -51,7 +50,6 @@ def demo_data(out, persons, eval_images, elder_pool, seed, jobs, label_noise):
               help="--stages: also at this fraction of the persons and eval photos (repeatable; default 1).")
 @click.option("--stage", "only", multiple=True, help="--stages: time only this stage (repeatable; default all).")
 @click.option("--stage-timeout", default=None, type=float, help="--stages: stop a stage after this many seconds.")
-@friendly
 def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
     """Time the loader (JPEG vs cache), the train step (naive vs tuned), inference and the whole loop; or, with
     --stages, each stage that grows with the data."""

@@ -164,10 +164,11 @@ TUNE_PRUNERS = ("median", "none")
 TUNE_METRICS = ("val_f1", "val_acc", "val_loss")  # metrics.csv columns; a loss is minimised, the others maximised
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
+def save_config(cfg: Config, path: str | Path, held: list | None = None) -> None:
+    """held: the output set it belongs to, where it lands with one (pipeline.switch.one_unit)."""
     from pipeline.io import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), held)
 
 
 def config_from_dict(data: dict, source: str = "checkpoint") -> Config:

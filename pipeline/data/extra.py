@@ -11,7 +11,6 @@ asked by the commands before they read it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,15 @@ from pipeline.errors import BadInput, DataError, Problem
 from pipeline.io import atomic_write_text
 from pipeline.labels import NUM_CLASSES
 from pipeline.layout import external_dir, extra_record, extra_train_csv, pseudo_dir
+from pipeline.records import Record
 from pipeline.tables.fields import CONTRACT_COLUMNS
 from pipeline.tables.train import read_train
 
 RECORD_VERSION = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class ExtraRecord:
+@dataclasses.dataclass(kw_only=True)
+class ExtraRecord(Record):
     """How to read a stage's extra photos. source: their `source` column (external, pseudo); whole_persons: each
     person folder holds all seven photos; photo_ids: each person is one photo whose image_id is its folder name
     (an eval ImageID); photos: how many (0: none, and no table to read); hint: the command that remakes them."""
@@ -41,16 +41,6 @@ class ExtraRecord:
     hint: str | None = None
     version: int = RECORD_VERSION
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> ExtraRecord:
-        fields = json.loads(text)
-        if fields.get("version") != RECORD_VERSION:
-            raise ValueError(f"extra-photo record version {fields.get('version')} is not {RECORD_VERSION}")
-        return cls(**fields)
-
 
 def write_record(stage_dir, record: ExtraRecord) -> None:
     """Written last, so a folder with a record is whole."""
@@ -59,9 +49,10 @@ def write_record(stage_dir, record: ExtraRecord) -> None:
 
 def read_record(stage_dir) -> ExtraRecord | None:
     try:
-        return ExtraRecord.from_json(extra_record(stage_dir).read_text())
+        record = ExtraRecord.from_json(extra_record(stage_dir).read_text())
     except (OSError, ValueError, TypeError):
         return None
+    return record if record.version == RECORD_VERSION else None
 
 
 # What to say when a folder the config asks for has no photos to add: the problem, and the hint naming the command.

@@ -73,32 +73,15 @@ def _padded(img: np.ndarray, max_side: int):
     return padded, scale, pad
 
 
-def _largest_face(img: np.ndarray, max_side: int, upsample: int):
-    """(padded image, largest dlib rectangle or None, scale, pad)."""
-    padded, scale, pad = _padded(img, max_side)
-    rects = _models()["detector"](padded, upsample)
-    return padded, (max(rects, key=lambda r: r.width() * r.height()) if rects else None), scale, pad
-
-
-def detect_box(img: np.ndarray, max_side: int = 320, upsample: int = 1):
-    """The largest face box (x0, y0, x1, y1) in image pixels, or None.
-
-    A portrait's face is about a third of its width: one upsampling brings it above the detector's 80 px minimum.
-    """
-    _, r, scale, pad = _largest_face(img, max_side, upsample)
-    if r is None:
-        return None
-    return tuple((np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64) - pad) / scale)
-
-
 def landmarks68(img: np.ndarray, max_side: int = 320, upsample: int = 0) -> np.ndarray | None:
     """(68, 2) float32 landmarks of the largest face, in image pixels, or None when no face is found.
 
     The default suits face crops (UTKFace-like), where the face fills the photo: no upsampling, 3x faster.
     """
-    padded, r, scale, pad = _largest_face(img, max_side, upsample)
-    if r is None:
+    padded, scale, pad = _padded(img, max_side)
+    rects = _models()["detector"](padded, upsample)
+    if not rects:
         return None
-    shape = _models()["predictor"](padded, r)
+    shape = _models()["predictor"](padded, max(rects, key=lambda r: r.width() * r.height()))
     pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
     return (pts - pad) / scale

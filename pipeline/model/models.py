@@ -8,9 +8,10 @@ from pathlib import Path
 import timm
 import torch
 
-from pipeline.config import BackboneConfig, ConfigError, config_from_dict
+from pipeline.config import BackboneConfig, Config, ConfigError, config_from_dict
 from pipeline.config.typed_yaml import where_relative
 from pipeline.model.heads import HEADS, timm_body
+from pipeline.records import BestMeta
 
 
 def create(backbone: BackboneConfig, allow_pretrained: bool = True, head: str = "joint",
@@ -74,10 +75,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    """Rebuild a trained model from best.pt: the architecture comes from the config stored beside the weights."""
-    bb = BackboneConfig(**ckpt["backbone"])
-    model = create(bb, allow_pretrained=False, head=ckpt["config"]["train"].get("head", "joint"),
-                   years=years_spec(config_from_dict(ckpt["config"])))
-    model.load_state_dict(ckpt["model"])
+def load_best(path: str | Path) -> tuple[BestMeta, dict]:
+    """best.pt: what rebuilds its model (RecordError where it is not a best.pt), and the model's weights."""
+    ckpt = load_checkpoint(path)
+    return BestMeta.from_checkpoint(ckpt, path), ckpt["model"]
+
+
+def model_from_best(meta: BestMeta, weights: dict, cfg: Config | None = None) -> torch.nn.Module:
+    """Rebuild a trained model from the config stored beside its weights (`cfg`: that config, typed already)."""
+    cfg = cfg or config_from_dict(meta.config)
+    model = create(BackboneConfig(**meta.backbone), allow_pretrained=False, head=cfg.train.head, years=years_spec(cfg))
+    model.load_state_dict(weights)
     return model.eval()

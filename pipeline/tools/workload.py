@@ -38,7 +38,7 @@ from pipeline.layout import (
     refit_dir,
     run_digest,
 )
-from pipeline.records import PairDone, RefitDone
+from pipeline.records import BestMeta, PairDone, RefitDone
 from pipeline.tables.eval import read_eval
 from pipeline.tables.folds import train_only
 from pipeline.train.job import refit_identity
@@ -139,11 +139,12 @@ def predict_run(cfg: Config, root: Path, backbone: str) -> Path:
     torch.manual_seed(0)
     model = create(bb, allow_pretrained=False, head=cfg.train.head)
     mean, std = norm_stats(model)
-    state = {"model": model.state_dict(), "backbone": dataclasses.asdict(bb), "config": pcfg.to_dict(),
-             "mean": mean, "std": std, "img_size": pcfg.resolved(bb)["img_size"], "epoch": 1, "f1": 0.0,
-             "hash": pcfg.pair_hash(backbone), "data": run_digest(run)}
+    meta = BestMeta(backbone=dataclasses.asdict(bb), config=pcfg.to_dict(), mean=mean, std=std,
+                    img_size=pcfg.resolved(bb)["img_size"], epoch=1, f1=0.0, hash=pcfg.pair_hash(backbone),
+                    data=run_digest(run), fold=None)
     for k in range(cfg.folds.n_splits):
-        torch.save({**state, "fold": k}, pair_file(run, backbone, k, "best"))
+        meta.fold = k
+        torch.save(meta.to_checkpoint(model.state_dict()), pair_file(run, backbone, k, "best"))
     cli("ensemble", "--config", str(config_yaml(run)), "--set", "ensemble.search_weights=false",
         "--set", "ensemble.selection=false", "--set", "ensemble.stacking=false", "--set", "ensemble.tune_offsets=false")
     return run

@@ -91,14 +91,13 @@ def describe(record: dict) -> dict:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in flat(rest).items()}
 
 
-_WARNED: set[str] = set()  # warnings this process gave: a store that is down gives one line, not one per pair
-
-
 class _Guarded:
-    """Runs tracking calls until the first error, which becomes one warning line; after it, nothing more."""
+    """Runs tracking calls until the first error, which becomes one warning line; after it, nothing more. `warned`:
+    the warnings its caller has given already (a store that is down gives one line, not one per pair)."""
 
-    def __init__(self, kind: str, log):
+    def __init__(self, kind: str, log, warned: set | None = None):
         self.kind, self.log, self.broken = kind, log, False
+        self.warned = set() if warned is None else warned
 
     def call(self, fn, *args):
         if self.broken:
@@ -109,8 +108,8 @@ class _Guarded:
             self.broken = True
             first = (str(e).strip().splitlines() or [""])[0][:200]
             line = f"warning: {self.kind} tracking failed ({type(e).__name__}: {first}); going on without it"
-            if line not in _WARNED:
-                _WARNED.add(line)
+            if line not in self.warned:
+                self.warned.add(line)
                 self.log(line)
             return None
 
@@ -118,8 +117,8 @@ class _Guarded:
 class PairTracker(_Guarded):
     """One pair's or refit's child run, started at its first epoch (or at done, for a pair only re-predicted)."""
 
-    def __init__(self, cfg, backbone: str, name: str, identity: str, log=print):
-        super().__init__(cfg.tracking.kind, log)
+    def __init__(self, cfg, backbone: str, name: str, identity: str, log=print, warned: set | None = None):
+        super().__init__(cfg.tracking.kind, log, warned)
         self.cfg, self.backbone, self.name, self.identity, self.store = cfg, backbone, name, identity, None
 
     def _open(self):
@@ -148,23 +147,23 @@ class PairTracker(_Guarded):
         self.call(finish)
 
 
-def pair_tracker(cfg, backbone: str, name: str, identity: str, log=print) -> Tracker:
+def pair_tracker(cfg, backbone: str, name: str, identity: str, log=print, warned: set | None = None) -> Tracker:
     """The tracker of one pair (name fold<k>) or refit (name full) whose done.json will carry `identity`."""
     if cfg.tracking.kind == "none":
         return NoTracker()
-    return PairTracker(cfg, backbone, name, identity, log)
+    return PairTracker(cfg, backbone, name, identity, log, warned)
 
 
-def open_tracking(cfg, log=print) -> None:
+def open_tracking(cfg, log=print, warned: set | None = None) -> None:
     """Make the run's tracked run now (train-all calls it on the driver, before any job), so that every job finds
     it in tracking.json instead of racing to make it."""
     if cfg.tracking.kind != "none":
         from pipeline.tracking.record import open_record
 
-        _Guarded(cfg.tracking.kind, log).call(open_record, cfg)
+        _Guarded(cfg.tracking.kind, log, warned).call(open_record, cfg)
 
 
-def track_run(cfg, figures: dict, files=(), folder: str = "", log=print) -> None:
+def track_run(cfg, figures: dict, files=(), folder: str = "", log=print, warned: set | None = None) -> None:
     """Log final figures (and files, as artifacts under `folder`) to the run's own tracked run."""
     if cfg.tracking.kind == "none":
         return
@@ -176,4 +175,4 @@ def track_run(cfg, figures: dict, files=(), folder: str = "", log=print) -> None
         store.summary({k: float(v) for k, v in figures.items() if v is not None})
         store.upload([Path(f) for f in files if Path(f).is_file()], folder)
         store.end()
-    _Guarded(cfg.tracking.kind, log).call(send)
+    _Guarded(cfg.tracking.kind, log, warned).call(send)

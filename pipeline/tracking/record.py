@@ -7,19 +7,19 @@ retrained under other settings gets a new one.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.io import atomic_write_text, file_lock
 from pipeline.layout import REFIT, tracking_json, tracking_lock
+from pipeline.records import Record, RecordError
 
 VERSION = 1
 MLFLOW_FOLDER = "runs/mlruns"  # the project's local store when tracking.uri is not set: `mlflow ui` reads it
 
 
-@dataclass
-class TrackingRecord:
+@dataclass(kw_only=True)
+class TrackingRecord(Record):
     kind: str
     setting: str | None  # tracking.uri as written
     uri: str  # where it resolved (an absolute folder or a URI), used by every process of the run
@@ -28,17 +28,6 @@ class TrackingRecord:
     group: str  # what groups the children (W&B); the run's name
     children: dict[str, str] = field(default_factory=dict)  # "<backbone>/<fold<k>|full>@<identity>" -> run id
     version: int = VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrackingRecord | None:
-        try:
-            data = json.loads(text)
-            return cls(**data) if data.get("version") == VERSION else None
-        except (ValueError, TypeError):
-            return None
 
     def matches(self, cfg) -> bool:
         t = cfg.tracking
@@ -65,8 +54,12 @@ def _store(kind: str, uri: str, project: str, group: str, parent: str | None):
 
 
 def _read(run_dir) -> TrackingRecord | None:
-    path = tracking_json(run_dir)
-    return TrackingRecord.from_json(path.read_text()) if path.is_file() else None
+    """The record, None without one of this version (a new tracked run is made then)."""
+    try:
+        record = TrackingRecord.read(tracking_json(run_dir))
+    except RecordError:
+        return None
+    return record if record and record.version == VERSION else None
 
 
 def _new_record(cfg) -> TrackingRecord:
@@ -77,7 +70,8 @@ def _new_record(cfg) -> TrackingRecord:
     store = _store(cfg.tracking.kind, uri, cfg.tracking.project, name, None)
     run = store.start(None, name, "run", flat(cfg.to_dict()), {"maskfold.run_dir": str(Path(cfg.run_dir).resolve())})
     store.end()
-    return TrackingRecord(cfg.tracking.kind, cfg.tracking.uri, uri, cfg.tracking.project, run, name)
+    return TrackingRecord(kind=cfg.tracking.kind, setting=cfg.tracking.uri, uri=uri, project=cfg.tracking.project,
+                          run=run, group=name)
 
 
 def open_record(cfg) -> TrackingRecord:

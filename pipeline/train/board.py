@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline.config import Config, ConfigError
-from pipeline.layout import REFIT, tensorboard_dir
+from pipeline.layout import tensorboard_dir
 
 
 def require_tensorboard(cfg: Config) -> None:
@@ -22,7 +22,7 @@ def write_epoch(cfg: Config, job, row: dict) -> None:
         return
     from torch.utils.tensorboard import SummaryWriter
 
-    where = tensorboard_dir(cfg.run_dir, job.backbone, REFIT if job.fold is None else job.fold)
+    where = tensorboard_dir(cfg.run_dir, job.backbone, job.fold)
     with SummaryWriter(str(where)) as w:
         for k, v in row.items():
             if k != "epoch":

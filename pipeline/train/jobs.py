@@ -14,63 +14,73 @@ from contextlib import ExitStack
 import pandas as pd
 
 from pipeline.config import Config, save_config
-from pipeline.layout import REFIT, config_yaml, job_lines
+from pipeline.layout import config_yaml, job_lines
 from pipeline.model.metrics import backbone_oof
 from pipeline.model.weights import require_weights
 from pipeline.progress import relay
 from pipeline.tracking import open_tracking
 from pipeline.train.board import require_tensorboard
-from pipeline.train.job import Job, RunOptions
+from pipeline.train.job import Job, JobResult, RunOptions, job_name
 from pipeline.train.ray_jobs import RayBackend, RayOptions, absolute_paths
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.schedule import run_plan
 from pipeline.train.worker import gpus_to_share, run_one
 
 
-def preflight(cfg: Config, log=print) -> RunData:
+def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
     """What every backend checks and prepares once, before any job: the tensorboard extra, the weights, the data
     (checked, and its photo caches built), the saved config and the tracked run."""
     require_tensorboard(cfg)
     require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
     data = load_run_data(cfg, log=log)
     save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back; once accepted
-    open_tracking(cfg, log)  # the run's tracked run, made here before the jobs log their children to it
+    open_tracking(cfg, log, warned)  # the run's tracked run, made here before the jobs log their children to it
     return data
 
 
-def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=print) -> pd.DataFrame:
+def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=print,
+              warned: set | None = None) -> pd.DataFrame:
     """Every job of the config, skipping finished ones; a summary row each (pairs by backbone and fold, then the
-    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time."""
+    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time (warned: RunOptions')."""
+    warned = set() if warned is None else warned
     if ray is not None:
         cfg = absolute_paths(cfg)
-        backend = RayBackend(cfg, preflight(cfg, log), ray, log)
+        backend = RayBackend(cfg, preflight(cfg, log, warned), ray, log)
     else:
-        backend = LocalBackend(cfg, preflight(cfg, log), jobs, log)
+        backend = LocalBackend(cfg, preflight(cfg, log, warned), jobs, log, warned)
     with backend:
         rows = run_plan(cfg, backend, log)
     return summary(cfg, rows)
 
 
-def summary(cfg: Config, rows: list[dict]) -> pd.DataFrame:
-    pairs = sorted((r for r in rows if r["fold"] != REFIT), key=lambda r: (r["backbone"], r["fold"]))
+def summary(cfg: Config, results: list[JobResult]) -> pd.DataFrame:
+    """A row per job: pairs by backbone and fold, then the refits (fold <NA>) in the config's order."""
+    pairs = sorted((r for r in results if r.fold is not None), key=lambda r: (r.backbone, r.fold))
     order = {b: i for i, b in enumerate(cfg.backbone_names())}
-    refits = sorted((r for r in rows if r["fold"] == REFIT), key=lambda r: order[r["backbone"]])
-    table = pd.DataFrame(pairs + refits).reset_index(drop=True)
+    refits = sorted((r for r in results if r.fold is None), key=lambda r: order[r.backbone])
+    table = pd.DataFrame([r.row() for r in pairs + refits]).reset_index(drop=True)
+    if len(table):
+        table["fold"] = table["fold"].astype("Int64")
     if "attempts" in table:  # Ray: a skipped job made no attempt
         table["attempts"] = table["attempts"].fillna(0).astype(int)
     return table
+
+
+def row_name(row) -> str:
+    """How messages name the job of a summary row."""
+    return job_name(row.backbone, None if pd.isna(row.fold) else int(row.fold))
 
 
 class LocalBackend:
     """Jobs on this machine: in this process, one at a time, with progress bars (jobs=1); else in `jobs` worker
     processes, their lines relayed to the log and the CPU threads (or GPUs) shared out among them."""
 
-    def __init__(self, cfg: Config, data: RunData, jobs: int, log=print):
+    def __init__(self, cfg: Config, data: RunData, jobs: int, log=print, warned: set | None = None):
         self.cfg, self.data, self.jobs, self.log = cfg, data, max(1, jobs), log
         self.running_jobs: dict = {}  # future (or, in this process, the job itself) -> job
         self.stack = ExitStack()
         if self.jobs == 1:
-            self.opts = RunOptions()
+            self.opts = RunOptions(warned=set() if warned is None else warned)
             return
         lines = job_lines(cfg.run_dir)
         self.opts = RunOptions(threads=max(1, (os.cpu_count() or 1) // self.jobs), progress=False,
@@ -112,7 +122,7 @@ class LocalBackend:
         else:
             self.running_jobs[self._submit(job)] = job
 
-    def next_result(self) -> dict:
+    def next_result(self) -> JobResult:
         if self.jobs == 1:
             job = self.running_jobs.popitem()[1]
             return run_one(self.cfg, job, self.data, self.opts)
@@ -122,12 +132,11 @@ class LocalBackend:
         try:
             return future.result()
         except Exception as e:  # noqa: BLE001 - a worker process that died (killed, out of memory)
-            fold = REFIT if job.fold is None else job.fold
             # a death takes down every job of the pool; each resumes from its last epoch on the next train-all
             error = (f"a worker process died (killed, or out of memory: {type(e).__name__}); rerun train-all to "
                      f"resume it from its last finished epoch") if isinstance(e, cf.BrokenExecutor) else \
                 f"{type(e).__name__}: {e}"
-            return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": error, "seconds": 0.0}
+            return JobResult.of(job, "failed", error=error)
 
 
 def oof_scores(cfg: Config) -> dict[str, dict]:

@@ -1,43 +1,40 @@
 """One job under its lock: skipped when finished, else trained, resumed or only predicted again, as its state says."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from contextlib import ExitStack
 
 from pipeline.config import Config
 from pipeline.errors import BadInput
 from pipeline.io import Busy, file_lock
-from pipeline.layout import REFIT, folds_csv, job_lock, model_files, run_digest
+from pipeline.layout import folds_csv, job_lock, model_files, run_digest
 from pipeline.records import RefitDone
-from pipeline.train.job import Job, RunOptions, fold_job
+from pipeline.train.job import Job, JobResult, RunOptions, fold_job
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.state import FINISHED, job_state
 from pipeline.train.trainer import Trainer
 
 
 def train_pair(cfg: Config, backbone: str, fold: int, data: RunData | None = None, device=None, progress=True,
-               log=print, force: bool = False) -> dict:
+               log=print, force: bool = False) -> JobResult:
     """Train one (backbone, fold) pair (`maskfold train`); as run_job."""
     return run_job(cfg, fold_job(cfg, backbone, fold), data, RunOptions(device=device, progress=progress), log, force)
 
 
 def run_job(cfg: Config, job: Job, data: RunData | None = None, opts: RunOptions | None = None, log=print,
-            force: bool = False) -> dict:
+            force: bool = False) -> JobResult:
     """Take the job's lock (busy when another live process has it), start over with force, skip it when finished
     under this config, else train, resume or redo its predictions.
 
-    Returns done.json's fields plus backbone, fold (REFIT for a refit) and status: done, skipped or busy (nothing
-    was touched).
+    The result's status is done, skipped or busy (nothing was touched); done and skipped carry the done record.
     """
-    fold = REFIT if job.fold is None else job.fold
     opts = opts or RunOptions()
     with ExitStack() as held:
         try:
             held.enter_context(file_lock(job_lock(job.folder), timeout=opts.lock_wait_s))
         except Busy as e:
             log(f"{job.name}: being trained by {e.owner}; left to it")
-            return {"backbone": job.backbone, "fold": fold, "status": "busy", "error": f"held by {e.owner}"}
+            return JobResult.of(job, "busy", error=f"held by {e.owner}")
         if force:
             for path in model_files(job.folder):
                 path.unlink(missing_ok=True)
@@ -48,12 +45,12 @@ def run_job(cfg: Config, job: Job, data: RunData | None = None, opts: RunOptions
         state = job_state(cfg, job)  # under the lock: no other process changes the files now
         if state.status == FINISHED:
             log(f"{job.name}: already finished under this config ({finished_note(state.done)}); skipped")
-            return {**dataclasses.asdict(state.done), "fold": fold, "status": "skipped"}
+            return JobResult.of(job, "skipped", done=state.done)
         data = data or load_run_data(cfg, log=log)
         start = time.time()
-        trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log)
-        info = dataclasses.asdict(trainer.fit(state))
-        return {**info, "fold": fold, "status": "done", "seconds": round(time.time() - start, 1)}
+        trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log, warned=opts.warned)
+        done = trainer.fit(state)
+        return JobResult.of(job, "done", done=done, seconds=round(time.time() - start, 1))
 
 
 def finished_note(done) -> str:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.errors import MissingExtra
-from pipeline.layout import REFIT, attempts_jsonl, folds_csv, storage_probe
-from pipeline.train.job import Job, RunOptions
+from pipeline.layout import attempts_jsonl, folds_csv, storage_probe
+from pipeline.train.job import Job, JobResult, RunOptions
 from pipeline.train.rundata import RunData
 from pipeline.train.worker import run_one
 
@@ -86,7 +86,7 @@ def _on_node(cfg: Config, job: Job, data: RunData) -> tuple[Config, Job, RunData
     return cfg, dataclasses.replace(job, folder=Path(on_this_node(job.folder))), data
 
 
-def _job(cfg: Config, job: Job, probe: str, threads: int, data: RunData) -> dict:
+def _job(cfg: Config, job: Job, probe: str, threads: int, data: RunData) -> JobResult:
     import ray
 
     node, host = ray.get_runtime_context().get_node_id()[:12], socket.gethostname()
@@ -103,8 +103,8 @@ def _job(cfg: Config, job: Job, probe: str, threads: int, data: RunData) -> dict
         f.write(json.dumps({"node": node, "host": host, "pid": os.getpid(), "start": time.time()}) + "\n")
     result = run_one(cfg, job, data, RunOptions(threads=threads, progress=False, lock_wait_s=LOCK_WAIT_S))
     with open(attempts, "a") as f:
-        f.write(json.dumps({"node": node, "pid": os.getpid(), "end": time.time(), "status": result["status"]}) + "\n")
-    return {**result, "host": host, "node": node}
+        f.write(json.dumps({"node": node, "pid": os.getpid(), "end": time.time(), "status": result.status}) + "\n")
+    return dataclasses.replace(result, host=host, node=node)
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -160,7 +160,7 @@ class RayBackend:
     def start(self, job: Job, strategy="SPREAD") -> None:
         self.pending[self.remote.options(scheduling_strategy=strategy).remote(self.cfg, job, *self.args)] = job
 
-    def next_result(self) -> dict:
+    def next_result(self) -> JobResult:
         while True:
             (ref,), _ = self.ray.wait(list(self.pending), num_returns=1)
             job = self.pending.pop(ref)
@@ -170,8 +170,7 @@ class RayBackend:
                 cause = getattr(e, "cause", e)
                 if isinstance(cause, StorageUnavailable) and self._elsewhere(job, cause):
                     continue
-                res = {"backbone": job.backbone, "fold": REFIT if job.fold is None else job.fold,
-                       "status": "failed", "error": f"{type(e).__name__}: {cause}"[:300]}
+                res = JobResult.of(job, "failed", error=f"{type(e).__name__}: {cause}"[:300])
             return self._with_attempts(job, res)
 
     def _elsewhere(self, job: Job, cause: Exception) -> bool:
@@ -191,10 +190,8 @@ class RayBackend:
         self.start(job, NodeAffinitySchedulingStrategy(node_id=target, soft=True))
         return True
 
-    def _with_attempts(self, job: Job, res: dict) -> dict:
+    def _with_attempts(self, job: Job, res: JobResult) -> JobResult:
         attempts = attempts_jsonl(job.folder)
         starts = [x for x in attempts.read_text().splitlines() if '"start"' in x] if attempts.is_file() else []
-        res["attempts"] = len(starts) + len(self.notes.get(job.name, []))
-        if self.notes.get(job.name):
-            res["notes"] = "; ".join(self.notes[job.name])
-        return res
+        return dataclasses.replace(res, attempts=len(starts) + len(self.notes.get(job.name, [])),
+                                   notes="; ".join(self.notes.get(job.name, [])) or None)

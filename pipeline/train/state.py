@@ -30,12 +30,7 @@ class JobState:
     status: str
     reason: str | None = None  # stale: why it starts over; trained: which predictions are owed
     done: Done | None = None  # the job's done record, where it has a readable one
-    last: LastMeta | None = None  # resumable: where training stands
-
-
-def read_done(job: Job) -> Done | None:
-    """The job's done record, None when it has none; RecordError when the file is not one."""
-    return (PairDone if job.predicts_oof else RefitDone).read(done_json(job.folder))
+    last: LastMeta | None = None  # resumable or trained: where training stands (finished: not read)
 
 
 def _meta(path, record):
@@ -61,7 +56,7 @@ def _owed(cfg, job: Job, done: Done) -> str | None:
         return "predicted with another TTA"
     if done.eval != eval_digest(cfg.data_dir):
         return "test predictions are for another eval set"
-    needed = [(best_pt, "weights")] + ([(oof_npz, "OOF predictions")] if job.predicts_oof else [])
+    needed = [(best_pt, "weights")] + ([] if job.fold is None else [(oof_npz, "OOF predictions")])
     if done.test:
         needed.append((test_npz, "test predictions"))
     lost = [f"no {path(job.folder)}: {what}" for path, what in needed if not path(job.folder).is_file()]
@@ -80,16 +75,16 @@ def _done_state(cfg, job: Job, done: Done | None) -> JobState | None:
     if done is None or done.hash != job.identity or done.data != run_digest(cfg.run_dir):
         return None
     owed = _owed(cfg, job, done)
-    if owed is None:
-        return JobState(FINISHED, done=done, last=_own_last(cfg, job))
+    if owed is None:  # the records suffice: no checkpoint is opened
+        return JobState(FINISHED, done=done)
     if _best_is_whole(job):
-        return JobState(TRAINED, owed, done, _own_last(cfg, job))
+        return JobState(TRAINED, owed, done, own_last(cfg, job))
     return None
 
 
-def _own_last(cfg, job: Job) -> LastMeta | None:
-    """last.pt's record where it is this job's: a trainer asked to redo a trained job restores where training
-    stood (its history, RNG and epoch count) from it."""
+def own_last(cfg, job: Job) -> LastMeta | None:
+    """last.pt's record where it is this job's: a trainer asked to redo a trained or finished job restores where
+    training stood (its history, RNG and epoch count) from it."""
     try:
         meta = _meta(last_pt(job.folder), LastMeta) if last_pt(job.folder).is_file() else None
     except RecordError:
@@ -119,7 +114,7 @@ def _last_state(cfg, job: Job, done: Done | None, why: str | None) -> JobState:
 def job_state(cfg, job: Job) -> JobState:
     """Where `job` stands under `cfg` (see the module docstring)."""
     try:
-        done = read_done(job)
+        done = (RefitDone if job.fold is None else PairDone).read(done_json(job.folder))
     except RecordError as e:
         return _last_state(cfg, job, None, f"{e}; it is trained again")
     state = _done_state(cfg, job, done)
@@ -138,10 +133,6 @@ def _why_not_current(cfg, job: Job, done: Done) -> str:
 
 
 # -- the questions other stages ask (the ensemble, the audit, the job runners)
-
-def pair_state(cfg, backbone: str, fold: int) -> JobState:
-    return job_state(cfg, fold_job(cfg, backbone, fold))
-
 
 def unfinished_reason(cfg, backbone: str, fold: int) -> str | None:
     """None when the pair is finished under this config; else why not, in a few words."""

@@ -56,14 +56,15 @@ from pipeline.train.loaders import Loaders
 from pipeline.train.provenance import provenance
 from pipeline.train.rng import rng_state, seed_everything, set_rng_state
 from pipeline.train.rundata import RunData
-from pipeline.train.state import FINISHED, MISSING, RESUMABLE, STALE, TRAINED, JobState, job_state
+from pipeline.train.state import FINISHED, MISSING, RESUMABLE, STALE, TRAINED, JobState, job_state, own_last
 
 
 class Trainer:
     """One job of any kind: what differs between a fold and a refit is in the job (its epochs, seed, identity,
     folder) and in whether it validates (job.fold)."""
 
-    def __init__(self, cfg: Config, job: Job, data: RunData, device=None, progress=True, log=print):
+    def __init__(self, cfg: Config, job: Job, data: RunData, device=None, progress=True, log=print,
+                 warned: set | None = None):
         self.cfg, self.job, self.log, self.progress = cfg, job, log, progress
         self.bb = cfg.backbone(job.backbone)
         self.validates = job.fold is not None
@@ -71,7 +72,8 @@ class Trainer:
         self.settings = {**cfg.resolved(self.bb), "epochs": job.epochs}
         self.hash, self.digest, self.dir = job.identity, data.digest, job.folder
         self.state: JobState | None = None  # where the job stood when prepare() looked
-        self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, self.hash, log)  # epochs and done, as written
+        # epochs and done, as written; `warned`: the tracking warnings the jobs beside it gave already
+        self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, self.hash, log, warned)
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
         t = cfg.train
@@ -173,6 +175,8 @@ class Trainer:
         """Bring the trainer to where its job stands (pipeline.train.state, asked here when not handed): resumed from
         last.pt, ready to predict again from best.pt, or started over. fit() then trains what is left."""
         state = state or job_state(self.cfg, self.job)
+        if state.status == FINISHED:  # done again on purpose: where training stood is read only now
+            state = dataclasses.replace(state, last=own_last(self.cfg, self.job))
         if state.status == TRAINED:
             self.log(f"{self.name}: trained before; predicting again from best.pt ({state.reason})")
         if state.status in (MISSING, STALE):
@@ -355,7 +359,7 @@ class Trainer:
         oof_scores = scores(self.val_labels, class_scores(oof).argmax(1))
         self.log(f"{self.name}: predictions written (OOF macro F1 {oof_scores['f1']:.4f} with "
                  f"TTA {'+'.join(self.cfg.tta)}; best epoch {self.best_epoch})")
-        return self._write_done(PairDone, fold=self.job.fold, best_epoch=self.best_epoch, val_f1=best["f1"],
+        return self._write_done(PairDone, fold=self.job.fold, best_epoch=self.best_epoch, val_f1=best.f1,
                                 oof_f1_tta=oof_scores["f1"])
 
     def _mark_predicting(self) -> None:
@@ -367,8 +371,8 @@ class Trainer:
 
     def _best_model(self):
         """best.pt, and the model it holds on this trainer's device."""
-        best = models.load_checkpoint(best_pt(self.dir))
-        model = models.model_from_checkpoint(best).to(self.device)
+        best, weights = models.load_best(best_pt(self.dir))
+        model = models.model_from_best(best, weights, self.cfg).to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return best, model

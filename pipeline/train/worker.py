@@ -11,9 +11,9 @@ from contextlib import ExitStack, contextmanager
 from pipeline.config import Config
 from pipeline.errors import MaskfoldError
 from pipeline.io import Busy, file_lock
-from pipeline.layout import REFIT, gpu_lock
+from pipeline.layout import gpu_lock
 from pipeline.quiet import libraries_quiet
-from pipeline.train.job import Job, RunOptions
+from pipeline.train.job import Job, JobResult, RunOptions
 from pipeline.train.pair import run_job
 from pipeline.train.rundata import RunData
 
@@ -36,7 +36,7 @@ def claim_gpu(run_dir, n_gpus: int):
         yield f"cuda:{os.getpid() % n_gpus}"  # more jobs than GPUs: share
 
 
-def run_one(cfg: Config, job: Job, data: RunData | None, opts: RunOptions) -> dict:
+def run_one(cfg: Config, job: Job, data: RunData | None, opts: RunOptions) -> JobResult:
     """One job, as any backend runs it: never raises, so one job's failure cannot stop the others.
 
     `data` is the checked folds table and caches that train-all loaded once before starting its jobs. A job in a
@@ -58,22 +58,17 @@ def run_one(cfg: Config, job: Job, data: RunData | None, opts: RunOptions) -> di
         else:
             print(message, flush=True)
 
-    fold = REFIT if job.fold is None else job.fold
     try:
         with libraries_quiet():  # in a worker process too
-            info = run_job(cfg, job, data, opts, log)
+            result = run_job(cfg, job, data, opts, log)
     except Exception as e:  # noqa: BLE001 - reported in the summary
         if isinstance(e, MaskfoldError):  # a user's error (a full disk, bad data) is its message alone
             error = str(e)
         else:
             traceback.print_exc()
             error = f"{type(e).__name__}: {e}"
-        return {"backbone": job.backbone, "fold": fold, "status": "failed", "error": error,
-                "seconds": round(time.time() - start, 1)}
-    row = {"backbone": job.backbone, "fold": fold, "host": info.get("host"), "device": info.get("device"),
-           "status": info["status"], "seconds": round(time.time() - start, 1),
-           **({"error": info["error"]} if info.get("error") else {})}
-    return row if job.fold is None else {**row, "val_f1": info.get("val_f1")}
+        return JobResult.of(job, "failed", error=error, seconds=round(time.time() - start, 1))
+    return dataclasses.replace(result, seconds=round(time.time() - start, 1))
 
 
 def gpus_to_share(device: str) -> int:
