@@ -82,3 +82,17 @@ def test_backbone_names_are_judged_as_timm_judges_them():
         assert backbone_name_problem(name, names) is None, name
     assert "did you mean resnet18" in backbone_name_problem("resnet181", names)
     assert backbone_name_problem("resnet18.no_such_tag", names).startswith("is not a timm model")
+
+
+def test_the_checks_that_need_torch_are_left_to_the_commands_that_build_a_model():
+    """A bad optimizer or augment step is refused before any work by the commands that train (needs_model), and
+    left alone by check-data, folds and audit, which never build one."""
+    from pipeline.config import ConfigError, load_config
+    from pipeline.preflight import check_config
+
+    for bad, key in (("train.optimizer=adamz", "'train.optimizer'"), ("augment.train=[{name: NoSuchStep}]",
+                                                                       "augment.train.0")):
+        cfg = load_config(ROOT / "configs" / "demo.yaml", [bad])
+        check_config(cfg, "demo.yaml", needs_model=False)
+        with pytest.raises(ConfigError, match=key):
+            check_config(cfg, "demo.yaml")
