@@ -71,6 +71,8 @@ def _check_backbone_names(cfg: Config, source: str) -> None:
     from timm.models import is_model
 
     for i, b in enumerate(cfg.backbones):
+        if b.kind != "timm":  # a face member is no timm model (pipeline.train.face_job)
+            continue
         if ":" in b.name:  # `hf-hub:org/name` is resolved by timm when the model is made
             continue
         if is_model(b.name) and ("." not in b.name or timm.list_pretrained(b.name)):

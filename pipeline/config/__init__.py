@@ -74,6 +74,8 @@ def _validate(cfg: Config, source: str) -> None:
     check_choices(choices, source)
     if not cfg.backbones:
         raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
+    for i, b in enumerate(cfg.backbones):
+        check_choices({f"backbones.{i}.kind": (b.kind, BACKBONE_KINDS)}, source)
     names = cfg.backbone_names()
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: 'backbones' names a model twice: {names}")
@@ -146,6 +148,7 @@ def _check_age_head(cfg: Config, source: str) -> None:
 
 
 AMP_MODES = ("bf16", "fp16", "none")
+BACKBONE_KINDS = ("timm", "face_embedding")  # a network trained here; face embeddings with a head per fold
 ENSEMBLE_METHODS = ("soft", "hard")
 CROPS = ("none", "face")
 LANDMARK_SOURCES = ("dlib", "file")

@@ -41,6 +41,9 @@ class DataConfig:
 @dataclass
 class BackboneConfig:
     name: str
+    # timm: a network trained here. face_embedding: dlib's pretrained face-recognition embeddings with a small head
+    # per task fitted per fold (pipeline.train.face_job; needs the `faces` extra, skipped with a note without it).
+    kind: str = "timm"
     pretrained: bool = False
     weights: str | None = None  # local weights file (timm checkpoint or state dict); implies pretrained
     img_size: list[int] | None = None  # width, height; falls back to train.img_size
@@ -256,7 +259,8 @@ class Config:
             (d[section] if section else d).pop(key)
         # Settings of a switched-off part change nothing: the outside faces, pseudo-labels, face detectors, heads.
         inactive = {"external": not self.data.use_external, "pseudo": not self.data.use_pseudo,
-                    "data.face_detector": self.data.crop == "none", "data.crop_margin": self.data.crop == "none",
+                    "data.face_detector": self.data.crop == "none" and self.backbone(backbone).kind == "timm",
+                    "data.crop_margin": self.data.crop == "none",
                     "train.head_weights": self.train.head == "joint",
                     **{f"train.{k}": self.train.age_head == "bands" for k in YEARS_KEYS}}
         for k, off in inactive.items():

@@ -51,7 +51,12 @@ def run_job(cfg: Config, job: Job, data: RunData | None = None, opts: RunOptions
             return {**dataclasses.asdict(state.done), "fold": fold, "status": "skipped"}
         data = data or load_run_data(cfg, log=log)
         start = time.time()
-        trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log)
+        if cfg.backbone(job.backbone).kind == "timm":
+            trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log)
+        else:  # a face member: embeddings and a head per task (pipeline.train.face_job)
+            from pipeline.train.face_job import FaceJob
+
+            trainer = FaceJob(cfg, job, data, log=log)
         info = dataclasses.asdict(trainer.fit(state))
         return {**info, "fold": fold, "status": "done", "seconds": round(time.time() - start, 1)}
 

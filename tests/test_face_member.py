@@ -1,0 +1,182 @@
+"""The face member (backbones kind face_embedding) on real faces: embeddings cached once per photo, a head per task
+fitted per fold on its training persons only, ordinary jobs and files."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from folds.make import write_folds
+from pipeline.config import load_config
+from pipeline.labels import decode_label
+from pipeline.layout import done_json, oof_npz, pair_dir
+from tests.conftest import ROOT, SHARED_DATA
+
+UTK = SHARED_DATA / "utkface"
+MTF = SHARED_DATA / "maskthe-face"
+
+
+def _faces_missing() -> str | None:
+    from pipeline.faces.embeddings import missing_extra
+
+    return missing_extra()
+
+
+pytestmark = [
+    pytest.mark.skipif(not UTK.is_dir(), reason="the optional real-face test data (../shared/data/utkface) is absent"),
+    pytest.mark.skipif(_faces_missing() is not None, reason="the `faces` extra (dlib) is not installed"),
+]
+QUIET = dict(log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """A real-face set in the competition layout: 40 persons, 30 of them for training."""
+    from pipeline.tools.face_data import make_face_data
+
+    return make_face_data(tmp_path_factory.mktemp("faces") / "data", UTK, MTF, persons=40, eval_share=0.25, seed=3,
+                          **QUIET)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def face_config(tmp_path, data, cache, *extra):
+    sets = [f"data_dir={data}", f"run_dir={tmp_path / 'run'}", f"cache_dir={cache}", "data.use_external=false",
+            f"data.label_fixes={ROOT / 'configs' / 'label_fixes.csv'}", "folds.n_splits=3", "train.refit=false",
+            "ensemble.test_from=folds", "tta=[orig,hflip]", "backbones=[{name: dlib_face, kind: face_embedding}]",
+            *extra]
+    cfg = load_config(ROOT / "configs" / "demo.yaml", sets)
+    write_folds(cfg, **QUIET)
+    return cfg
+
+
+def _train(cfg, log=None):
+    from pipeline.train.jobs import train_all
+
+    return train_all(cfg, log=log or QUIET["log"])
+
+
+def _oof(cfg):
+    parts = [np.load(oof_npz(pair_dir(cfg.run_dir, "dlib_face", k))) for k in range(cfg.folds.n_splits)]
+    return np.concatenate([p["labels"] for p in parts]), np.concatenate([p["logits"] for p in parts])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, faces, shared_cache):
+    """A face-member run trained once, with the persons each fold's head was fitted on recorded."""
+    from pipeline.model import face_head
+
+    seen = []
+    real_fit = face_head.fit_head
+
+    def recording(vectors, targets, persons, *a, **k):
+        seen.append(set(persons))
+        return real_fit(vectors, targets, persons, *a, **k)
+
+    face_head.fit_head = recording
+    try:
+        cfg = face_config(tmp_path_factory.mktemp("trained"), faces, shared_cache)
+        table = _train(cfg)
+    finally:
+        face_head.fit_head = real_fit
+    return cfg, table, seen
+
+
+def test_member_oof_on_held_out_persons_beats_chance_on_gender_and_age(trained):
+    from sklearn.metrics import f1_score
+
+    cfg, table, _ = trained
+    assert set(table["status"]) == {"done"}
+    labels, logits = _oof(cfg)
+    (_, gender, age), (_, g_pred, a_pred) = decode_label(labels), decode_label(logits.argmax(1))
+    # chance: 0.5 on gender, about 0.33 on three age bands
+    assert f1_score(gender, g_pred, average="macro") > 0.7
+    assert f1_score(age, a_pred, average="macro") > 0.45
+
+
+def test_the_ensemble_reads_the_member_as_any_member(trained):
+    from ensemble.run import run_ensemble
+
+    cfg, _, _ = trained
+    result = run_ensemble(cfg, **QUIET)
+    assert result["weights"]["backbones"] == ["dlib_face"] and result["figures"]["eval_f1"] is not None
+
+
+def test_no_fold_head_ever_sees_its_own_persons(trained):
+    """Every row a fold's head is fitted on (its inner split included: fit_head sees nothing else) belongs to
+    another fold's persons, and its OOF rows are exactly its own fold's photos."""
+    cfg, _, seen = trained
+    folds = pd.read_csv(cfg.run_dir + "/folds.csv", dtype={"person_id": str})
+    outside = [set(folds.loc[folds["fold"] != k, "person_id"]) for k in range(cfg.folds.n_splits)]
+    # one head per fold (no refit here), each fitted on exactly the persons outside its fold
+    assert sorted(map(sorted, seen)) == sorted(map(sorted, outside))
+    for k in range(cfg.folds.n_splits):
+        oof_ids = set(np.load(oof_npz(pair_dir(cfg.run_dir, "dlib_face", k)))["image_id"])
+        assert oof_ids == set(folds.loc[folds["fold"] == k, "image_id"])
+
+
+def test_embeddings_cached_and_reused_by_a_second_run_and_a_job_killed_before_done_json_fits_again(
+        tmp_path, trained, faces, shared_cache, monkeypatch):
+    from pipeline.faces import embeddings
+
+    lines = []
+
+    def forbidden(*a, **k):
+        raise AssertionError("an embedding was computed again")
+
+    monkeypatch.setattr(embeddings, "default_jobs", lambda: 1)  # in this process, where the patch holds
+    monkeypatch.setattr(embeddings, "_embed_files", forbidden)
+    second = face_config(tmp_path, faces, shared_cache)  # another run on the same photos, the same cache
+    table = _train(second, log=lines.append)
+    assert set(table["status"]) == {"done"}
+    assert not any("photos to embed" in line for line in lines)
+    assert any("face boxes of the embeddings" in line and "found" in line for line in lines)
+    # killed after best.pt, before done.json: that job is fitted again (to the same head), the others skipped
+    job = pair_dir(second.run_dir, "dlib_face", 1)
+    before = np.load(oof_npz(job))["logits"]
+    done_json(job).unlink()
+    table = _train(second).set_index("fold")
+    assert table.loc[1, "status"] == "done" and set(table.drop(index=1)["status"]) == {"skipped"}
+    assert np.allclose(np.load(oof_npz(job))["logits"], before)
+
+
+def test_embeddings_killed_midway_keep_every_finished_chunk(tmp_path, faces, monkeypatch):
+    from pipeline.faces import embeddings
+
+    files = sorted(str(f) for f in (faces / "train" / "images").rglob("*.jpg"))[:40]
+    specs = [embeddings.box_text(embeddings.FALLBACK_BOX, True)] * len(files)
+    real = embeddings._embed_files
+    calls = []
+
+    def dies_on_the_second_chunk(files, specs):
+        calls.append(len(files))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill would stop it
+        return real(files, specs)
+
+    monkeypatch.setattr(embeddings, "CHUNK", 16)
+    monkeypatch.setattr(embeddings, "_embed_files", dies_on_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        embeddings.embed(files, specs, tmp_path, n_jobs=1, **QUIET)
+    assert len(embeddings._load_store(embeddings.store_dir(tmp_path))) == 16  # the first chunk's shard, whole
+    monkeypatch.setattr(embeddings, "_embed_files", real)
+    vectors, computed, _ = embeddings.embed(files, specs, tmp_path, n_jobs=1, **QUIET)
+    assert computed == 24 and vectors.shape == (40, 2, 128)
+    again, computed, _ = embeddings.embed(files, specs, tmp_path, n_jobs=1, **QUIET)
+    assert computed == 0 and np.array_equal(again, vectors)
+
+
+def test_a_run_without_the_faces_extra_skips_the_member_and_says_so(tmp_path, faces, monkeypatch):
+    from pipeline.faces import embeddings
+    from pipeline.train.face_job import without_unavailable
+
+    cfg = face_config(tmp_path, faces, tmp_path / "cache",
+                      "backbones=[{name: test_resnet, lr: 0.003}, {name: dlib_face, kind: face_embedding}]")
+    monkeypatch.setattr(embeddings, "missing_extra", lambda: "the `faces` extra (dlib) is not installed")
+    lines = []
+    kept = without_unavailable(cfg, lines.append)
+    assert kept.backbone_names() == ["test_resnet"]
+    assert lines == ["skipped the face member dlib_face: the `faces` extra (dlib) is not installed"]
