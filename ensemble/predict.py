@@ -120,7 +120,8 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
         fold_probs.append(probs[:len(folds)])
         refit_probs.append(probs[-1] if refit else None)
     models_bar.close()
-    scores = blend.test_scores({"weights": fitted["weights"], "stacker": fitted.get("stacker")}, fold_probs,
+    scores = blend.test_scores({"weights": fitted["weights"], "stacker": fitted.get("stacker"),
+                                "task_weights": fitted.get("task_weights")}, fold_probs,
                                refit_probs, test_from, fitted["method"])
     pred = blend.predict_with(scores, np.asarray(fitted["offsets"]))
     final = scores / scores.sum(1, keepdims=True)

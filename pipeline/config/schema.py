@@ -138,6 +138,9 @@ class EnsembleConfig:
     selection_steps: int = 25
     stacking: bool = True  # a logistic regression on the members' log-probabilities as a blend
     stacking_c: float = 1.0  # its inverse regularisation strength
+    # Per-task weights as a blend (ensemble.task_blend): each task's marginals weighted by members, recomposed into
+    # the 18 classes; where members differ by task (a face member sees the person, a network the mask).
+    task_weights: bool = True
     nested_splits: int = 2
     # Use the blend (equal weights, weights, selection, stacking, each +- offsets) with the best honest OOF F1,
     # fitted ones judged by their nested figure; false: the last one enabled, fitted on every OOF photo.
