@@ -29,6 +29,7 @@ from pipeline.model import models
 from pipeline.model.inference import Inference, predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
+from pipeline.train.face_job import is_face_checkpoint, used_views
 from pipeline.tables.fields import IMAGE_EXTS
 
 
@@ -71,6 +72,8 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
     ckpt = models.load_checkpoint(checkpoint)
     cfg = config_from_dict(ckpt["config"])
     run_dir = checkpoint.parents[3]  # <run>/models/<backbone>/<fold or full>/best.pt
+    if is_face_checkpoint(ckpt):
+        return face_probs(ckpt, cfg, run_dir, tta, files, decoded)
     key = (tuple(cfg.data.cache_size), crop_key(cfg.data, run_dir))
     if key not in decoded:
         readable = [f for f in files if Path(f).is_file()]
@@ -91,6 +94,34 @@ def predict_one(checkpoint: Path, tta, files, decoded: dict, dev, age_cut=None):
         probs = shift_bands(probs, ages["age_probs"], ages["ages"], cfg.data.age_cuts,
                             np.subtract(age_cut, cfg.data.age_cuts))
     return probs, cfg, ok, bad
+
+
+def face_probs(ckpt: dict, cfg, run_dir: Path, tta, files, decoded: dict):
+    """A face member's probabilities (pipeline.train.face_job): the photos embedded (the run's detectors, else its
+    prior box; from and into the embedding cache) once for every fold of the member, then its head."""
+    from pipeline.data.images import read_rgb
+    from pipeline.faces.embeddings import new_photo_embeddings
+    from pipeline.model.face_head import class_log_probs
+
+    face = ckpt["face"]
+    key = ("face", face["chain"], tuple(face["prior"]))
+    if key not in decoded:
+        ok, bad = [], []
+        for f in files:
+            try:
+                read_rgb(f)
+                ok.append(f)
+            except Exception as e:  # noqa: BLE001 - listed in the output, as decode_all lists it
+                bad.append((str(f), f"{type(e).__name__}: {e}"))
+        vectors = new_photo_embeddings([str(f) for f in ok], face["chain"], face["prior"], cfg.cache_dir, run_dir)[0] \
+            if ok else None
+        decoded[key] = (vectors, ok, bad)
+    vectors, ok, bad = decoded[key]
+    if not ok:
+        raise BadInput(f"none of the {len(files)} photos could be read, nothing written; check the folder given "
+                       f"with --images")
+    head = {k: v.numpy() for k, v in ckpt["model"].items()}
+    return blend.softmax(class_log_probs(head, vectors[:, used_views(tta)])), cfg, ok, bad
 
 
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:

@@ -109,6 +109,8 @@ def test_every_shipped_config_builds_its_parts(path):
 
     cfg = load_config(path)
     for bb in cfg.backbones:
+        if bb.kind != "timm":  # a face member trains no network (tests/test_face_member.py builds its head)
+            continue
         settings = cfg.resolved(bb)
         # hub weights are not needed to check the wiring
         model = models.create(bb, allow_pretrained=False, head=cfg.train.head)

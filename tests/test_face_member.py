@@ -97,12 +97,41 @@ def test_member_oof_on_held_out_persons_beats_chance_on_gender_and_age(trained):
     assert f1_score(age, a_pred, average="macro") > 0.45
 
 
-def test_the_ensemble_reads_the_member_as_any_member(trained):
+@pytest.fixture(scope="module")
+def ensembled(trained):
     from ensemble.run import run_ensemble
 
     cfg, _, _ = trained
-    result = run_ensemble(cfg, **QUIET)
+    return cfg, run_ensemble(cfg, **QUIET)
+
+
+def test_the_ensemble_reads_the_member_as_any_member(ensembled):
+    _, result = ensembled
     assert result["weights"]["backbones"] == ["dlib_face"] and result["figures"]["eval_f1"] is not None
+    assert any("per-task weights" in label for label in result["rows"])
+
+
+def test_predict_on_a_new_folder_replays_the_submission_and_embeds_new_photos(ensembled, faces, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from ensemble.predict import predict_folder
+
+    cfg, _ = ensembled
+    folder = tmp_path / "new"
+    folder.mkdir()
+    chosen = sorted((faces / "eval" / "images").glob("*.jpg"))[:6]
+    for f in chosen:
+        shutil.copy(f, folder / f.name)
+    Image.open(chosen[0]).transpose(Image.FLIP_LEFT_RIGHT).save(folder / "zz_new_photo.jpg")  # never embedded
+    lines = []
+    df = predict_folder(cfg.run_dir, folder, tmp_path / "pred.csv", device="cpu", log=lines.append)
+    submission = pd.read_csv(cfg.run_dir + "/submission.csv")
+    truth = submission.set_index("ImageID")["ans"]
+    known = df[~df["path"].str.endswith("zz_new_photo.jpg")]
+    assert list(known["class"]) == [truth[p.split("/")[-1]] for p in known["path"]]
+    assert len(df) == 7 and df["path"].str.endswith("zz_new_photo.jpg").any()
 
 
 def test_no_fold_head_ever_sees_its_own_persons(trained):
