@@ -209,3 +209,36 @@ def test_a_run_without_the_faces_extra_skips_the_member_and_says_so(tmp_path, fa
     kept = without_unavailable(cfg, lines.append)
     assert kept.backbone_names() == ["test_resnet"]
     assert lines == ["skipped the face member dlib_face: the `faces` extra (dlib) is not installed"]
+
+
+def test_two_ids_of_one_face_land_in_one_fold_and_check_data_names_them(tmp_path, faces, shared_cache):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(faces, data)
+    train = pd.read_csv(data / "train" / "train.csv", dtype={"id": str})
+    src = train.iloc[0]
+    twin = {**src.to_dict(), "id": "399999", "path": f"399999_{src['gender']}_{src['race']}_{src['age']}"}
+    shutil.copytree(data / "train" / "images" / src["path"], data / "train" / "images" / twin["path"])
+    pd.concat([train, pd.DataFrame([twin])]).to_csv(data / "train" / "train.csv", index=False)
+    lines = []
+    cfg = load_config(ROOT / "configs" / "demo.yaml",
+                      [f"data_dir={data}", f"run_dir={tmp_path / 'run'}", f"cache_dir={shared_cache}",
+                       "data.use_external=false", "folds.n_splits=3", "folds.same_face=group"])
+    folds = write_folds(cfg, log=lines.append)
+    fold_of = folds.drop_duplicates("person_id").set_index("person_id")["fold"]
+    assert fold_of[src["path"]] == fold_of[twin["path"]]
+    assert any("each kept in one fold" in line for line in lines)
+    pairs = pd.read_csv(tmp_path / "run" / "same_faces.csv", dtype=str)
+    assert {src["path"], twin["path"]} in [set(p) for p in pairs[["person_a", "person_b"]].to_numpy().tolist()]
+    assert (tmp_path / "run" / "same_faces.png").is_file()
+    result = CliRunner().invoke(main, ["check-data", "--config", str(ROOT / "configs" / "demo.yaml"),
+                                       "--set", f"data_dir={data}", "--set", f"run_dir={tmp_path / 'run'}",
+                                       "--set", f"cache_dir={shared_cache}", "--set", "data.use_external=false",
+                                       "--set", "folds.same_face=group"])
+    assert f"{src['path']} and {twin['path']}" in result.output or f"{twin['path']} and {src['path']}" in result.output
+    assert "eval photos whose face is a training person's" in result.output

@@ -15,6 +15,11 @@ from pipeline.config.typed_yaml import ConfigError
 @dataclass
 class FoldsConfig:
     n_splits: int = 5
+    # Persons whose unmasked faces are one face (face-embedding distance under same_face_threshold; needs the
+    # `faces` extra, pipeline.faces.identity): group keeps each such group of ids in one fold, warn only names them,
+    # "off" (quoted in YAML) skips the check. 0.35: on real faces every pair that close was one person twice (README).
+    same_face: str = "group"
+    same_face_threshold: float = 0.35
 
 
 @dataclass
