@@ -32,7 +32,7 @@ QUIET = dict(log=lambda m: None)
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     """A real-face set in the competition layout: 40 persons, 30 of them for training."""
-    from pipeline.tools.face_data import make_face_data
+    from external_data.face_set import make_face_data
 
     return make_face_data(tmp_path_factory.mktemp("faces") / "data", UTK, MTF, persons=40, eval_share=0.25, seed=3,
                           **QUIET)

@@ -30,7 +30,7 @@ def demo_data(out, persons, eval_images, elder_pool, seed, jobs, label_noise, fa
     from pipeline.tools.demo_data import make_demo_data
 
     if faces:
-        from pipeline.tools.face_data import make_face_data
+        from external_data.face_set import make_face_data
 
         make_face_data(out, faces, templates, persons=persons, eval_share=eval_share, seed=seed, n_jobs=jobs,
                        log=click.echo)

@@ -1,7 +1,7 @@
 """A real-face data set in the competition layout, for measuring on real faces what the drawn demo faces cannot show
 (`maskfold demo-data --faces <UTKFace folder>`).
 
-The external stage's own machinery (external_data.run.run_external) turns UTKFace photos of every adult age into
+This stage's own machinery (external_data.run.run_external) turns UTKFace photos of every adult age into
 masked pseudo-persons of seven photos; they are split by person into train/ (train.csv and images/) and an eval
 set (eval/info.csv and eval/images/, every photo of its persons) with its truth in eval/labels.csv, which the
 ensemble reads to score its submission, as it reads the generated demo set's. The faces are written under `out`
@@ -24,7 +24,7 @@ FIRST_ID = 300001  # ids that never meet the competition's, nor the generated de
 def make_face_data(out: str | Path, utkface: str | Path, templates: str | Path | None = None, persons: int = 400,
                    eval_share: float = 0.3, seed: int = 0, n_jobs: int = 2, log=print) -> Path:
     """Write `persons` real-face persons under `out`: about eval_share of them (by person) as the eval set."""
-    from external_data.run import run_external
+    from external_data.run import run_external  # here, not at import: the command's --help loads nothing
     from pipeline.config import config_from_dict
     from pipeline.layout import external_dir, extra_images_dir, extra_train_csv
 
