@@ -145,7 +145,8 @@ def predict_run(cfg: Config, root: Path, backbone: str) -> Path:
     for k in range(cfg.folds.n_splits):
         torch.save({**state, "fold": k}, pair_file(run, backbone, k, "best"))
     cli("ensemble", "--config", str(config_yaml(run)), "--set", "ensemble.search_weights=false",
-        "--set", "ensemble.selection=false", "--set", "ensemble.stacking=false", "--set", "ensemble.tune_offsets=false")
+        "--set", "ensemble.selection=false", "--set", "ensemble.stacking=false", "--set", "ensemble.task_weights=false",
+        "--set", "ensemble.tune_offsets=false")
     return run
 
 
