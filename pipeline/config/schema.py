@@ -281,5 +281,6 @@ class Config:
 # the keys of the years age head: a bands run's identity never depends on them
 YEARS_KEYS = ("age_head", "age_range", "age_sigma", "age_l1_weight")
 NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "cache_dir", "tta", "ensemble", "data.label_fixes", "external.path",
+                    "folds.same_face", "folds.same_face_threshold",  # folds.csv's digest says which folds
                     "external.images_dir", "external.templates", "train.num_workers", "train.device",
                     "train.tensorboard", "train.refit", "pseudo.from_run", "tracking", "tune")
