@@ -61,6 +61,9 @@ class FaceJob:
         self.dir = job.folder
         self.train_rows, self.val_rows = job_rows(data.folds, job.fold, cfg)
         self.embeddings = embeddings  # the run's (pipeline.faces.embeddings.RunEmbeddings); computed when None
+        from pipeline.tracking import pair_tracker
+
+        self.tracker = pair_tracker(cfg, self.bb.name, self.dir.name, job.identity, log)  # its row and done, as a net's
 
     def fit(self, state: JobState | None = None) -> Done:
         from pipeline.faces.embeddings import run_embeddings
@@ -128,20 +131,18 @@ class FaceJob:
                         labels=labels, logits=logp.astype(np.float32))
         s, per_task = scores(labels, logp.argmax(1)), task_f1s(labels, logp)
         loss = float(-logp[np.arange(len(labels)), labels].mean())
-        atomic_write_csv(pd.DataFrame([{"epoch": 1, "val_loss": loss, "val_f1": s["f1"], "val_acc": s["acc"],
-                                        **{f"val_{k}": v for k, v in per_task.items()}, "seconds": seconds}]),
-                         metrics_csv(self.dir), float_format="%.6g")
+        row = {"epoch": 1, "val_loss": loss, "val_f1": s["f1"], "val_acc": s["acc"],
+               **{f"val_{k}": v for k, v in per_task.items()}, "seconds": seconds}
+        atomic_write_csv(pd.DataFrame([row]), metrics_csv(self.dir), float_format="%.6g")
+        self.tracker.epoch(row)
         self.log(f"{self.job.name}: OOF macro F1 {s['f1']:.4f} ("
                  + ", ".join(f"{k.replace('_f1', '')} F1 {v:.3f}" for k, v in per_task.items()) + ")")
         return self._write_done(PairDone(**common, fold=self.job.fold, best_epoch=1, val_f1=s["f1"],
                                          oof_f1_tta=s["f1"]))
 
     def _write_done(self, done: Done) -> Done:
-        from pipeline.tracking import pair_tracker
-
         atomic_write_text(done_json(self.dir), done.to_json())
-        pair_tracker(self.cfg, self.bb.name, self.dir.name, self.job.identity, self.log).done(
-            dataclasses.asdict(done), self.dir)
+        self.tracker.done(dataclasses.asdict(done), self.dir)
         return done
 
 
