@@ -80,3 +80,4 @@ def test_the_test_scores_of_fold_means_equal_the_mean_of_each_fold_blended():
     scores = blend.apply_to_test(fitted, folds)
     means = [np.mean(f, axis=0) for f in folds]
     assert np.allclose(scores, task_blend.apply_task_weights(fitted["task_weights"], means))
+
