@@ -262,6 +262,8 @@ class Config:
         """
         d = self.to_dict()
         d["backbones"] = [dataclasses.asdict(self.backbone(backbone))]
+        if d["backbones"][0]["kind"] == "timm":  # the default kind: networks keep the identity they had before it
+            del d["backbones"][0]["kind"]
         for k in NOT_IN_PAIR_HASH:
             section, _, key = k.rpartition(".")
             (d[section] if section else d).pop(key)
