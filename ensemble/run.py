@@ -36,6 +36,7 @@ from pipeline.model.metrics import scores
 from pipeline.tables.eval import read_eval
 from pipeline.tables.fields import image_file
 from pipeline.tracking import track_run
+from pipeline.train.face_job import without_unavailable
 from pipeline.train.state import refit_done
 
 KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking",
@@ -102,6 +103,7 @@ class Chosen:
 def run_ensemble(cfg: Config, log=print) -> dict:
     for folder in (cfg.run_dir, ensemble_dir(cfg.run_dir)):
         remove_stale_temporaries(folder)  # a killed earlier ensemble's half-written files
+    cfg = without_unavailable(cfg, log)  # a face member that train-all skipped (no `faces` extra) is not waited for
     preds = load_predictions(cfg)
     oof = [preds.oof[b] for b in preds.oof]
     blends = fit_blends(cfg, preds, oof, log)
