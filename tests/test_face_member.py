@@ -242,3 +242,45 @@ def test_two_ids_of_one_face_land_in_one_fold_and_check_data_names_them(tmp_path
                                        "--set", "folds.same_face=group"])
     assert f"{src['path']} and {twin['path']}" in result.output or f"{twin['path']} and {src['path']}" in result.output
     assert "eval photos whose face is a training person's" in result.output
+
+
+def test_a_planted_face_shows_that_no_head_saw_its_own_persons(trained, tmp_path):
+    """Synthetic embeddings on the real folds: gender is written in one coordinate, and every person has a private
+    coordinate of their own. One person of fold 0 is planted against the rule (labelled the other gender): a head
+    that saw that person learns their private coordinate and recalls their label (as the leaky fit below does); fold
+    0's own head, fitted on the other folds only, can only follow the rule."""
+    import dataclasses
+
+    from pipeline.faces.embeddings import RunEmbeddings
+    from pipeline.layout import folds_csv, read_fold_table
+    from pipeline.model import face_head
+    from pipeline.train.face_job import FaceJob
+    from pipeline.train.job import fold_job
+    from pipeline.train.rundata import RunData
+    from pipeline.train.state import MISSING, JobState
+
+    cfg, _, _ = trained
+    folds = read_fold_table(folds_csv(cfg.run_dir))
+    persons = folds["person_id"].astype(str).to_numpy()
+    index = {p: i for i, p in enumerate(sorted(set(persons)))}
+    gender = (folds["label"].to_numpy() // 3) % 2
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(folds), 2, 8 + len(index))) * 0.1
+    vectors[:, :, 0] += np.where(gender == 1, 2.0, -2.0)[:, None]
+    vectors[np.arange(len(folds)), :, [8 + index[p] for p in persons]] += 3.0
+    planted = persons[folds["fold"].to_numpy() == 0][0]
+    rows = persons == planted
+    labels = folds["label"].to_numpy().copy()
+    labels[rows] += np.where(gender[rows] == 1, -3, 3)  # the other gender, same mask and age band
+    folds = folds.assign(label=labels)
+    leaky = face_head.fit_head(vectors, np.eye(18)[labels], persons)
+    recalled = decode_label(face_head.class_log_probs(leaky, vectors[rows]).argmax(1))[1]
+    assert (recalled != gender[rows]).all(), "the plant is too weak to catch a head that saw its own persons"
+    run = dataclasses.replace(cfg, run_dir=str(tmp_path / "run"))
+    data = RunData(folds, None, tmp_path, None, "synthetic", None)
+    emb = RunEmbeddings(vectors, None, [0.25, 0.2, 0.75, 0.7], "hog", {}, 0, 0.0)
+    FaceJob(run, fold_job(run, "dlib_face", 0), data, log=lambda m: None, embeddings=emb).fit(JobState(MISSING))
+    oof = np.load(oof_npz(pair_dir(run.run_dir, "dlib_face", 0)))
+    mine = np.isin(oof["image_id"], folds.loc[rows, "image_id"])
+    assert mine.sum() == rows.sum()
+    assert (decode_label(oof["logits"][mine].argmax(1))[1] == gender[rows][0]).all()  # the rule, not the plant
