@@ -284,3 +284,38 @@ def test_a_planted_face_shows_that_no_head_saw_its_own_persons(trained, tmp_path
     mine = np.isin(oof["image_id"], folds.loc[rows, "image_id"])
     assert mine.sum() == rows.sum()
     assert (decode_label(oof["logits"][mine].argmax(1))[1] == gender[rows][0]).all()  # the rule, not the plant
+
+
+def test_sigkill_mid_embedding_then_rerun_embeds_only_the_rest_and_finishes(tmp_path, faces):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.faces import embeddings
+
+    cache = tmp_path / "cache"
+    cfg = face_config(tmp_path, faces, cache)
+    sets = [f"data_dir={faces}", f"run_dir={cfg.run_dir}", f"cache_dir={cache}", "data.use_external=false",
+            "folds.n_splits=3", "train.refit=false", "ensemble.test_from=folds", "tta=[orig,hflip]",
+            "backbones=[{name: dlib_face, kind: face_embedding}]"]
+    cmd = [sys.executable, "-m", "pipeline.cli", "train-all", "--config", str(ROOT / "configs" / "demo.yaml")]
+    cmd += [w for s in sets for w in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    store = cache / "embeddings"
+    deadline = time.time() + 240
+    while not list(store.glob("*/*.npz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    out = proc.stdout.read().decode()
+    proc.wait()
+    kept = len(embeddings._load_store(next(store.iterdir())))
+    assert 0 < kept, out[-2000:]
+    total = len(pd.read_csv(cfg.run_dir + "/folds.csv")) + len(pd.read_csv(faces / "eval" / "info.csv"))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"{total - kept} photos to embed ({kept} cached)" in res.stdout
+    for k in range(3):
+        assert (pair_dir(cfg.run_dir, "dlib_face", k) / "done.json").is_file()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_save_npz
+from pipeline.io import atomic_save_npz, remove_stale_temporaries
 from pipeline.progress import bar
 
 RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
@@ -178,6 +178,7 @@ def embed(files: list, specs: list[str], cache_dir, n_jobs: int = 2, log=print, 
     keys = [f"{d}|{s}" for d, s in zip(digests, specs)]
     folder = store_dir(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)  # a killed run's half-written shard (its finished ones are whole)
     known = _load_store(folder)
     todo = list(dict.fromkeys(k for k in keys if k not in known))
     start = time.time()
