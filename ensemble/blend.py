@@ -241,8 +241,8 @@ def apply_stacker(stacker: dict, probs: list[np.ndarray]) -> np.ndarray:
     return softmax(z)
 
 
-# blend kind -> how it is fitted: weights for a vote, or a stacker
-BLENDS = ("equal", "weights", "selection", "stacking")
+# blend kind -> how it is fitted: weights for a vote, a stacker, or weights per task (ensemble.task_blend)
+BLENDS = ("equal", "weights", "selection", "stacking", "tasks")
 
 
 def fit_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, offsets: bool, method: str = "soft",
@@ -251,9 +251,13 @@ def fit_blend(kind: str, probs: list[np.ndarray], y: np.ndarray, offsets: bool, 
     user should hear of goes to `notes`."""
     n = len(probs)
     weights, stacker = np.ones(n) / n, None
-    if kind != "equal":
+    if kind not in ("equal", "tasks"):
         weights, stacker = _fit_members(kind, probs, y, steps, c, notes)
     fitted = {"weights": weights, "stacker": stacker, "offsets": np.zeros(NUM_CLASSES)}
+    if kind == "tasks":
+        from ensemble.task_blend import fit_task_weights
+
+        fitted["task_weights"] = fit_task_weights(probs, y)
     if offsets:
         fitted["offsets"] = tune_offsets(apply_blend(fitted, probs, method), y)
     return fitted
@@ -288,13 +292,17 @@ def apply_blend(fitted: dict, probs: list[np.ndarray], method: str = "soft") -> 
     """Class scores (N, C) of a fitted blend; argmax after adding fitted["offsets"] gives the classes."""
     if fitted.get("stacker") is not None:
         return apply_stacker(fitted["stacker"], probs)
+    if fitted.get("task_weights") is not None:
+        from ensemble.task_blend import apply_task_weights
+
+        return apply_task_weights(fitted["task_weights"], probs)
     return combine(probs, method, fitted["weights"])
 
 
 def apply_to_test(fitted: dict, per_fold: list[list[np.ndarray]], method: str = "soft") -> np.ndarray:
     """Class scores on the test photos, from each member's per-fold predictions (members x folds x (M, C)).
 
-    A vote is linear, so it takes the fold means; a stacker was fitted on single-model OOF probabilities, so it is
+    A vote is linear, so it takes the fold means (so is the per-task blend in each member's marginals); a stacker was fitted on single-model OOF probabilities, so it is
     applied to each fold's models as they were and its outputs averaged (fold means are less confident)."""
     if fitted.get("stacker") is not None:
         folds = len(per_fold[0])

@@ -33,6 +33,8 @@ from pipeline.progress import bar
 from pipeline.records import RecordError
 from pipeline.storage import require_output
 from pipeline.tables.fields import IMAGE_EXTS
+from pipeline.train.face_job import KIND as FACE_KIND
+from pipeline.train.face_job import read_head, used_views
 
 
 def find_photos(folder: Path) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
@@ -97,6 +99,8 @@ def predict_one(checkpoint: Path, run_dir: Path, tta, files, decoded: dict, dev,
     except RecordError as e:
         raise BadInput(f"{e}; rerun `maskfold train-all` for that run") from None
     cfg = config_from_dict(meta.config)
+    if meta.backbone.get("kind") == FACE_KIND:
+        return face_probs(checkpoint, cfg, run_dir, tta, files, decoded)
     key = (tuple(cfg.data.cache_size), crop_key(cfg.data, run_dir))
     if key not in decoded:
         readable = [f for f in files if Path(f).is_file()]
@@ -117,6 +121,33 @@ def predict_one(checkpoint: Path, run_dir: Path, tta, files, decoded: dict, dev,
         probs = shift_bands(probs, ages["age_probs"], ages["ages"], cfg.data.age_cuts,
                             np.subtract(age_cut, cfg.data.age_cuts))
     return probs, cfg, ok, bad
+
+
+def face_probs(checkpoint: Path, cfg, run_dir: Path, tta, files, decoded: dict):
+    """A face member's probabilities (pipeline.train.face_job): the photos embedded (the run's detectors, else its
+    prior box; from and into the embedding cache) once for every fold of the member, then its head."""
+    from pipeline.data.images import read_rgb
+    from pipeline.faces.embeddings import new_photo_embeddings
+    from pipeline.model.face_head import class_log_probs
+
+    head, face = read_head(checkpoint)
+    key = ("face", face["chain"], tuple(face["prior"]))
+    if key not in decoded:
+        ok, bad = [], []
+        for f in files:
+            try:
+                read_rgb(f)
+                ok.append(f)
+            except Exception as e:  # noqa: BLE001 - listed in the output, as decode_all lists it
+                bad.append((str(f), f"{type(e).__name__}: {e}"))
+        vectors = new_photo_embeddings([str(f) for f in ok], face["chain"], face["prior"], cfg.cache_dir, run_dir)[0] \
+            if ok else None
+        decoded[key] = (vectors, ok, bad)
+    vectors, ok, bad = decoded[key]
+    if not ok:
+        raise BadInput(f"none of the {len(files)} photos could be read, nothing written; check the folder given "
+                       f"with --images")
+    return blend.softmax(class_log_probs(head, vectors[:, used_views(tta)])), cfg, ok, bad
 
 
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
@@ -145,8 +176,8 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
         fold_probs.append(probs[:len(folds)])
         refit_probs.append(probs[-1] if refit else None)
     models_bar.close()
-    scores = blend.test_scores({"weights": fitted.weights, "stacker": fitted.stacker}, fold_probs,
-                               refit_probs, test_from, fitted.method)
+    scores = blend.test_scores({"weights": fitted.weights, "stacker": fitted.stacker,
+                                "task_weights": fitted.task_weights}, fold_probs, refit_probs, test_from, fitted.method)
     pred = blend.predict_with(scores, np.asarray(fitted.offsets))
     final = scores / scores.sum(1, keepdims=True)
     m, g, a = decode_label(pred)

@@ -36,9 +36,11 @@ from pipeline.model.metrics import scores
 from pipeline.tables.eval import read_eval
 from pipeline.tables.fields import image_file
 from pipeline.tracking import track_run
+from pipeline.train.face_job import without_unavailable
 from pipeline.train.state import refit_done
 
-KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking"}
+KIND_LABELS = {"equal": "equal weights", "weights": "weights", "selection": "selection", "stacking": "stacking",
+               "tasks": "per-task weights"}
 TEST_MODELS = {"folds": "the fold models", "refit": "the full-data refits",
                "both": "the fold models and the full-data refits (their mean)"}
 
@@ -48,7 +50,7 @@ def blend_kinds(e) -> list[tuple[str, bool]]:
     if e.method == "hard":
         return [("equal", False)]
     kinds = ["equal"] + [k for k, on in (("weights", e.search_weights), ("selection", e.selection),
-                                         ("stacking", e.stacking)) if on]
+                                         ("stacking", e.stacking), ("tasks", e.task_weights)) if on]
     return [(k, off) for k in kinds for off in ((False, True) if e.tune_offsets else (False,))]
 
 
@@ -102,6 +104,7 @@ def run_ensemble(cfg: Config, log=print, held: list | None = None) -> dict:
     """held: the output set its files join (ensemble.outputs), where they land together."""
     for folder in (cfg.run_dir, ensemble_dir(cfg.run_dir)):
         remove_stale_temporaries(folder)  # a killed earlier ensemble's half-written files
+    cfg = without_unavailable(cfg, log)  # a face member that train-all skipped (no `faces` extra) is not waited for
     preds = load_predictions(cfg)
     oof = [preds.oof[b] for b in preds.oof]
     blends = fit_blends(cfg, preds, oof, log)
@@ -145,6 +148,8 @@ def fit_blends(cfg: Config, preds, oof: list[np.ndarray], log) -> Blends:
         rows[f"ensemble + {label} (nested, {how})"] = nested
         honest[label] = nested["f1"]
     for line in kw["notes"]:  # e.g. a stacker that did not converge: once, with what to change
+        log(line)
+    for line in task_weight_lines(fits, list(preds.oof)):
         log(line)
     return Blends(fits, rows, honest, honest_pred, persons, cutter)
 
@@ -191,6 +196,7 @@ def weights_record(cfg: Config, preds, blends: Blends, chosen: Chosen) -> Weight
                             for m in preds.members],
                    weights=[float(v) for v in fitted["weights"]], offsets=[float(v) for v in fitted["offsets"]],
                    stacker=None if stacker is None else {k: np.asarray(v).tolist() for k, v in stacker.items()},
+                   task_weights=np.asarray(fitted["task_weights"]).tolist() if "task_weights" in fitted else None,
                    tta=cfg.tta, n_splits=cfg.folds.n_splits, test_from=preds.test_from,
                    # the cuts that sum the years members' ages into bands (ensemble.tune_age_cut), when tuned
                    age_cuts=list(cfg.data.age_cuts), age_cut=blends.cutter.cuts_used(fitted) if tuned_cut else None)
@@ -239,7 +245,16 @@ def _write_report(cfg: Config, preds, oof: list[np.ndarray], blends: Blends, cho
     return report.write_report(ensemble_dir(cfg.run_dir), report.ReportInput(
         blends.rows, preds.per_fold, y, chosen.pred, test_pred, preds.labels, chosen.label, cfg.data.age_cuts,
         curves, (names, blend.error_correlation(oof, y)), photos, techniques, pseudo_added(preds.members),
-        age_lines(names, ages, preds.ages, y, chosen.pred, cfg.data.age_cuts, age_cut)), held)
+        age_lines(names, ages, preds.ages, y, chosen.pred, cfg.data.age_cuts, age_cut)
+        + _task_weight_section(blends.fits, names)), held)
+
+
+def _task_weight_section(fits: dict, names: list[str]) -> list[str]:
+    lines = task_weight_lines(fits, names)
+    if not lines:
+        return []
+    return ["", "## Per-task weights", "", "The per-task blend's member weights for each task (fitted on every OOF "
+            "photo; its honest figure is in the scores table):", ""] + [f"- {line}" for line in lines] + [""]
 
 
 def track_ensemble(cfg: Config, result: dict, log=print) -> None:
@@ -274,3 +289,13 @@ def ensemble_figures(rows: dict, honest: dict, submission_f1: float, eval_f1: fl
     figures = {f"{k}/{slug(label)}": v for label, s in rows.items() for k, v in s.items() if k in ("f1", "acc")}
     figures.update({f"honest_f1/{slug(label)}": v for label, v in honest.items()})
     return {**figures, "honest_f1": submission_f1, "eval_f1": eval_f1}
+
+
+def task_weight_lines(fits: dict, names: list[str]) -> list[str]:
+    """The per-task blend's weights (fitted on every OOF photo), a line per task, for the log and the report."""
+    from ensemble.task_blend import weight_lines
+
+    label = KIND_LABELS["tasks"]
+    if label not in fits:
+        return []
+    return [f"{label}: " + line for line in weight_lines(fits[label]["task_weights"], names)]

@@ -41,6 +41,7 @@ class Weights(Record):
     weights: list[float]
     offsets: list[float]
     stacker: dict | None = None
+    task_weights: list | None = None  # the per-task blend's weights (a row per task: mask, gender, age band), if chosen
     tta: list[str]
     n_splits: int
     test_from: str  # folds, refit or both: the models that predicted the eval set

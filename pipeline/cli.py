@@ -56,11 +56,15 @@ def check_data(cfg):
         train, evals, report = load_data(cfg, scan=True)
     except DataError as e:  # a file that stops the scan (the label fixes): its problems are the whole report
         raise DataError(e.problems, hint=None) from None
-    found, missing = weights_report(cfg.backbones)  # the weights too: a run should not fail on them after the data
+    found, missing = weights_report([b for b in cfg.backbones if b.kind == "timm"])  # weights too, before the data
     report.notes += found
     for who, why in missing:
         report.problem(who, why)
     click.echo(summary(train, evals, report))
+    if not report.problems:  # persons listed twice under two ids (folds.same_face; needs the `faces` extra)
+        from pipeline.faces.identity import same_face_check
+
+        same_face_check(cfg, train, evals, log=click.echo)
     if report.problems:
         sys.exit(1)
 

@@ -232,6 +232,9 @@ stage_summary = _in_folder("summary.json")
 
 # the `masked` face detector (data.face_detector) `maskfold external` trains on its pseudo-persons
 masked_detector = _within(external_dir, "face_detector.svm")
+# persons whose faces are one face (pipeline.faces.identity): the pairs, and a picture of each side by side
+same_faces_csv = _in_folder("same_faces.csv")
+same_faces_png = _in_folder("same_faces.png")
 external_sheet_png = _within(external_dir, "contact_sheet.png")
 # the domain probe's figures (`maskfold external --probe`)
 external_probe_json = _within(external_dir, "probe.json")

@@ -85,6 +85,8 @@ def _check_backbone_names(cfg: Config, source: str) -> None:
     from pipeline.model.timm_names import backbone_name_problem
 
     for i, b in enumerate(cfg.backbones):
+        if b.kind != "timm":  # a face member is no timm model (pipeline.train.face_job)
+            continue
         if ":" in b.name:  # `hf-hub:org/name` is resolved by timm when the model is made
             continue
         if why := backbone_name_problem(b.name):

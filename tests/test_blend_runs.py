@@ -77,7 +77,7 @@ def test_two_runs_blended_into_a_third(two_runs):
 @pytest.mark.parametrize("kind", ["selection", "stacking"])
 def test_selection_and_stacking_each_give_a_valid_submission_that_predict_reproduces(two_runs, kind):
     tmp, data, runs = two_runs
-    only = {"search_weights": "false", "selection": "false", "stacking": "false", kind: "true"}
+    only = {"search_weights": "false", "selection": "false", "stacking": "false", "task_weights": "false", kind: "true"}
     cfg = blend_config(tmp / kind, data, runs, "ensemble.tune_offsets=false", "ensemble.choose_by_nested=false",
                        *(f"ensemble.{k}={v}" for k, v in only.items()))
     result = run_ensemble(cfg, log=lambda m: None)

@@ -109,6 +109,8 @@ def test_every_shipped_config_builds_its_parts(path):
 
     cfg = load_config(path)
     for bb in cfg.backbones:
+        if bb.kind != "timm":  # a face member trains no network (tests/test_face_member.py builds its head)
+            continue
         settings = cfg.resolved(bb)
         # hub weights are not needed to check the wiring
         model = models.create(bb, allow_pretrained=False, head=cfg.train.head)
@@ -168,3 +170,14 @@ def test_a_face_crop_without_dlib_is_refused_by_the_preflight(monkeypatch):
                                           r"pip install 'maskfold\[faces\]', or set data.crop: none"):
         check_config(cfg, "c.yaml")
     check_config(load_config(SHIPPED[0], ["data.crop=none"]), "c.yaml")
+
+
+def test_a_face_member_leaves_the_networks_identity_alone_and_has_its_detectors_in_its_own():
+    from pipeline.config import load_config
+    root = Path(__file__).resolve().parents[1]
+    demo = load_config(root / "configs" / "demo.yaml")
+    faces = load_config(root / "configs" / "demo-faces.yaml")
+    assert faces.pair_hash("resnet10t") == demo.pair_hash("resnet10t")
+    other = load_config(root / "configs" / "demo-faces.yaml", ["data.face_detector=hog+cnn"])
+    assert other.pair_hash("resnet10t") == faces.pair_hash("resnet10t")  # no face crop: the networks never see boxes
+    assert other.pair_hash("dlib_face") != faces.pair_hash("dlib_face")

@@ -127,7 +127,8 @@ def test_ensemble_writes_submission_report_and_blend(tiny_run):
     fitted = json.loads((run / "ensemble" / "weights.json").read_text())
     assert fitted["backbones"] == ["test_resnet", "test_efficientnet"] and len(fitted["offsets"]) == 18
     assert fitted["chosen"] == max(fitted["honest_f1"], key=fitted["honest_f1"].get)
-    assert set(fitted["honest_f1"]) == {f"{k}{o}" for k in ("equal weights", "weights", "selection", "stacking")
+    assert set(fitted["honest_f1"]) == {f"{k}{o}" for k in ("equal weights", "weights", "selection", "stacking",
+                                                            "per-task weights")
                                         for o in ("", " + offsets")}
     assert any("eval macro F1 against" in ln for ln in lines)
     oof = np.load(run / "ensemble" / "oof.npz")

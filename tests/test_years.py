@@ -168,7 +168,8 @@ def test_years_run_tunes_the_cut_nested_and_predict_replays_it(data_dir, tmp_pat
 
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path, data_dir, *YEARS, "train.epochs=1", "ensemble.tune_age_cut=true",
-                      "ensemble.stacking=false", "ensemble.selection=false", "ensemble.choose_by_nested=false")
+                      "ensemble.stacking=false", "ensemble.selection=false", "ensemble.task_weights=false",
+                      "ensemble.choose_by_nested=false")
     assert (train_all(cfg, jobs=1, **QUIET)["status"] == "done").all()
     lines = []
     rows = run_ensemble(cfg, log=lines.append)["rows"]

@@ -52,7 +52,8 @@ def train_trial(cfg: Config, trial_cfg: Config, trial, data: RunData, log) -> fl
     t = cfg.tune
     pick = min if t.metric.endswith("loss") else max
     values, offset = [], 0
-    for backbone in t.backbones or trial_cfg.backbone_names():
+    # a face member has no epochs to report (pipeline.train.face_job): the networks are tuned
+    for backbone in t.backbones or [b.name for b in trial_cfg.backbones if b.kind == "timm"]:
         for fold in t.folds:
             trainer = Trainer(trial_cfg, fold_job(trial_cfg, backbone, fold), data, progress=False, log=log)
             trainer.tracker = Reporting(trainer.tracker, trial, t.metric, offset)

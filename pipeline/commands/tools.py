@@ -18,9 +18,22 @@ from pipeline.commands.options import config_options
 @click.option("--label-noise", default=0, show_default=True, type=click.IntRange(min=0),
               help="Known label errors of each kind (gender flips, incorrect/normal swaps, ages across a cut), "
                    "listed in train/injected_errors.csv, which the pipeline never reads.")
-def demo_data(out, persons, eval_images, elder_pool, seed, jobs, label_noise):
+@click.option("--faces", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Instead: real faces from this UTKFace folder, masked by the external stage's machinery and split "
+                   "by person into train/ and eval/ (with eval/labels.csv); --persons counts all of them.")
+@click.option("--templates", type=click.Path(file_okay=False, exists=True), default=None,
+              help="--faces: a MaskTheFace folder (holding masks/masks.cfg) for real mask templates.")
+@click.option("--eval-share", default=0.3, show_default=True, help="--faces: the share of persons in eval/.")
+def demo_data(out, persons, eval_images, elder_pool, seed, jobs, label_noise, faces, templates, eval_share):
     """Generate a demo data set in the competition layout (with eval/labels.csv truth)."""
     from pipeline.tools.demo_data import make_demo_data
+
+    if faces:
+        from external_data.face_set import make_face_data
+
+        make_face_data(out, faces, templates, persons=persons, eval_share=eval_share, seed=seed, n_jobs=jobs,
+                       log=click.echo)
+        return
     from pipeline.tools.label_noise import INJECTED_ERRORS
 
     path = make_demo_data(out, persons=persons, eval_images=eval_images, seed=seed, elder_pool=elder_pool,
@@ -70,7 +83,8 @@ def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
         from pipeline.tools.bench import run_bench
 
         require_device(device, f"--device {device}")
-        result = run_bench(cfg, list(backbones) or cfg.backbone_names(), device, rounds, log=click.echo)
+        networks = [b.name for b in cfg.backbones if b.kind == "timm"]  # a face member trains no network
+        result = run_bench(cfg, list(backbones) or networks, device, rounds, log=click.echo)
     if out:
         with output_file(out) as where:  # a file replaced atomically; /dev/stdout or a pipe written through
             Path(where).write_text(json.dumps(result, indent=1) + "\n")

@@ -69,6 +69,7 @@ def load_choices(cfg: Config) -> dict[str, tuple]:
         "ensemble.test_from": (cfg.ensemble.test_from, TEST_FROM),
         "tune.pruner": (cfg.tune.pruner, TUNE_PRUNERS),
         "tune.metric": (cfg.tune.metric, TUNE_METRICS),
+        "folds.same_face": (cfg.folds.same_face, SAME_FACE_MODES),
     }
 
 
@@ -78,6 +79,8 @@ def _validate(cfg: Config, source: str) -> None:
     check_choices(load_choices(cfg), source)
     if not cfg.backbones:
         raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
+    for i, b in enumerate(cfg.backbones):
+        check_choices({f"backbones.{i}.kind": (b.kind, BACKBONE_KINDS)}, source)
     names = cfg.backbone_names()
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: 'backbones' names a model twice: {names}")
@@ -90,6 +93,9 @@ def _validate(cfg: Config, source: str) -> None:
     check_ranges(cfg, source)
     if cfg.folds.n_splits < 2:
         raise ConfigError(f"{source}: 'folds.n_splits' must be at least 2")
+    if not 0 < cfg.folds.same_face_threshold < 2:
+        raise ConfigError(f"{source}: 'folds.same_face_threshold' is {cfg.folds.same_face_threshold}; a face-embedding "
+                          f"distance between 0 and 2, e.g. 0.35 (dlib's same-person threshold is 0.6)")
     _check_techniques(cfg, source)
     _check_age_head(cfg, source)
     ext = cfg.external
@@ -155,6 +161,8 @@ def _check_age_head(cfg: Config, source: str) -> None:
 
 
 AMP_MODES = ("bf16", "fp16", "none")
+BACKBONE_KINDS = ("timm", "face_embedding")
+SAME_FACE_MODES = ("group", "warn", "off")  # folds.same_face (pipeline.faces.identity)  # a network trained here; face embeddings with a head per fold
 ENSEMBLE_METHODS = ("soft", "hard")
 CROPS = ("none", "face")
 LANDMARK_SOURCES = ("dlib", "file")

@@ -19,6 +19,12 @@ from pipeline.config.typed_yaml import ConfigError
 @dataclass
 class FoldsConfig:
     n_splits: int = 5  # folds of StratifiedGroupKFold: persons kept whole, stratified on gender x age band
+    # Persons whose unmasked faces are one face (face-embedding distance under same_face_threshold; needs the
+    # `faces` extra, pipeline.faces.identity): group keeps each such group of ids in one fold, warn only names them,
+    # "off" (quoted in YAML) skips the check.
+    same_face: str = "group"
+    # 0.35: on real faces every pair that close was one person twice (see the outside-faces page)
+    same_face_threshold: float = 0.35
 
 
 @dataclass
@@ -45,7 +51,10 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str  # any timm model name, a pretrained tag allowed (resnet18.a1_in1k)
+    name: str  # any timm model name, a pretrained tag allowed (resnet18.a1_in1k); a face member's own name
+    # timm: a network trained here. face_embedding: dlib's pretrained face-recognition embeddings with a small head
+    # per task fitted per fold (pipeline.train.face_job; needs the `faces` extra, skipped with a note without it).
+    kind: str = "timm"
     pretrained: bool = False  # start from timm's hub weights (without network: download once, then set weights)
     # A local weights file (timm checkpoint or state dict; the classifier is re-initialised); implies pretrained.
     weights: str | None = None
@@ -144,6 +153,9 @@ class EnsembleConfig:
     selection_steps: int = 25  # picks (with replacement) of the selection
     stacking: bool = True  # a logistic regression on the members' log-probabilities as a blend
     stacking_c: float = 1.0  # its inverse regularisation strength
+    # Per-task weights as a blend (ensemble.task_blend): each task's marginals weighted by members, recomposed into
+    # the 18 classes; where members differ by task (a face member sees the person, a network the mask).
+    task_weights: bool = True
     nested_splits: int = 2  # person splits of the nested (honest) figure of every fitted blend
     # Use the blend (equal weights, weights, selection, stacking, each +- offsets) with the best honest OOF F1,
     # fitted ones judged by their nested figure; false: the last one enabled, fitted on every OOF photo.
@@ -268,12 +280,15 @@ class Config:
         """
         d = self.to_dict()
         d["backbones"] = [dataclasses.asdict(self.backbone(backbone))]
+        if d["backbones"][0]["kind"] == "timm":  # the default kind: networks keep the identity they had before it
+            del d["backbones"][0]["kind"]
         for k in NOT_IN_PAIR_HASH:
             section, _, key = k.rpartition(".")
             (d[section] if section else d).pop(key)
         # Settings of a switched-off part change nothing: the outside faces, pseudo-labels, face detectors, heads.
         inactive = {"external": not self.data.use_external, "pseudo": not self.data.use_pseudo,
-                    "data.face_detector": self.data.crop == "none", "data.crop_margin": self.data.crop == "none",
+                    "data.face_detector": self.data.crop == "none" and self.backbone(backbone).kind == "timm",
+                    "data.crop_margin": self.data.crop == "none",
                     "train.head_weights": self.train.head == "joint",
                     **{f"train.{k}": self.train.age_head == "bands" for k in YEARS_KEYS}}
         for k, off in inactive.items():
@@ -286,5 +301,6 @@ class Config:
 # the keys of the years age head: a bands run's identity never depends on them
 YEARS_KEYS = ("age_head", "age_range", "age_sigma", "age_l1_weight")
 NOT_IN_PAIR_HASH = ("data_dir", "run_dir", "cache_dir", "tta", "ensemble", "data.label_fixes", "external.path",
+                    "folds.same_face", "folds.same_face_threshold",  # folds.csv's digest says which folds
                     "external.images_dir", "external.templates", "train.num_workers", "train.device",
                     "train.tensorboard", "train.refit", "pseudo.from_run", "tracking", "tune")

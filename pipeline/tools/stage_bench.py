@@ -23,7 +23,8 @@ from pipeline.tools.env import ALLOCATOR
 from pipeline.tools.workload import build_workload, member_runs
 
 # ensemble variants: every blend on (the config's own settings), and each fitted blend alone
-BLEND_FLAGS = {"weights": "ensemble.search_weights", "selection": "ensemble.selection", "stacking": "ensemble.stacking"}
+BLEND_FLAGS = {"weights": "ensemble.search_weights", "selection": "ensemble.selection", "stacking": "ensemble.stacking",
+               "tasks": "ensemble.task_weights"}
 ENSEMBLES = {"ensemble (every blend)": None, "ensemble (equal weights only)": "equal",
              **{f"ensemble ({k} only)": k for k in BLEND_FLAGS}}
 STAGES = ("check-data", "folds", "cache", *ENSEMBLES, "predict", "compare", "pseudo")

@@ -146,7 +146,8 @@ def predict_run(cfg: Config, root: Path, backbone: str) -> Path:
         meta.fold = k
         torch.save(meta.to_checkpoint(model.state_dict()), pair_file(run, backbone, k, "best"))
     cli("ensemble", "--config", str(config_yaml(run)), "--set", "ensemble.search_weights=false",
-        "--set", "ensemble.selection=false", "--set", "ensemble.stacking=false", "--set", "ensemble.tune_offsets=false")
+        "--set", "ensemble.selection=false", "--set", "ensemble.stacking=false", "--set", "ensemble.task_weights=false",
+        "--set", "ensemble.tune_offsets=false")
     return run
 
 

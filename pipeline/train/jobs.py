@@ -20,6 +20,7 @@ from pipeline.model.weights import require_weights
 from pipeline.progress import relay
 from pipeline.tracking import open_tracking
 from pipeline.train.board import require_tensorboard
+from pipeline.train.face_job import warm_embeddings, without_unavailable
 from pipeline.train.job import Job, JobResult, RunOptions, job_name
 from pipeline.train.ray_jobs import RayBackend, RayOptions, absolute_paths
 from pipeline.train.rundata import RunData, load_run_data
@@ -31,8 +32,9 @@ def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
     """What every backend checks and prepares once, before any job: the tensorboard extra, the weights, the data
     (checked, and its photo caches built), the saved config and the tracked run."""
     require_tensorboard(cfg)
-    require_weights(cfg.backbones, log)  # once, before any job: not a minute of retries in every pair
+    require_weights([b for b in cfg.backbones if b.kind == "timm"], log)  # once, not a minute of retries per pair
     data = load_run_data(cfg, log=log)
+    warm_embeddings(cfg, data, log)  # a face member's photos embedded once here, not raced for by its jobs
     save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back; once accepted
     open_tracking(cfg, log, warned)  # the run's tracked run, made here before the jobs log their children to it
     return data
@@ -43,6 +45,7 @@ def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=pri
     """Every job of the config, skipping finished ones; a summary row each (pairs by backbone and fold, then the
     refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time (warned: RunOptions')."""
     warned = set() if warned is None else warned
+    cfg = without_unavailable(cfg, log)  # a face member without the `faces` extra: skipped, saying so
     if ray is not None:
         cfg = absolute_paths(cfg)
         backend = RayBackend(cfg, preflight(cfg, log, warned), ray, log)

@@ -48,7 +48,12 @@ def run_job(cfg: Config, job: Job, data: RunData | None = None, opts: RunOptions
             return JobResult.of(job, "skipped", done=state.done)
         data = data or load_run_data(cfg, log=log)
         start = time.time()
-        trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log, warned=opts.warned)
+        if cfg.backbone(job.backbone).kind == "timm":
+            trainer = Trainer(cfg, job, data, device=opts.device, progress=opts.progress, log=log, warned=opts.warned)
+        else:  # a face member: embeddings and a head per task (pipeline.train.face_job)
+            from pipeline.train.face_job import FaceJob
+
+            trainer = FaceJob(cfg, job, data, log=log, warned=opts.warned)
         done = trainer.fit(state)
         return JobResult.of(job, "done", done=done, seconds=round(time.time() - start, 1))
 
