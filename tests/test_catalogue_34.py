@@ -12,36 +12,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from ensemble.run import run_ensemble
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.io import file_lock
 from pipeline.layout import job_lock, pair_dir, weights_json
-from pipeline.train.jobs import train_all
 from tests.catalogue_kit import assert_message, invoke
-from tests.conftest import ROOT, TINY, cli_args, tiny_config
-
-QUIET = dict(log=lambda m: None)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, demo_source):
-    """A tiny run trained and ensembled once for the module: (its base folder, its data)."""
-    base = tmp_path_factory.mktemp("finished34")
-    data = base / "data"
-    shutil.copytree(demo_source, data)
-    cfg = tiny_config(base, data, "train.epochs=1")
-    assert set(train_all(cfg, **QUIET)["status"]) == {"done"}
-    run_ensemble(cfg, **QUIET)
-    return base, data
-
-
-@pytest.fixture
-def run_copy(finished, tmp_path):
-    base, data = finished
-    shutil.copytree(base / "run", tmp_path / "run", symlinks=True)
-    return data
-
+from tests.conftest import ROOT, TINY, cli_args
+from tests.test_catalogue_22a import finished, run_copy  # noqa: F401 - the tiny finished run, and a copy per test
 
 def predict(run, images, out):
     return CliRunner().invoke(main, ["predict", "--run", str(run), "--images", str(images), "--out", str(out)])

@@ -107,7 +107,7 @@ def ensembled(trained):
 
 def test_the_ensemble_reads_the_member_as_any_member(ensembled):
     _, result = ensembled
-    assert result["weights"]["backbones"] == ["dlib_face"] and result["figures"]["eval_f1"] is not None
+    assert result["weights"].backbones == ["dlib_face"] and result["figures"]["eval_f1"] is not None
     assert any("per-task weights" in label for label in result["rows"])
 
 

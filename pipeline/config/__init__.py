@@ -161,8 +161,8 @@ def _check_age_head(cfg: Config, source: str) -> None:
 
 
 AMP_MODES = ("bf16", "fp16", "none")
-BACKBONE_KINDS = ("timm", "face_embedding")
-SAME_FACE_MODES = ("group", "warn", "off")  # folds.same_face (pipeline.faces.identity)  # a network trained here; face embeddings with a head per fold
+BACKBONE_KINDS = ("timm", "face_embedding")  # a network trained here; face embeddings with a head per fold
+SAME_FACE_MODES = ("group", "warn", "off")  # folds.same_face (pipeline.faces.identity)
 ENSEMBLE_METHODS = ("soft", "hard")
 CROPS = ("none", "face")
 LANDMARK_SOURCES = ("dlib", "file")
