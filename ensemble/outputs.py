@@ -20,6 +20,6 @@ def current_outputs(run_dir) -> list[Path]:
 
 
 def ensemble_outputs(run_dir):
-    """A block whose atomic writes land as one set when it ends (see the module docstring); it yields the list each
-    write of the set is handed (atomic_path's `held`)."""
+    """A block whose atomic writes land as one set when it ends (see the module docstring); it yields the Switch,
+    whose `held` list each write of the set is handed (atomic_path's `held`), and which says when the set is in."""
     return one_unit(run_dir, lambda: current_outputs(run_dir), last=[submission_csv(run_dir)])

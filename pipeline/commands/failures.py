@@ -11,7 +11,7 @@ import click
 
 from pipeline.errors import MaskfoldError
 from pipeline.outcome import one_line
-from pipeline.quiet import libraries_quiet
+from pipeline.quiet import debugging_env, libraries_quiet
 from pipeline.storage import disk_error
 
 DEBUG_HINT = "run with --debug (or MASKFOLD_DEBUG=1) for the traceback"
@@ -39,7 +39,7 @@ class Commands(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:
-            debug = bool(ctx.find_root().params.get("debug")) or os.environ.get("MASKFOLD_DEBUG", "") not in ("", "0")
+            debug = debugging_env()
             if debug:  # the traceback first, to stderr
                 click.echo("".join(traceback.format_exception(e)).rstrip("\n"), err=True)
             e = disk_error(e, "the disk")  # a command without a run directory met a full disk
