@@ -1,4 +1,4 @@
-"""MkDocs hook: the pages made from the code (pipeline/tools/docs_ref.py) and BENCHMARKS.md, added to the site at
+"""MkDocs hook: the pages made from the code (pipeline/docs_ref.py) and BENCHMARKS.md, added to the site at
 every build, so that they are never stale and never committed twice."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def on_files(files, config):
-    from pipeline.tools.docs_ref import PAGES
+    from pipeline.docs_ref import PAGES
 
     for page, make in PAGES.items():
         files.append(File.generated(config, page, content=make()))

@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 from pipeline.labels import NUM_CLASSES
+from pipeline.model.metrics import fast_macro_f1  # noqa: F401 - also blend.fast_macro_f1, as the ensemble calls it
 
 WEIGHT_GRID = np.linspace(0, 1, 11)
 OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
@@ -34,15 +35,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def fast_macro_f1(y: np.ndarray, pred: np.ndarray, n: int = NUM_CLASSES) -> float:
-    """Macro F1 from a bincount confusion; same value as sklearn's with zero_division=0, ~50x faster."""
-    cm = np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(0) + cm.sum(1)
-    f1 = np.divide(2 * tp, denom, out=np.zeros(n), where=denom > 0)
-    return float(f1.mean())
 
 
 def soft_vote(probs: list[np.ndarray], weights=None) -> np.ndarray:

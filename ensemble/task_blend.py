@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.labels import NUM_CLASSES, TASKS
+from pipeline.model.metrics import fast_macro_f1
 
 TASK_SIZES = [n for _, n in TASKS]
 WEIGHT_GRID = np.linspace(0, 1, 11)
@@ -40,12 +41,6 @@ def recompose(parts: list[np.ndarray]) -> np.ndarray:
     return (m[:, :, None, None] * g[:, None, :, None] * a[:, None, None, :]).reshape(len(m), NUM_CLASSES)
 
 
-def _macro_f1(y: np.ndarray, pred: np.ndarray, n: int) -> float:
-    from ensemble.blend import fast_macro_f1
-
-    return fast_macro_f1(y, pred, n)
-
-
 def _search(parts: list[np.ndarray], y: np.ndarray, n: int, rounds: int = 3) -> np.ndarray:
     """Weights on the simplex for one task's members' marginals that maximise the task's macro F1 (ties: the
     earlier, equal weights first)."""
@@ -53,7 +48,7 @@ def _search(parts: list[np.ndarray], y: np.ndarray, n: int, rounds: int = 3) -> 
     stack = np.stack(parts)
 
     def score(weights):
-        return _macro_f1(y, np.tensordot(weights, stack, axes=1).argmax(1), n)
+        return fast_macro_f1(y, np.tensordot(weights, stack, axes=1).argmax(1), n)
 
     best = score(w)
     for _ in range(rounds if len(parts) > 1 else 0):

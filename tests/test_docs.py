@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools.docs_ref import PACKAGES, config_reference, errors_reference
+from pipeline.docs_ref import PACKAGES, config_reference, errors_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 

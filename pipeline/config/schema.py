@@ -1,7 +1,7 @@
 """The config's schema: one dataclass per section, with defaults; what a YAML file may say and of what type.
 
 Every field has its meaning in a comment: on its line, or on the lines right above it. The docs' config reference
-is generated from these comments and the defaults (pipeline/tools/docs_ref.py), so a field without one fails the
+is generated from these comments and the defaults (pipeline/docs_ref.py), so a field without one fails the
 docs build.
 
 Imports nothing else of maskfold, so every module can take its settings' types from here.

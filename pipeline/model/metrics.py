@@ -11,6 +11,16 @@ def macro_f1(y_true, y_pred, n: int = NUM_CLASSES) -> float:
     return float(f1_score(y_true, y_pred, labels=list(range(n)), average="macro", zero_division=0))
 
 
+def fast_macro_f1(y: np.ndarray, pred: np.ndarray, n: int = NUM_CLASSES) -> float:
+    """Macro F1 from a bincount confusion; same value as macro_f1 (sklearn's, zero_division=0), ~50x faster: the
+    blend searches score thousands of candidates."""
+    cm = np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(0) + cm.sum(1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(n), where=denom > 0)
+    return float(f1.mean())
+
+
 def scores(y_true, y_pred) -> dict:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     out = {"f1": macro_f1(y_true, y_pred), "acc": float((y_true == y_pred).mean()) if len(y_true) else 0.0}

@@ -23,7 +23,7 @@ import tokenize
 import typing
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "pipeline" / "config" / "schema.py"
 PACKAGES = ("pipeline", "folds", "external_data", "pseudo_labels", "ensemble", "audit", "tune")
 SECTIONS = {"": "Top level"}
@@ -302,9 +302,9 @@ PAGES = {"reference/config.md": config_reference, "reference/cli.md": cli_refere
          "reference/errors.md": errors_reference}
 
 
-if __name__ == "__main__":  # python -m pipeline.tools.docs_ref OUT_DIR: write the pages (to read them without mkdocs)
+if __name__ == "__main__":  # python -m pipeline.docs_ref OUT_DIR: write the pages (to read them without mkdocs)
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m pipeline.tools.docs_ref OUT_DIR")
+        sys.exit("usage: python -m pipeline.docs_ref OUT_DIR")
     target = Path(sys.argv[1])
     for page, make in PAGES.items():
         (target / page).parent.mkdir(parents=True, exist_ok=True)
