@@ -138,7 +138,8 @@ def train_cmd(cfg, backbone, fold, device, force):
         require_device(device, f"--device {device}")
     else:
         require_config_device(cfg)
-    require_weights([cfg.backbone(backbone)], click.echo)
+    if cfg.backbone(backbone).kind == "timm":  # a face member's weights ship with the `faces` extra
+        require_weights([cfg.backbone(backbone)], click.echo)
     _stage_outputs_current(cfg)
     info = train_pair(cfg, backbone, fold, device=device, force=force)
     if info.status == "busy":
@@ -163,6 +164,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
     from pipeline.preflight import require_config_device
     from pipeline.tracking import track_run
+    from pipeline.train.face_job import without_unavailable
     from pipeline.train.jobs import oof_scores, row_name, train_all
     from pipeline.train.provenance import write_run_json
     from pipeline.train.ray_jobs import RayOptions
@@ -172,9 +174,10 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     _stage_outputs_current(cfg)
     if refit:
         cfg.train.refit = True
+    cfg = without_unavailable(cfg, click.echo)  # a face member without the `faces` extra: skipped, here and in run.json
     start = time.time()
     ray = RayOptions(address, gpus_per_job, cpus_per_job, retries) if backend == "ray" else None
-    warned = set()  # tracking warnings: a store that is down is told once
+    warned = set()  # tracking warnings: a store that goes down is told once by this process (a worker tells its own)
     table = train_all(cfg, jobs=jobs, ray=ray, warned=warned)
     shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"}).astype({"fold": object}).fillna(
         {"fold": "refit"})
