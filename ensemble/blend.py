@@ -14,10 +14,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ensemble.simplex import simplex_search
 from pipeline.labels import NUM_CLASSES
-from pipeline.model.metrics import fast_macro_f1  # noqa: F401 - also blend.fast_macro_f1, as the ensemble calls it
+from pipeline.model.metrics import fast_macro_f1
 
-WEIGHT_GRID = np.linspace(0, 1, 11)
 OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
 # Fitted weights and stackers by their inputs: a blend with offsets starts from the same fit as the blend without,
 # on every outer set and every nested part, so each is fitted once per ensemble run.
@@ -67,25 +67,7 @@ def predict_with(probs: np.ndarray, offsets: np.ndarray | None = None) -> np.nda
 
 def search_weights(probs: list[np.ndarray], y: np.ndarray, rounds: int = 3) -> np.ndarray:
     """Coordinate search on the simplex for backbone weights that maximise macro F1."""
-    w = np.ones(len(probs)) / len(probs)
-    best = fast_macro_f1(y, predict_with(soft_vote(probs, w)))
-    if len(probs) == 1:
-        return w
-    for _ in range(rounds):
-        improved = False
-        for b in range(len(probs)):
-            for v in WEIGHT_GRID:
-                trial = w.copy()
-                trial[b] = v
-                if trial.sum() == 0:
-                    continue
-                trial /= trial.sum()
-                score = fast_macro_f1(y, predict_with(soft_vote(probs, trial)))
-                if score > best + 1e-9:
-                    best, w, improved = score, trial, True
-        if not improved:
-            break
-    return w
+    return simplex_search(len(probs), lambda w: fast_macro_f1(y, predict_with(soft_vote(probs, w))), rounds)
 
 
 def tune_offsets(probs: np.ndarray, y: np.ndarray, rounds: int = 3) -> np.ndarray:

@@ -9,18 +9,18 @@ Why the product rather than the blended marginals applied to a member's conditio
 the face member are products already (pipeline.model.heads.decode, pipeline.model.face_head), so for them the product
 loses nothing, and it needs no choice of whose conditionals to keep (a joint-head network's correlations between the
 tasks are the one thing given up; offsets on top can still move any class). The weights of each task are searched
-on the simplex for that task's macro F1 (coordinate search, as blend.search_weights does for the 18 classes); the
+on the simplex for that task's macro F1 (ensemble.simplex, the search blend.search_weights makes for the 18 classes); the
 blend's honest figure is nested like every fitted blend's (ensemble.run).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ensemble.simplex import simplex_search
 from pipeline.labels import NUM_CLASSES, TASKS
 from pipeline.model.metrics import fast_macro_f1
 
 TASK_SIZES = [n for _, n in TASKS]
-WEIGHT_GRID = np.linspace(0, 1, 11)
 
 
 def marginals(probs: np.ndarray) -> list[np.ndarray]:
@@ -42,30 +42,9 @@ def recompose(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _search(parts: list[np.ndarray], y: np.ndarray, n: int, rounds: int = 3) -> np.ndarray:
-    """Weights on the simplex for one task's members' marginals that maximise the task's macro F1 (ties: the
-    earlier, equal weights first)."""
-    w = np.ones(len(parts)) / len(parts)
+    """Weights on the simplex for one task's members' marginals that maximise the task's macro F1."""
     stack = np.stack(parts)
-
-    def score(weights):
-        return fast_macro_f1(y, np.tensordot(weights, stack, axes=1).argmax(1), n)
-
-    best = score(w)
-    for _ in range(rounds if len(parts) > 1 else 0):
-        improved = False
-        for m in range(len(parts)):
-            for v in WEIGHT_GRID:
-                trial = w.copy()
-                trial[m] = v
-                if trial.sum() == 0:
-                    continue
-                trial /= trial.sum()
-                s = score(trial)
-                if s > best + 1e-9:
-                    best, w, improved = s, trial, True
-        if not improved:
-            break
-    return w
+    return simplex_search(len(parts), lambda w: fast_macro_f1(y, np.tensordot(w, stack, axes=1).argmax(1), n), rounds)
 
 
 def fit_task_weights(probs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
