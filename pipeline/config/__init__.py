@@ -123,9 +123,6 @@ def _check_techniques(cfg: Config, source: str) -> None:
         if not 0 <= getattr(d, key) < gap:
             raise ConfigError(f"{source}: 'data.{key}' is {getattr(d, key)}; use 0 (off) or a number of years below "
                               f"each cut, less than {gap} so that it stays inside one age band")
-    if t.layer_decay is not None and not 0 < t.layer_decay <= 1:
-        raise ConfigError(f"{source}: 'train.layer_decay' is {t.layer_decay}; use null (off) or a factor in (0, 1], "
-                          f"e.g. 0.75: each layer below the head trains at that fraction of the one above")
     for i, b in enumerate(cfg.backbones):
         lr = cfg.resolved(b)["lr"]
         if t.min_lr >= lr:
@@ -154,10 +151,6 @@ def _check_age_head(cfg: Config, source: str) -> None:
     if len(t.age_range) != 2 or not 0 <= lo < cuts[0] or not cuts[1] <= hi <= 150:
         raise ConfigError(f"{source}: 'train.age_range' is {t.age_range}; give [first, last] whole years with "
                           f"first below {cuts[0]} and last from {cuts[1]} up to 150, e.g. [0, 100]")
-    if t.age_sigma <= 0:
-        raise ConfigError(f"{source}: 'train.age_sigma' is {t.age_sigma}; a width in years above 0, e.g. 3")
-    if t.age_l1_weight < 0:
-        raise ConfigError(f"{source}: 'train.age_l1_weight' is {t.age_l1_weight}; use 0 (off) or a positive weight")
 
 
 AMP_MODES = ("bf16", "fp16", "none")

@@ -22,7 +22,18 @@ POSITIVE = ((0, False), None, "a number above 0")
 FRACTION = ((0, True), (1, False), "a number from 0 up to (not including) 1")
 PROBABILITY = ((0, True), (1, True), "a probability from 0 to 1")
 OPEN_FRACTION = ((0, False), (1, False), "a number between 0 and 1 (both excluded)")
+AT_LEAST_1 = ((1, True), None, "at least 1")
 BOUNDS = {
+    "seed": ((0, True), (MAX_SEED, True), f"a whole number from 0 to {MAX_SEED}"),
+    "train.epochs": AT_LEAST_1, "train.batch_size": AT_LEAST_1, "train.accum_steps": AT_LEAST_1,
+    "train.num_workers": ((0, True), None, "at least 0"), "train.max_steps_per_epoch": AT_LEAST_1,
+    "backbones.*.epochs": AT_LEAST_1, "backbones.*.batch_size": AT_LEAST_1,
+    "ensemble.nested_splits": ((2, True), None, "at least 2 (each fitted blend's nested figure needs persons to fit "
+                                                "on and others to score)"),
+    "ensemble.selection_steps": AT_LEAST_1,
+    "ensemble.stacking_c": ((0, False), None, "a positive number (the inverse regularisation strength, e.g. 1.0)"),
+    "train.layer_decay": ((0, False), (1, True), "null (off) or a factor in (0, 1], e.g. 0.75: each layer below the "
+                                                 "head trains at that fraction of the one above"),
     "data.drop_near_cut": NONNEG, "data.crop_margin": NONNEG, "data.external_cap": NONNEG,
     "backbones.*.lr": POSITIVE, "backbones.*.drop_rate": FRACTION, "backbones.*.drop_path_rate": FRACTION,
     "backbones.*.freeze_epochs": NONNEG,
@@ -36,7 +47,8 @@ BOUNDS = {
     "train.plateau_patience": NONNEG, "train.plateau_factor": OPEN_FRACTION, "train.clip_grad": POSITIVE,
     "train.ema": OPEN_FRACTION, "train.sampler_power": NONNEG, "train.class_weight_power": NONNEG,
     # the years head's settings, checked whichever head is on: a later switch to years must not meet them
-    "train.age_range.*": NONNEG, "train.age_sigma": POSITIVE, "train.age_l1_weight": NONNEG,
+    "train.age_range.*": NONNEG, "train.age_sigma": ((0, False), None, "a width in years above 0, e.g. 3"),
+    "train.age_l1_weight": ((0, True), None, "0 (off) or a positive weight"),
     "train.loss.*.weight": NONNEG, "train.loss.*.label_smoothing": FRACTION, "train.loss.*.gamma": NONNEG,
     "train.loss.*.alpha": PROBABILITY,
     "train.mix.prob": PROBABILITY, "train.mix.alpha": POSITIVE, "train.mix.stop_epoch": NONNEG,
@@ -72,29 +84,10 @@ def check_bounds(cfg: Config, source: str) -> None:
 
 def check_ranges(cfg: Config, source: str) -> None:
     check_bounds(cfg, source)
-    t, e = cfg.train, cfg.ensemble
-    at_least = [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
-                ("train.accum_steps", t.accum_steps, 1), ("train.num_workers", t.num_workers, 0),
-                ("ensemble.nested_splits", e.nested_splits, 2), ("ensemble.selection_steps", e.selection_steps, 1)]
-    for i, b in enumerate(cfg.backbones):
-        at_least += [(f"backbones.{i}.{k}", getattr(b, k), 1) for k in ("epochs", "batch_size")
-                     if getattr(b, k) is not None]
-    if t.max_steps_per_epoch is not None:
-        at_least.append(("train.max_steps_per_epoch", t.max_steps_per_epoch, 1))
-    for key, value, low in at_least:
-        if value < low:
-            why = " (each fitted blend's nested figure needs persons to fit on and others to score)" \
-                if key == "ensemble.nested_splits" else ""
-            raise ConfigError(f"{source}: '{key}' is {value}; use at least {low}{why}")
     if not cfg.tta:
         raise ConfigError(f"{source}: 'tta' is empty; name at least one view, e.g. [orig]")
-    if not DEVICE.match(t.device):
-        raise ConfigError(f"{source}: 'train.device' is {t.device!r}; use {DEVICES}")
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise ConfigError(f"{source}: 'seed' is {cfg.seed}; use a whole number from 0 to {MAX_SEED}")
-    if not e.stacking_c > 0:
-        raise ConfigError(f"{source}: 'ensemble.stacking_c' is {e.stacking_c}; use a positive number (the inverse "
-                          f"regularisation strength, e.g. 1.0)")
+    if not DEVICE.match(cfg.train.device):
+        raise ConfigError(f"{source}: 'train.device' is {cfg.train.device!r}; use {DEVICES}")
 
 
 def check_age_cuts(cfg: Config, source: str) -> None:
