@@ -162,11 +162,7 @@ def file_lock(path: str | Path, wait: bool = False, timeout: float | None = None
             if deadline is not None and time.time() < deadline:
                 time.sleep(0.5)
                 continue
-            try:
-                owner = path.read_text().strip()
-            except OSError:
-                owner = ""
-            raise Busy(path, owner) from None
+            raise Busy(path, _holder_named(path)) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -195,13 +191,18 @@ def lock_holder(path: str | Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        try:
-            return Path(path).read_text().strip() or "another process"
-        except OSError:
-            return "another process"
+        return _holder_named(Path(path)) or "another process"
     finally:
         os.close(fd)  # closing lets the shared lock go
     return None
+
+
+def _holder_named(path: Path) -> str:
+    """What a held lock file says of its holder ("pid N on HOST"), "" where it cannot be read."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 # ---------------------------------------------------------------- the run's log
