@@ -125,7 +125,8 @@ def require_output(path, option: str) -> None:
     if not probe.is_dir():
         raise BadInput(f"{option} {path}: {probe} is {_kind(probe)}, not a folder; {fix}")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise BadInput(f"{option} {path}: {probe} cannot be written (permission denied); {fix}")
+        why = "read-only file system" if os.statvfs(probe).f_flag & os.ST_RDONLY else "permission denied"
+        raise BadInput(f"{option} {path}: {probe} cannot be written ({why}); {fix}")
 
 
 def require_folder(path, key: str) -> Path:
