@@ -18,7 +18,7 @@ from pipeline.io import file_lock
 from pipeline.layout import job_lock, pair_dir, weights_json
 from tests.catalogue_kit import assert_message, invoke
 from tests.conftest import ROOT, TINY, cli_args
-from tests.test_catalogue_22a import finished, run_copy  # noqa: F401 - the tiny finished run, and a copy per test
+from tests.test_catalogue_22a import finished, read_only, run_copy  # noqa: F401 - finished: the tiny run
 
 def predict(run, images, out):
     return CliRunner().invoke(main, ["predict", "--run", str(run), "--images", str(images), "--out", str(out)])
@@ -115,6 +115,10 @@ def test_34_08_predict_out_under_a_file_is_a_user_error(run_copy, tmp_path):
     res = predict(tmp_path / "run", run_copy / "eval" / "images", afile / "x.csv")
     assert_message(res, f"--out {afile / 'x.csv'}: {afile} is a file, not a folder")
     assert "--debug" not in res.output and afile.read_text() == "x"
+    with read_only(tmp_path / "ro") as ro:  # refused before any model runs, with the reason
+        res = predict(tmp_path / "run", run_copy / "eval" / "images", ro / "p.csv")
+    ro = tmp_path / "ro"
+    assert_message(res, f"--out {ro / 'p.csv'}: {ro} cannot be written (read-only file system)")
 
 
 # ---------------------------------------------------------------- 9: Ctrl-C once the outputs are switched in
@@ -215,7 +219,8 @@ def test_34_12_mlflow_server_down_is_refused_at_once(data_dir, tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = invoke("train-all", tmp_path, data_dir, *TINY, "tracking.kind=mlflow", f"tracking.uri=http://127.0.0.1:{port}")
+    res = invoke("train-all", tmp_path, data_dir, *TINY, "tracking.kind=mlflow",
+                 f"tracking.uri=http://127.0.0.1:{port}")
     assert_message(res, f"MLflow cannot open http://127.0.0.1:{port}", "start the server")
     assert not (tmp_path / "run" / "models").exists()
 
