@@ -14,7 +14,7 @@ from pipeline.errors import DataError, Problem
 from pipeline.labels import NUM_CLASSES, class_names
 from pipeline.tables.eval import read_eval
 from pipeline.tables.fields import image_file
-from pipeline.tables.folds import fold_problems, train_only
+from pipeline.tables.folds import fold_problems, pseudo_labels, train_only
 from pipeline.tables.report import Report
 from pipeline.tables.train import read_train
 
@@ -45,8 +45,8 @@ def scan_images(files: list[Path], report: Report, n_jobs: int = 2, size: tuple[
         report.notes += shape_notes(shapes, size)
 
 
-def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None, Report]:
-    """Contract tables for train and eval plus the report; scan=True decodes every photo as well."""
+def load_data(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame | None, Report]:
+    """Contract tables for train and eval plus the report (the photos are decoded by scan_data, check-data's part)."""
     report = Report()
     train, report = read_train(cfg.data_dir, cfg.data, report)
     evals, report = read_eval(cfg.data_dir, report)
@@ -56,17 +56,21 @@ def load_data(cfg: Config, scan: bool = False) -> tuple[pd.DataFrame, pd.DataFra
         if empty:
             report.warnings.append(f"no photos of {len(empty)} class(es): {', '.join(empty)}; the models cannot learn "
                                    f"them: add persons of those groups (for 60+, see data.use_external)")
-    if scan:
-        files = [image_file(cfg.data_dir, p) for p in train["path"]]
-        if evals is not None:
-            files += [image_file(cfg.data_dir, p) for p in evals["path"] if image_file(cfg.data_dir, p).exists()]
-        scan_images(files, report, size=tuple(cfg.data.cache_size))
     return train, evals, report
 
 
-def require_clean(cfg: Config, scan: bool = False):
-    """What training calls: the same checks as check-data, raising DataError on any problem."""
-    train, evals, report = load_data(cfg, scan=scan)
+def scan_data(data_dir, cache_size, train: pd.DataFrame, evals: pd.DataFrame | None, report: Report) -> None:
+    """Every photo of the tables decoded once (scan_images), eval photos that exist too: what check-data adds."""
+    files = [image_file(data_dir, p) for p in train["path"]]
+    if evals is not None:
+        files += [f for f in (image_file(data_dir, p) for p in evals["path"]) if f.exists()]
+    scan_images(files, report, size=tuple(cache_size))
+
+
+def require_clean(cfg: Config):
+    """What training calls: the same checks as check-data (but the photos' decoding), raising DataError on any
+    problem."""
+    train, evals, report = load_data(cfg)
     if report.problems:
         raise DataError(report.problems)
     return train, evals, report
@@ -82,6 +86,7 @@ def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame
     naming folds.csv and the stage that fixes it."""
     from pipeline.data.extra import extra_rows
 
+    extra = extra_rows(cfg)  # first: a stage folder the config asks for and lacks is the fault to name
     problems = fold_problems(folds)
     if problems:
         raise DataError([Problem(str(path), p) for p in problems], hint=FOLDS_HINT)
@@ -91,21 +96,14 @@ def require_folds_match(cfg: Config, contract: pd.DataFrame, folds: pd.DataFrame
     if not a.index.equals(b.index) or not (a.values == b.values).all():
         raise DataError([Problem(str(path), "folds.csv does not match the data (photos or labels changed)")],
                         hint=FOLDS_HINT)
-    extra = extra_rows(cfg)
     external = extra["external"]["image_id"] if "external" in extra else pd.Series([], dtype=str)
     if set(folds.loc[ext, "image_id"]) != set(external):
         raise DataError([Problem(str(path), "folds.csv's external photos differ from <run_dir>/external or from "
                                             "data.use_external")], hint=FOLDS_HINT)
     pseudo = extra.get("pseudo", folds.iloc[:0])
-    if _pseudo_labels(folds[folds["source"] == "pseudo"]) != _pseudo_labels(pseudo):
+    if pseudo_labels(folds[folds["source"] == "pseudo"]) != pseudo_labels(pseudo):
         raise DataError([Problem(str(path), "folds.csv's pseudo-labelled photos or their labels differ from "
                                             "<run_dir>/pseudo or from data.use_pseudo")], hint=FOLDS_HINT)
-
-
-def _pseudo_labels(rows: pd.DataFrame) -> set[tuple]:
-    """(image_id, label, soft label) of each pseudo-labelled photo: what training takes from them."""
-    soft = rows["soft_label"].fillna("").astype(str) if "soft_label" in rows else [""] * len(rows)
-    return set(zip(rows["image_id"].astype(str), rows["label"].astype(int), soft))
 
 
 def summary(train: pd.DataFrame, evals: pd.DataFrame | None, report: Report) -> str:

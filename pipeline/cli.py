@@ -44,7 +44,7 @@ def _external_choices(cfg):
 @config_options(stage_choices=_external_choices, tracked=True, needs_model=False)
 def check_data(cfg):
     """Scan the whole data set; print a summary and every problem. Exit 1 on problems."""
-    from pipeline.checks import load_data, summary
+    from pipeline.checks import load_data, scan_data, summary
     from pipeline.errors import DataError
     from pipeline.model.weights import weights_report
     from pipeline.preflight import require_config_device
@@ -53,7 +53,8 @@ def check_data(cfg):
     require_config_device(cfg)  # the machine too: a run should not fail on its device after the data
     require_folder(cfg.cache_dir, "cache_dir")  # refused here as training would refuse it
     try:
-        train, evals, report = load_data(cfg, scan=True)
+        train, evals, report = load_data(cfg)
+        scan_data(cfg.data_dir, cfg.data.cache_size, train, evals, report)
     except DataError as e:  # a file that stops the scan (the label fixes): its problems are the whole report
         raise DataError(e.problems, hint=None) from None
     found, missing = weights_report([b for b in cfg.backbones if b.kind == "timm"])  # weights too, before the data
@@ -130,16 +131,14 @@ def pseudo_cmd(cfg):
 @click.option("--force", is_flag=True, help="Retrain even if this pair finished under the same config.")
 def train_cmd(cfg, backbone, fold, device, force):
     """Train one (backbone, fold) pair; a rerun resumes from last.pt."""
-    from pipeline.model.weights import require_weights
-    from pipeline.preflight import require_config_device, require_device
+    from pipeline.preflight import require_config_device, require_device, require_training_ready
     from pipeline.train.pair import train_pair
 
     if device:
         require_device(device, f"--device {device}")
     else:
         require_config_device(cfg)
-    if cfg.backbone(backbone).kind == "timm":  # a face member's weights ship with the `faces` extra
-        require_weights([cfg.backbone(backbone)], click.echo)
+    require_training_ready(cfg, [cfg.backbone(backbone)], click.echo)
     _stage_outputs_current(cfg)
     info = train_pair(cfg, backbone, fold, device=device, force=force)
     if info.status == "busy":
@@ -162,7 +161,7 @@ def train_cmd(cfg, backbone, fold, device, force):
                                            "best epochs (sets train.refit).")
 def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retries, refit):
     """Train every (backbone, fold) pair; finished pairs are skipped, failures reported at the end."""
-    from pipeline.preflight import require_config_device
+    from pipeline.preflight import require_config_device, require_training_ready
     from pipeline.tracking import track_run
     from pipeline.train.face_job import without_unavailable
     from pipeline.train.jobs import oof_scores, row_name, train_all
@@ -175,6 +174,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     if refit:
         cfg.train.refit = True
     cfg = without_unavailable(cfg, click.echo)  # a face member without the `faces` extra: skipped, here and in run.json
+    require_training_ready(cfg, cfg.backbones, click.echo)
     start = time.time()
     ray = RayOptions(address, gpus_per_job, cpus_per_job, retries) if backend == "ray" else None
     warned = set()  # tracking warnings: a store that goes down is told once by this process (a worker tells its own)

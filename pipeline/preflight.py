@@ -22,6 +22,9 @@ def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | Non
     stage. needs_model=False leaves out the checks that import torch (see the module's note)."""
     if needs_model:
         check_choices(registry_choices(cfg), source)
+        from pipeline.train.board import require_tensorboard
+
+        require_tensorboard(cfg)  # an extra missing fails before any work, not after the first epoch
     _check_tracking(cfg, source)
     from pipeline.faces.boxes import bad_chain
 
@@ -91,6 +94,16 @@ def _check_backbone_names(cfg: Config, source: str) -> None:
             continue
         if why := backbone_name_problem(b.name):
             raise ConfigError(f"{source}: 'backbones.{i}.name' {b.name!r} {why}")
+
+
+def require_training_ready(cfg: Config, backbones, log=print) -> None:
+    """What a training command checks before any work, past the config: the folder the photo caches go to, and the
+    pretrained weights of the backbones it trains (checked once here, not retried by each pair)."""
+    from pipeline.model.weights import require_weights
+    from pipeline.storage import require_folder
+
+    require_folder(cfg.cache_dir, "cache_dir")
+    require_weights([b for b in backbones if b.kind == "timm"], log)  # a face member's ship with the `faces` extra
 
 
 def require_device(name: str, where: str) -> None:

@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from pipeline.checks import load_data
+from pipeline.checks import load_data, scan_data
 from pipeline.data.targets import training_rows
 from pipeline.labels import PHOTOS, age_band, decode_label, encode_label
 from tests.conftest import make_config
@@ -60,7 +60,8 @@ def test_mixed_extensions_and_junk(data_dir, tmp_path):
     (person / ".DS_Store").write_bytes(b"junk")
     (person / "Thumbs.db").write_bytes(b"junk")
     cfg = make_config(tmp_path, data_dir)
-    df, _, report = load_data(cfg, scan=True)
+    df, evals, report = load_data(cfg)
+    scan_data(cfg.data_dir, cfg.data.cache_size, df, evals, report)
     assert not report.problems
     rows = df[df["person_id"] == person.name]
     assert len(rows) == 7 and {p.split(".")[-1] for p in rows["path"]} == {"jpg", "JPEG", "png", "jpeg", "PNG"}

@@ -71,10 +71,10 @@ def extra_rows(cfg: Config) -> dict[str, pd.DataFrame]:
 
 def source_rows(cfg: Config, source: str) -> pd.DataFrame:
     """One source's extra photos (external: only the first data.external_cap persons), read as read_extra reads."""
-    if source == "external":
-        return read_extra(external_dir(cfg.run_dir), cfg.data, "data.use_external", *MISSING["external"],
-                          cap=cfg.data.external_cap)
-    return read_extra(pseudo_dir(cfg.run_dir), cfg.data, "data.use_pseudo", *MISSING["pseudo"])
+    external = source == "external"
+    folder = external_dir(cfg.run_dir) if external else pseudo_dir(cfg.run_dir)
+    return read_extra(folder, cfg.data, f"data.use_{source}", *MISSING[source],
+                      cap=cfg.data.external_cap if external else None)
 
 
 def read_extra(stage_dir, data_cfg: DataConfig, key: str, missing: str, hint: str | None = None,

@@ -134,11 +134,11 @@ def face_boxes(files: list, text: str, cache_dir, run_dir, n_jobs: int = 2, log=
     in and that its own cache does not yet hold."""
     from pipeline.data.cache import content_digests
 
+    detectors = [(name, path, _cache_file(cache_dir, name, path))
+                 for name, path in ((name, model_path(name, run_dir)) for name in chain(text))]
     digests = content_digests([Path(f) for f in files], Path(cache_dir))
     found: list = [None] * len(files)
-    for name in chain(text):
-        path = model_path(name, run_dir)
-        cache = _cache_file(cache_dir, name, path)
+    for name, path, cache in detectors:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(cache.with_suffix(".lock"), wait=True):
             known = json.loads(cache.read_text()) if cache.is_file() else {}

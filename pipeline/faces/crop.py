@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from pipeline.config.schema import DataConfig
 from pipeline.faces import boxes as face_boxes
 from pipeline.faces import landmarks as faces
+from pipeline.labels import MASKS
 
 
 def crop_key(data_cfg: DataConfig, run_dir) -> str:
@@ -71,3 +73,19 @@ class FaceCropper:
         (x0, y0, x1, y1), found = self.box(img, size[0] / size[1], file)
         crop = img[y0:y1, x0:x1]
         return cv2.resize(crop, tuple(size), interpolation=cv2.INTER_AREA), found
+
+
+def face_share(crop: FaceCropper, folds: pd.DataFrame, files, eval_files, detector: str) -> str:
+    """The share of photos with a detected face, per mask state (competition, external) and for the eval set."""
+    found = np.array([crop.found.get(str(f)) is not None for f in files])
+    source = folds["source"].to_numpy()
+    mask = folds["mask"].to_numpy()
+    parts = []
+    for name, rows in (("competition", source == "train"), ("external", source == "external"),
+                       ("pseudo-labelled", source == "pseudo")):
+        if rows.any():
+            shares = [f"{m} {found[rows & (mask == m)].mean():.1%}" for m in MASKS if (rows & (mask == m)).any()]
+            parts.append(f"{name}: {' · '.join(shares)}")
+    if eval_files:
+        parts.append(f"eval: {np.mean([crop.found.get(str(f)) is not None for f in eval_files]):.1%}")
+    return f"faces found ({detector}) — " + "; ".join(parts)

@@ -29,3 +29,9 @@ def fold_problems(df: pd.DataFrame) -> list[str]:
     if len(twice):
         problems.append(f"photos listed more than once: {', '.join(map(str, twice[:5]))}")
     return problems
+
+
+def pseudo_labels(rows: pd.DataFrame) -> set[tuple]:
+    """(image_id, label, soft label) of each pseudo-labelled photo: what training takes from them."""
+    soft = rows["soft_label"].fillna("").astype(str) if "soft_label" in rows else [""] * len(rows)
+    return set(zip(rows["image_id"].astype(str), rows["label"].astype(int), soft))

@@ -16,10 +16,8 @@ import pandas as pd
 from pipeline.config import Config, save_config
 from pipeline.layout import config_yaml, job_lines
 from pipeline.model.metrics import backbone_oof
-from pipeline.model.weights import require_weights
 from pipeline.progress import relay
 from pipeline.tracking import open_tracking
-from pipeline.train.board import require_tensorboard
 from pipeline.train.face_job import warm_embeddings, without_unavailable
 from pipeline.train.job import Job, JobResult, RunOptions, job_name
 from pipeline.train.ray_jobs import RayBackend, RayOptions, absolute_paths
@@ -29,14 +27,12 @@ from pipeline.train.worker import gpus_to_share, run_one
 
 
 def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
-    """What every backend checks and prepares once, before any job: the tensorboard extra, the weights, the data
-    (checked, and its photo caches built), the saved config and the tracked run."""
-    require_tensorboard(cfg)
-    require_weights([b for b in cfg.backbones if b.kind == "timm"], log)  # once, not a minute of retries per pair
+    """What every backend prepares once, before any job: the data (checked, and its photo caches built), the
+    tracked run and the saved config. (The extras and the weights are the command's to check, before this.)"""
     data = load_run_data(cfg, log=log)
     warm_embeddings(cfg, data, log)  # a face member's photos embedded once here, not raced for by its jobs
-    save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back; once accepted
     open_tracking(cfg, log, warned)  # the run's tracked run, made here before the jobs log their children to it
+    save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back; once accepted
     return data
 
 
@@ -46,11 +42,9 @@ def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=pri
     refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time (warned: RunOptions')."""
     warned = set() if warned is None else warned
     cfg = without_unavailable(cfg, log)  # a face member without the `faces` extra: skipped, saying so
-    if ray is not None:
-        cfg = absolute_paths(cfg)
-        backend = RayBackend(cfg, preflight(cfg, log, warned), ray, log)
-    else:
-        backend = LocalBackend(cfg, preflight(cfg, log, warned), jobs, log, warned)
+    cfg = absolute_paths(cfg) if ray is not None else cfg  # a Ray worker's directory is not this one
+    data = preflight(cfg, log, warned)
+    backend = RayBackend(cfg, data, ray, log) if ray is not None else LocalBackend(cfg, data, jobs, log, warned)
     with backend:
         rows = run_plan(cfg, backend, log)
     return summary(cfg, rows)
@@ -85,9 +79,8 @@ class LocalBackend:
         if self.jobs == 1:
             self.opts = RunOptions(warned=set() if warned is None else warned)
             return
-        lines = job_lines(cfg.run_dir)
         self.opts = RunOptions(threads=max(1, (os.cpu_count() or 1) // self.jobs), progress=False,
-                               n_gpus=gpus_to_share(cfg.train.device), lines_file=str(lines))
+                               n_gpus=gpus_to_share(cfg.train.device), lines_file=str(job_lines(cfg.run_dir)))
 
     def __enter__(self):
         if self.jobs > 1:

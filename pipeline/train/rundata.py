@@ -7,15 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline.checks import FOLDS_HINT, require_clean, require_folds_match
 from pipeline.config import Config
 from pipeline.data.cache import build_cache
 from pipeline.errors import DataError, Problem
-from pipeline.faces.crop import crop_function, crop_key
-from pipeline.labels import MASKS
+from pipeline.faces.crop import crop_function, crop_key, face_share
 from pipeline.layout import eval_digest, folds_csv, read_folds
 from pipeline.storage import require_folder
 from pipeline.tables.fields import image_file
@@ -35,7 +33,6 @@ class RunData:
 
 def load_run_data(cfg: Config, log=print) -> RunData:
     """folds.csv checked against the data (the same checks as check-data), plus the photo caches."""
-    require_folder(cfg.cache_dir, "cache_dir")
     contract, evals, _ = require_clean(cfg)
     path = folds_csv(cfg.run_dir)
     if not path.is_file():
@@ -46,33 +43,18 @@ def load_run_data(cfg: Config, log=print) -> RunData:
     cache = Path(cfg.cache_dir)
     files = [image_file(cfg.data_dir, p) for p in folds["path"]]
     eval_files = [image_file(cfg.data_dir, p) for p in evals["path"]] if evals is not None else []
+    require_folder(cfg.cache_dir, "cache_dir")  # where the face boxes and the caches go (the commands ask first)
     crop = crop_function(cfg.data, files + eval_files, cache, cfg.run_dir, log)
     if crop is not None:
         log(face_share(crop, folds, files, eval_files, cfg.data.face_detector))
     key = crop_key(cfg.data, cfg.run_dir)
     leases = []
-    try:
-        train_cache = build_cache(files, size, cache, key, crop, log=log, leases=leases)
-        eval_cache = build_cache(eval_files, size, cache, key, crop, log=log, leases=leases) if eval_files else None
+    try:  # the training photos' cache, then the eval photos' (where there are any)
+        train_cache, eval_cache = [build_cache(group, size, cache, key, crop, log=log, leases=leases)
+                                   if group else None for group in (files, eval_files)]
     except BaseException:
         for lease in leases:  # not left to the garbage collector: a traceback kept for a report would hold them
             lease.release()
         raise
     return RunData(folds, evals, train_cache, eval_cache, digest,
                    eval_digest(cfg.data_dir) if evals is not None else None, leases)
-
-
-def face_share(crop, folds: pd.DataFrame, files, eval_files, detector: str) -> str:
-    """The share of photos with a detected face, per mask state (competition, external) and for the eval set."""
-    found = np.array([crop.found.get(str(f)) is not None for f in files])
-    source = folds["source"].to_numpy()
-    mask = folds["mask"].to_numpy()
-    parts = []
-    for name, rows in (("competition", source == "train"), ("external", source == "external"),
-                       ("pseudo-labelled", source == "pseudo")):
-        if rows.any():
-            shares = [f"{m} {found[rows & (mask == m)].mean():.1%}" for m in MASKS if (rows & (mask == m)).any()]
-            parts.append(f"{name}: {' · '.join(shares)}")
-    if eval_files:
-        parts.append(f"eval: {np.mean([crop.found.get(str(f)) is not None for f in eval_files]):.1%}")
-    return f"faces found ({detector}) — " + "; ".join(parts)
