@@ -55,6 +55,18 @@ def one_line(e: BaseException) -> str:
     return first_line(e) if isinstance(e, MaskfoldError) else f"{type(e).__name__}: {first_line(e)}"
 
 
+def told(e: BaseException, folder) -> tuple[str, bool]:
+    """What the user is told of an error, and whether it is a bug: the one rule, for a command (the command runner,
+    pipeline.commands.failures) and for a job whose failure is kept in its result row (pipeline.train.worker). A
+    full disk met anywhere is NoSpace naming the folder of its file (else `folder`); the user's own error
+    (MaskfoldError, raised where the fault is found) is its message; anything else is a bug, one line led by its
+    type."""
+    e = disk_error(e, folder)
+    if isinstance(e, MaskfoldError):
+        return str(e), False
+    return f"{type(e).__name__}: {first_line(e)}", True
+
+
 @contextmanager
 def logged_outcome(log: Path, run_dir):
     """Run a command's body; append how it ended to `log`. A full disk met anywhere becomes NoSpace, naming the
@@ -75,9 +87,9 @@ def logged_outcome(log: Path, run_dir):
         _note(log, "finished" if e.code in (0, None) else f"failed (exit code {e.code})")
         raise
     except Exception as e:
-        told = disk_error(e, run_dir)
-        _note(log, f"failed: {one_line(told)}")
-        if told is e:
+        named = disk_error(e, run_dir)
+        _note(log, f"failed: {one_line(named)}")
+        if named is e:
             raise
-        raise told from e
+        raise named from e
     _note(log, "finished")

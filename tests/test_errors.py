@@ -58,3 +58,27 @@ def test_extra_photos_asked_for_but_never_made_name_the_command_that_makes_them(
     res = CliRunner().invoke(main, cli_args("folds", tmp_path, data_dir, *TINY, "data.use_external=true"))
     assert res.exit_code != 0 and "data.use_external is on but there is no external data" in res.output
     assert "run `maskfold external` with this config first" in res.output and "None" not in res.output, res.output
+
+
+@pytest.mark.parametrize("raised, told", [
+    (ValueError("shapes (3,) (4,)\nmore lines"), "ValueError: shapes (3,) (4,) ..."),
+    (OSError(28, "No space left on device"), "no space left on {run}; free some space there"),
+    ("data", "1 problem(s); run `maskfold check-data` for the full report:\n  folds.csv: changed"),
+])
+def test_a_failed_job_keeps_the_words_a_command_would_use(tmp_path, monkeypatch, raised, told):
+    """run_one turns a job's exception into its result row by the command runner's rule (pipeline.outcome.told)."""
+    import pipeline.train.worker as worker
+    from pipeline.config import Config
+    from pipeline.errors import DataError, Problem
+    from pipeline.train.job import Job, RunOptions
+
+    if raised == "data":
+        raised = DataError([Problem("folds.csv", "changed")])
+
+    def fails(*a, **kw):
+        raise raised
+    monkeypatch.setattr(worker, "run_job", fails)
+    cfg = Config(run_dir=str(tmp_path))
+    job = Job("test_resnet", 0, epochs=1, seed=0, identity="x", folder=tmp_path / "test_resnet" / "fold0")
+    result = worker.run_one(cfg, job, None, RunOptions(progress=False))
+    assert result.status == "failed" and result.error.startswith(told.format(run=tmp_path)), result.error

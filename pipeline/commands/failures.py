@@ -9,10 +9,8 @@ import traceback
 
 import click
 
-from pipeline.errors import MaskfoldError
-from pipeline.outcome import one_line
+from pipeline.outcome import told
 from pipeline.quiet import debugging_env, libraries_quiet
-from pipeline.storage import disk_error
 
 DEBUG_HINT = "run with --debug (or MASKFOLD_DEBUG=1) for the traceback"
 
@@ -42,10 +40,8 @@ class Commands(click.Group):
             debug = debugging_env()
             if debug:  # the traceback first, to stderr
                 click.echo("".join(traceback.format_exception(e)).rstrip("\n"), err=True)
-            e = disk_error(e, "the disk")  # a command without a run directory met a full disk
-            if isinstance(e, MaskfoldError):
-                raise click.ClickException(str(e)) from None
-            raise (click.ClickException if debug else _Bug)(one_line(e)) from None
+            words, bug = told(e, "the disk")  # "the disk": a command without a run directory met a full disk
+            raise (_Bug if bug and not debug else click.ClickException)(words) from None
         finally:
             if before is None:
                 os.environ.pop("MASKFOLD_DEBUG", None)

@@ -16,6 +16,7 @@ import pandas as pd
 from pipeline.config import Config, save_config
 from pipeline.layout import config_yaml, job_lines
 from pipeline.model.metrics import backbone_oof
+from pipeline.outcome import told
 from pipeline.progress import relay
 from pipeline.tracking import open_tracking
 from pipeline.train.face_job import warm_embeddings, without_unavailable
@@ -131,7 +132,7 @@ class LocalBackend:
             # a death takes down every job of the pool; each resumes from its last epoch on the next train-all
             error = (f"a worker process died (killed, or out of memory: {type(e).__name__}); rerun train-all to "
                      f"resume it from its last finished epoch") if isinstance(e, cf.BrokenExecutor) else \
-                f"{type(e).__name__}: {e}"
+                told(e, self.cfg.run_dir)[0]
             return JobResult.of(job, "failed", error=error)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.errors import MissingExtra
 from pipeline.layout import attempts_jsonl, folds_csv, storage_probe
+from pipeline.outcome import told
 from pipeline.train.job import Job, JobResult, RunOptions
 from pipeline.train.rundata import RunData
 from pipeline.train.worker import run_one
@@ -170,7 +171,7 @@ class RayBackend:
                 cause = getattr(e, "cause", e)
                 if isinstance(cause, StorageUnavailable) and self._elsewhere(job, cause):
                     continue
-                res = JobResult.of(job, "failed", error=f"{type(e).__name__}: {cause}"[:300])
+                res = JobResult.of(job, "failed", error=told(cause, self.cfg.run_dir)[0][:300])
             return self._with_attempts(job, res)
 
     def _elsewhere(self, job: Job, cause: Exception) -> bool:

@@ -9,9 +9,9 @@ import traceback
 from contextlib import ExitStack, contextmanager
 
 from pipeline.config import Config
-from pipeline.errors import MaskfoldError
 from pipeline.io import Busy, file_lock
 from pipeline.layout import gpu_lock
+from pipeline.outcome import told
 from pipeline.quiet import libraries_quiet
 from pipeline.train.job import Job, JobResult, RunOptions
 from pipeline.train.pair import run_job
@@ -61,12 +61,10 @@ def run_one(cfg: Config, job: Job, data: RunData | None, opts: RunOptions) -> Jo
     try:
         with libraries_quiet():  # in a worker process too
             result = run_job(cfg, job, data, opts, log)
-    except Exception as e:  # noqa: BLE001 - reported in the summary
-        if isinstance(e, MaskfoldError):  # a user's error (a full disk, bad data) is its message alone
-            error = str(e)
-        else:
+    except Exception as e:  # noqa: BLE001 - reported in the summary, in the words a command would use
+        error, bug = told(e, cfg.run_dir)
+        if bug:  # a bug's traceback belongs in the job's own lines, where it happened
             traceback.print_exc()
-            error = f"{type(e).__name__}: {e}"
         return JobResult.of(job, "failed", error=error, seconds=round(time.time() - start, 1))
     return dataclasses.replace(result, seconds=round(time.time() - start, 1))
 
