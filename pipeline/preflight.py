@@ -6,7 +6,8 @@ The registries (heads, losses, optimizers, schedulers, mix kinds) and the augmen
 that build them, which import torch (albumentations does too): about 4 s. A command that builds no model
 (check-data, folds, audit) skips those two checks (`needs_model=False`) and answers at once; the commands that train
 or predict make them before any work. Backbone names are checked by every command, from timm's names cached per
-timm version (pipeline.model.timm_names), without importing timm.
+timm version (pipeline.model.timm_names), without importing timm. The commands that train also ask, before any work,
+for the folder the photo caches go to and for the pretrained weights (require_training_ready).
 """
 from __future__ import annotations
 

@@ -134,8 +134,10 @@ def face_boxes(files: list, text: str, cache_dir, run_dir, n_jobs: int = 2, log=
     in and that its own cache does not yet hold."""
     from pipeline.data.cache import content_digests
 
-    detectors = [(name, path, _cache_file(cache_dir, name, path))
-                 for name, path in ((name, model_path(name, run_dir)) for name in chain(text))]
+    detectors = []  # each detector with its model file and its box cache
+    for name in chain(text):
+        path = model_path(name, run_dir)
+        detectors.append((name, path, _cache_file(cache_dir, name, path)))
     digests = content_digests([Path(f) for f in files], Path(cache_dir))
     found: list = [None] * len(files)
     for name, path, cache in detectors:
