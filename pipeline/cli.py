@@ -177,7 +177,7 @@ def train_all_cmd(cfg, jobs, backend, address, gpus_per_job, cpus_per_job, retri
     require_training_ready(cfg, cfg.backbones, click.echo)
     start = time.time()
     ray = RayOptions(address, gpus_per_job, cpus_per_job, retries) if backend == "ray" else None
-    warned = set()  # tracking warnings: a store that goes down is told once by this process (a worker tells its own)
+    warned = set()  # warnings given: a tracking store that goes down is told once by the command, workers' too
     table = train_all(cfg, jobs=jobs, ray=ray, warned=warned)
     shown = table.rename(columns={"val_f1": "val F1 (best epoch, no TTA)"}).astype({"fold": object}).fillna(
         {"fold": "refit"})

@@ -40,11 +40,12 @@ def say(message: str, log=print) -> None:
 
 
 @contextmanager
-def relay(path: Path, log=print, every: float = 0.3):
+def relay(path: Path, log=print, every: float = 0.3, warned: set | None = None):
     """While the block runs, print each line that other processes append to `path`, through `say`.
 
     Parallel jobs write their lines to a file instead of the terminal, where they would tear the outer bar; the
-    parent prints them above its bar (and so into the run's log, once)."""
+    parent prints them above its bar (and so into the run's log, once). `warned`: the warnings given already, which
+    are not printed again (several processes may each give the same one)."""
     path = Path(path)
     path.unlink(missing_ok=True)
     path.touch()
@@ -57,6 +58,10 @@ def relay(path: Path, log=print, every: float = 0.3):
                 partial += f.read()
                 *lines, partial = partial.split("\n")
                 for line in lines:
+                    if warned is not None and line.startswith("warning: "):
+                        if line in warned:
+                            continue
+                        warned.add(line)
                     say(line, log)
                 if stop.is_set():
                     return

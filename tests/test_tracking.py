@@ -197,3 +197,20 @@ def test_ray_workers_log_their_pairs(data_dir, tmp_path):
     for key, run_id in record["children"].items():  # each written by the worker that trained the pair
         assert client.get_metric_history(run_id, "val_f1")[0].step == 1
     assert sorted(k.split("@")[0] for k in record["children"]) == [f"{BACKBONE}/fold0", f"{BACKBONE}/fold1"]
+
+
+def test_a_warning_several_workers_give_is_told_once(tmp_path):
+    """With --jobs N each worker process tells once of a tracking store that went down; the parent, which relays
+    their lines, tells it once in all, and once only if it had told it itself."""
+    from pipeline.progress import relay
+
+    told, warned = [], {"warning: mlflow tracking failed (ConnectionError: told by the parent); going on without it"}
+    lines = tmp_path / "jobs.log"
+    with relay(lines, told.append, every=0.01, warned=warned):
+        with open(lines, "a") as f:
+            for worker in ("a", "b"):
+                f.write("warning: mlflow tracking failed (ConnectionError: gone); going on without it\n")
+                f.write(f"test_resnet fold {worker}: epoch 1\n")
+            f.write("warning: mlflow tracking failed (ConnectionError: told by the parent); going on without it\n")
+    assert told == ["warning: mlflow tracking failed (ConnectionError: gone); going on without it",
+                    "test_resnet fold a: epoch 1", "test_resnet fold b: epoch 1"]

@@ -77,8 +77,9 @@ class LocalBackend:
         self.cfg, self.data, self.jobs, self.log = cfg, data, max(1, jobs), log
         self.running_jobs: dict = {}  # future (or, in this process, the job itself) -> job
         self.stack = ExitStack()
+        self.warned = set() if warned is None else warned
         if self.jobs == 1:
-            self.opts = RunOptions(warned=set() if warned is None else warned)
+            self.opts = RunOptions(warned=self.warned)
             return
         self.opts = RunOptions(threads=max(1, (os.cpu_count() or 1) // self.jobs), progress=False,
                                n_gpus=gpus_to_share(cfg.train.device), lines_file=str(job_lines(cfg.run_dir)))
@@ -87,7 +88,8 @@ class LocalBackend:
         if self.jobs > 1:
             from joblib.externals.loky import ProcessPoolExecutor
 
-            self.stack.enter_context(relay(job_lines(self.cfg.run_dir), self.log))
+            # a warning given already is not repeated: each worker tells once of a store that went down
+            self.stack.enter_context(relay(job_lines(self.cfg.run_dir), self.log, warned=self.warned))
             # The run's own pool, not loky's process-wide reusable one: joblib's Parallel (the photo cache) reuses
             # that one when the worker counts match and fails on it, as it lacks joblib's memmapping set-up.
             self.pool = ProcessPoolExecutor(max_workers=self.jobs)
