@@ -150,6 +150,22 @@ def face_probs(checkpoint: Path, cfg, run_dir: Path, tta, files, decoded: dict):
     return blend.softmax(class_log_probs(head, vectors[:, used_views(tta)])), cfg, ok, bad
 
 
+def common_rows(results: list[tuple[np.ndarray, list]], files) -> tuple[list, list[np.ndarray]]:
+    """The photos that every model read, in `files` order, and each model's probabilities on them row for row
+    (results: a model's probabilities and the photos they are for). A photo that one member's decoding refuses and
+    another's reads is left out of all, so that no row is blended with another photo's."""
+    readable = set.intersection(*(set(ok) for _, ok in results))
+    common = [f for f in files if f in readable]
+    if not common:
+        raise BadInput(f"none of the {len(files)} photos could be read by every model, nothing written; check the "
+                       f"folder given with --images")
+    rows = []
+    for probs, ok in results:
+        where = {f: i for i, f in enumerate(ok)}
+        rows.append(probs[[where[f] for f in common]])
+    return common, rows
+
+
 def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, device=None, log=print) -> pd.DataFrame:
     run = Path(run_dir)
     fitted = load_weights(run)
@@ -165,17 +181,22 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     # The models that predicted the eval set for the submission (ensemble.test_from): folds, refit or both.
     test_from = fitted.test_from
     checkpoints = [member_checkpoints(run, m, test_from) for m in fitted.members]
-    fold_probs, refit_probs, decoded = [], [], {}  # decoded: the photos as each (cache size, crop) decodes them
+    results, decoded, unread = [], {}, {}  # decoded: the photos as each (cache size, crop) decodes them
     models_bar = bar(total=sum(len(f) + (r is not None) for f, r in checkpoints), desc="predict", unit="model")
     for m, (folds, refit) in zip(fitted.members, checkpoints):
-        probs = []
         for path in folds + ([refit] if refit else []):
             models_bar.update(1)
             p, cfg, ok, bad = predict_one(path, m.run_dir(run), m.tta, files, decoded, dev, fitted.age_cut)
-            probs.append(p)
-        fold_probs.append(probs[:len(folds)])
-        refit_probs.append(probs[-1] if refit else None)
+            results.append((p, ok))
+            for f, why in bad:
+                unread.setdefault(f, why)
     models_bar.close()
+    ok, rows = common_rows(results, files)
+    fold_probs, refit_probs, i = [], [], 0
+    for folds, refit in checkpoints:  # the rows back into each member's fold models and refit
+        fold_probs.append(rows[i:i + len(folds)])
+        refit_probs.append(rows[i + len(folds)] if refit else None)
+        i += len(folds) + (refit is not None)
     scores = blend.test_scores({"weights": fitted.weights, "stacker": fitted.stacker,
                                 "task_weights": fitted.task_weights}, fold_probs, refit_probs, test_from, fitted.method)
     pred = blend.predict_with(scores, np.asarray(fitted.offsets))
@@ -191,7 +212,7 @@ def predict_folder(run_dir: str | Path, images: str | Path, out: str | Path, dev
     df["age_band"] = [ages[i] for i in a]
     with output_file(out) as where:  # a device, pipe or link is written through, never replaced
         df.to_csv(where, index=False)
-    bad = skipped + bad
+    bad = skipped + list(unread.items())
     for f, why in bad:
         log(f"unreadable, skipped: {f} ({why})")
     for note in shape_notes([(str(f), photo_shape(f)) for f in ok], tuple(cfg.data.cache_size)):

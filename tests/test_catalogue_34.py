@@ -96,6 +96,38 @@ def test_34_06_check_data_refuses_the_cache_dir_that_training_refuses(data_dir, 
 # ---------------------------------------------------------------- 7-8: predict
 
 
+def test_predict_leaves_out_a_photo_one_model_cannot_read_and_another_can(run_copy, tmp_path, monkeypatch):
+    """Each model's rows are its photos': a photo that one model's decoding refuses is left out of every model's
+    rows (and named), not blended with the next photo's row."""
+    import ensemble.predict as predict_module
+
+    photos = sorted((run_copy / "eval" / "images").iterdir())[:3]
+    folders = {}
+    for name, chosen in (("all", photos), ("readable", photos[1:])):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for photo in chosen:
+            (folders[name] / photo.name).write_bytes(photo.read_bytes())
+    expected = predict_module.predict_folder(tmp_path / "run", folders["readable"], tmp_path / "e.csv",
+                                             log=lambda m: None)
+    real, calls = predict_module.predict_one, []
+
+    def second_model_refuses_the_first_photo(*a, **kw):
+        p, cfg, ok, bad = real(*a, **kw)
+        calls.append(p)
+        if len(calls) == 2:
+            p, ok, bad = p[1:], ok[1:], bad + [(str(ok[0]), "OSError: refused by this model's decoder")]
+        return p, cfg, ok, bad
+    monkeypatch.setattr(predict_module, "predict_one", second_model_refuses_the_first_photo)
+    lines = []
+    df = predict_module.predict_folder(tmp_path / "run", folders["all"], tmp_path / "p.csv", log=lines.append)
+    assert len(calls) == 2 and [p.rsplit("/", 1)[1] for p in df["path"]] == [p.name for p in photos[1:]]
+    assert f"unreadable, skipped: {folders['all'] / photos[0].name} (OSError: refused by this model's decoder)" \
+        in lines
+    columns = [f"p{c}" for c in range(18)] + ["class"]
+    assert (df[columns].to_numpy() == expected[columns].to_numpy()).all()
+
+
 def test_34_07_predict_names_looping_links_as_unreadable(run_copy, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
