@@ -251,11 +251,9 @@ def tune_cmd(cfg):
 
     Needs folds.csv (and external/ when data.use_external is on) in the run directory, as train-all does. A killed
     tune resumes; several tune processes on one study share its trials."""
-    from pipeline.preflight import require_training_ready
     from tune.run import run_tune
 
     _stage_outputs_current(cfg)
-    require_training_ready(cfg, cfg.backbones, click.echo)  # before the first trial, not in each
     given = click.get_current_context().params  # best.yaml extends the file and repeats the --sets
     run_tune(cfg, given["config_path"], given["overrides"], log=click.echo)
     save_config(cfg, config_yaml(cfg.run_dir))  # the run's record, once the study's work is done

@@ -7,7 +7,7 @@ that build them, which import torch (albumentations does too): about 4 s. A comm
 (check-data, folds, audit) skips those two checks (`needs_model=False`) and answers at once; the commands that train
 or predict make them before any work. Backbone names are checked by every command, from timm's names cached per
 timm version (pipeline.model.timm_names), without importing timm. The commands that train also ask, before any work,
-for the folder the photo caches go to and for the pretrained weights (require_training_ready).
+for the extras they write with, the folder the photo caches go to and the pretrained weights (require_training_ready).
 """
 from __future__ import annotations
 
@@ -23,9 +23,6 @@ def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | Non
     stage. needs_model=False leaves out the checks that import torch (see the module's note)."""
     if needs_model:
         check_choices(registry_choices(cfg), source)
-        from pipeline.train.board import require_tensorboard
-
-        require_tensorboard(cfg)  # an extra missing fails before any work, not after the first epoch
     _check_tracking(cfg, source)
     from pipeline.faces.boxes import bad_chain
 
@@ -98,11 +95,14 @@ def _check_backbone_names(cfg: Config, source: str) -> None:
 
 
 def require_training_ready(cfg: Config, backbones, log=print) -> None:
-    """What a training command checks before any work, past the config: the folder the photo caches go to, and the
-    pretrained weights of the backbones it trains (checked once here, not retried by each pair)."""
+    """What a training command checks before any work, past the config: the tensorboard extra where
+    train.tensorboard is on, the folder the photo caches go to, and the pretrained weights of the backbones it
+    trains (checked once here, not retried by each pair)."""
     from pipeline.model.weights import require_weights
     from pipeline.storage import require_folder
+    from pipeline.train.board import require_tensorboard
 
+    require_tensorboard(cfg)  # not after the first epoch
     require_folder(cfg.cache_dir, "cache_dir")
     require_weights([b for b in backbones if b.kind == "timm"], log)  # a face member's ship with the `faces` extra
 

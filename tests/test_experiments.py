@@ -3,12 +3,13 @@ import json
 import sys
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.layout import pair_dir
 from pipeline.train.rundata import load_run_data
-from tests.conftest import TINY, cli_args, tiny_config
+from tests.conftest import TINY, cli_args, make_config, tiny_config
 
 
 def run_cli(command, tmp_path, data_dir, *sets, extra=()):
@@ -96,6 +97,19 @@ def test_compare_lists_exactly_the_keys_that_differ(data_dir, tmp_path):
     res = CliRunner().invoke(main, ["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(out)])
     assert res.exit_code == 0 and "different photos, labels or folds" in res.output
     assert list(pd.read_csv(out / "compare.csv")["photos+folds"]) == ["A", "B"]
+
+
+def test_tensorboard_without_its_extra_stops_training_commands_only(data_dir, tmp_path, monkeypatch):
+    """The extra is asked for by the commands that train (require_training_ready), not by every command that builds
+    a model (ensemble, pseudo, predict write no TensorBoard logs)."""
+    from pipeline.config import ConfigError
+    from pipeline.preflight import check_config, require_training_ready
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the extra were not installed
+    cfg = make_config(tmp_path, data_dir, *TINY, "train.tensorboard=true")
+    check_config(cfg, "tiny.yaml")
+    with pytest.raises(ConfigError, match=r"pip install 'maskfold\[tensorboard\]'"):
+        require_training_ready(cfg, cfg.backbones)
 
 
 def test_tensorboard_without_its_extra_fails_before_any_epoch(data_dir, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import time
 from pipeline.config import Config, ConfigError, load_config, save_config
 from pipeline.io import file_lock
 from pipeline.layout import config_yaml, trial_dir, trial_lock
-from pipeline.preflight import check_config
+from pipeline.preflight import check_config, require_training_ready
 from pipeline.train.job import fold_job
 from pipeline.train.rundata import RunData, load_run_data
 from pipeline.train.trainer import Trainer
@@ -99,6 +99,8 @@ def run_tune(cfg: Config, config_path, overrides=(), log=print):
     """Trials until tune.trials count in the study (over every process sharing it); then the outputs."""
     require_optuna()
     space = read_space(cfg, config_path, overrides)
+    tuned = [cfg.backbone(b) for b in cfg.tune.backbones] or cfg.backbones
+    require_training_ready(cfg, tuned, log)  # once, before the first trial
     data = load_run_data(cfg, log=log)  # checks, folds and the photo cache once, for every trial
     study = open_study(cfg)
     recover_dead(study, cfg.run_dir, log)

@@ -40,7 +40,9 @@ def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
 def train_all(cfg: Config, jobs: int = 1, ray: RayOptions | None = None, log=print,
               warned: set | None = None) -> pd.DataFrame:
     """Every job of the config, skipping finished ones; a summary row each (pairs by backbone and fold, then the
-    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time (warned: RunOptions')."""
+    refits in the config's order). With `ray`, on a Ray cluster; else here, `jobs` at a time (warned: RunOptions').
+    The extras, the cache folder and the weights are the caller's to check first (train-all's command does:
+    pipeline.preflight.require_training_ready)."""
     warned = set() if warned is None else warned
     cfg = without_unavailable(cfg, log)  # a face member without the `faces` extra: skipped, saying so
     cfg = absolute_paths(cfg) if ray is not None else cfg  # a Ray worker's directory is not this one
