@@ -1,5 +1,6 @@
 """What a user sees: output that suits a log file, make targets that pass values whole, messages that help."""
 import os
+import re
 import subprocess
 import sys
 
@@ -80,6 +81,32 @@ def test_pretrained_weights_that_cannot_be_had_are_named_with_the_offline_recipe
                                           r"set `weights: /path/to/file`"):
         require_weights([BackboneConfig(name="resnet10t", pretrained=True), BackboneConfig(name="test_resnet")],
                         log=lambda m: None)
+
+
+def test_a_local_weights_file_that_cannot_serve_is_refused_before_any_work(tmp_path):
+    """Junk, an empty file, a folder or another model's weights: one line naming the file and the fix, from the
+    preflight of the training commands, not a traceback in every pair."""
+    import timm
+    import torch
+
+    from pipeline.config import BackboneConfig
+    from pipeline.model.weights import require_weights
+
+    files = {"junk": tmp_path / "junk.pth", "empty": tmp_path / "empty.pth", "folder": tmp_path / "weights",
+             "other": tmp_path / "resnet10t.pth", "own": tmp_path / "test_resnet.pth"}
+    files["junk"].write_bytes(bytes(range(256)) * 20)
+    files["empty"].write_bytes(b"")
+    files["folder"].mkdir()
+    torch.save(timm.create_model("resnet10t").state_dict(), files["other"])
+    torch.save(timm.create_model("test_resnet").state_dict(), files["own"])
+    expected = {"junk": "cannot be read as weights", "empty": "cannot be read as weights (EOFError",
+                "folder": "is a folder; name the weights file in it", "other": "does not fit the model"}
+    for name, why in expected.items():
+        with pytest.raises(ConfigError, match=rf"^backbone test_resnet: weights file {files[name]} {re.escape(why)}"):
+            require_weights([BackboneConfig(name="test_resnet", weights=str(files[name]))], log=lambda m: None)
+    said = []
+    require_weights([BackboneConfig(name="test_resnet", weights=str(files["own"]))], log=said.append)
+    assert said == [f"weights of test_resnet: local file {files['own']}"]
 
 
 def test_the_run_log_keeps_lines_not_bar_frames(tmp_path):

@@ -41,6 +41,10 @@ def create(backbone: BackboneConfig, allow_pretrained: bool = True, head: str = 
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ConfigError(f"backbone {backbone.name!r} is not a timm model (see timm.list_models())") from None
+        if pretrained and backbone.weights:  # read, but not weights of this model (other layers or shapes)
+            why = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])[:200]
+            raise ConfigError(f"backbone {backbone.name}: weights file {backbone.weights} does not fit the model "
+                              f"({why}); give weights of {backbone.name}, or remove `weights:`") from None
         raise
     except OSError as e:  # no network for hub weights
         raise ConfigError(

@@ -18,7 +18,10 @@ def weights_source(backbone: BackboneConfig, timeout: float = 5.0) -> tuple[bool
     """(can the weights be had, from where or why not), checked once before training instead of failing in every
     pair after a minute of retries: a local file, the hub cache, or the hub over the network."""
     if backbone.weights:
-        ok = Path(backbone.weights).is_file()
+        path = Path(backbone.weights)
+        if path.is_dir():
+            return False, f"weights file {backbone.weights} is a folder; name the weights file in it"
+        ok = path.is_file()
         return ok, (f"local file {backbone.weights}" if ok else
                     f"weights file {backbone.weights} not found{where_relative(backbone.weights)}")
     if not backbone.pretrained:
@@ -64,11 +67,32 @@ def weights_report(backbones: list[BackboneConfig]) -> tuple[list[str], list[tup
 
 
 def require_weights(backbones: list[BackboneConfig], log=print) -> None:
-    """Every backbone's weights can be had, or one ConfigError naming each that cannot and the offline recipe."""
+    """Every backbone's weights can be had, and a local weights file reads as weights; else one ConfigError naming
+    each that cannot and the fix."""
     found, missing = weights_report(backbones)
-    for line in found:
-        log(line)
     problems = [f"{who}: {why}" for who, why in missing]
+    problems += [why for b in backbones if b.weights and Path(b.weights).is_file() and (why := weights_problem(b))]
     if problems:
         raise ConfigError("\n".join(problems))
+    for line in found:
+        log(line)
 
+
+def weights_problem(backbone: BackboneConfig) -> str | None:
+    """Why a backbone's local weights file cannot serve (it does not read as timm reads weights, .safetensors too,
+    or its layers do not fit the model), or None: found here, before any work, not in every pair."""
+    from timm.models import load_state_dict
+
+    from pipeline.model.models import create
+
+    try:
+        load_state_dict(str(backbone.weights))
+    except Exception as e:  # noqa: BLE001 - whatever the reader meets, the file is not weights it can use
+        return (f"backbone {backbone.name}: weights file {backbone.weights} cannot be read as weights "
+                f"({type(e).__name__}: {(str(e).strip().splitlines() or ['no message'])[0][:120]}); give a timm "
+                f"checkpoint or state dict of this model, or remove `weights:`")
+    try:
+        create(backbone)
+    except ConfigError as e:
+        return str(e)
+    return None
