@@ -73,7 +73,7 @@ def same_face_groups(cfg: Config, train: pd.DataFrame, log=print) -> dict | None
     if many.max() > MAX_GROUP:  # a chain of "one face" through many ids: faces the network cannot tell apart
         log(f"folds.same_face: {int(many.sum())} of {len(groups)} persons chain into groups of up to {many.max()} ids "
             f"(more than {MAX_GROUP}): these faces are not told apart by the embeddings (drawn faces?); ids not "
-            f"grouped. Lower folds.same_face_threshold, or set folds.same_face: off")
+            f"grouped. Lower folds.same_face_threshold, or set folds.same_face: \"off\"")
         return None
     log(f"folds.same_face is group: {int(many.sum())} ids in {len(many)} group(s) of one face, each kept in one fold")
     return groups

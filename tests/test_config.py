@@ -7,6 +7,7 @@ import yaml
 from pipeline.config import ConfigError, load_config, save_config
 from pipeline.labels import NUM_CLASSES
 from pipeline.preflight import check_config
+from tests.conftest import ROOT
 
 # The shipped configs, found from this file (not the working directory): an empty glob would pass every test.
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -181,3 +182,10 @@ def test_a_face_member_leaves_the_networks_identity_alone_and_has_its_detectors_
     other = load_config(root / "configs" / "demo-faces.yaml", ["data.face_detector=hog+cnn"])
     assert other.pair_hash("resnet10t") == faces.pair_hash("resnet10t")  # no face crop: the networks never see boxes
     assert other.pair_hash("dlib_face") != faces.pair_hash("dlib_face")
+
+
+def test_a_yaml_boolean_where_a_word_belongs_says_to_quote_the_word():
+    with pytest.raises(ConfigError, match=r"'folds.same_face' must be a string, got False; unquoted, YAML reads "
+                                          r"on/off, yes/no and true/false as true or false: write the word in quotes"):
+        load_config(str(ROOT / "configs" / "demo.yaml"), ["folds.same_face=off"])
+    assert load_config(str(ROOT / "configs" / "demo.yaml"), ['folds.same_face="off"']).folds.same_face == "off"

@@ -67,7 +67,9 @@ def check_value(tp, value, key: str, source: str):
     if tp in _SCALARS:
         fits, what, convert = _SCALARS[tp]
         if not fits(value):
-            raise ConfigError(f"{source}: '{key}' must be {what}, got {value!r}")
+            quoted = ('; unquoted, YAML reads on/off, yes/no and true/false as true or false: write the word in '
+                      'quotes (e.g. "off")' if tp is str and isinstance(value, bool) else "")
+            raise ConfigError(f"{source}: '{key}' must be {what}, got {value!r}{quoted}")
         if tp is str and "\0" in value:  # no path or name holds one; the OS would refuse it with no key named
             raise ConfigError(f"{source}: '{key}' holds a NUL character (\\0); remove it")
         return convert(value)
