@@ -272,3 +272,11 @@ def test_34_12_wandb_online_without_login_is_refused_offline_is_fine(data_dir, t
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr(setup, "_singleton", None, raising=False)
     assert_message(invoke("check-data", tmp_path, data_dir, *TINY, "tracking.kind=wandb"), code=0)
+
+
+def test_folds_grouping_faces_refuses_a_cache_dir_that_is_a_file(data_dir, tmp_path):
+    pytest.importorskip("dlib", reason="the `faces` extra is not installed")
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder\n")
+    res = invoke("folds", tmp_path, data_dir, *TINY, "folds.same_face=group", f"cache_dir={blocker}")
+    assert_message(res, f"cache_dir {blocker} is a file, not a folder", "set cache_dir to a folder")

@@ -138,6 +138,7 @@ def same_face_check(cfg, table: pd.DataFrame, evals: pd.DataFrame | None = None,
     person's, counted. (pairs, faces), or None where folds.same_face is off or the `faces` extra is missing (said)."""
     from pipeline.io import atomic_write_csv
     from pipeline.layout import same_faces_csv, same_faces_png
+    from pipeline.storage import require_folder
     from pipeline.tables.folds import train_only
 
     if cfg.folds.same_face == "off":
@@ -145,6 +146,7 @@ def same_face_check(cfg, table: pd.DataFrame, evals: pd.DataFrame | None = None,
     if why := missing_extra():
         log(f"same face under two ids: not checked ({why})")
         return None
+    require_folder(cfg.cache_dir, "cache_dir")  # where the embeddings are kept: refused by name, as training does
     own = table[~train_only(table)] if "source" in table else table
     faces = person_faces(own, cfg.data_dir, cfg.cache_dir, cfg.run_dir, cfg.data.face_detector, log)
     threshold = cfg.folds.same_face_threshold
