@@ -280,3 +280,19 @@ def test_folds_grouping_faces_refuses_a_cache_dir_that_is_a_file(data_dir, tmp_p
     blocker.write_text("not a folder\n")
     res = invoke("folds", tmp_path, data_dir, *TINY, "folds.same_face=group", f"cache_dir={blocker}")
     assert_message(res, f"cache_dir {blocker} is a file, not a folder", "set cache_dir to a folder")
+
+
+def test_a_damaged_embedding_shard_is_embedded_again_not_an_error(tmp_path):
+    """An emptied, cut-short or garbage shard in the embedding cache is passed over (its photos embedded again),
+    never `EOFError` or `BadZipFile` for the user."""
+    import numpy as np
+
+    from pipeline.faces.embeddings import _load_store
+
+    np.savez(tmp_path / "good.npz", keys=np.array(["a|box"]), vectors=np.ones((1, 2, 128), np.float32))
+    whole = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "text.npz").write_text("not a shard\n")
+    known = _load_store(tmp_path)
+    assert list(known) == ["a|box"] and known["a|box"].shape == (2, 128)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,8 +163,8 @@ def _load_store(folder: Path) -> dict[str, np.ndarray]:
         try:
             with np.load(shard) as z:
                 known.update(zip(z["keys"].tolist(), z["vectors"]))
-        except (OSError, ValueError, KeyError):  # a shard another process is replacing, or damaged: recomputed
-            continue
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged (cut short, emptied,
+            continue  # not a zip): its photos are embedded again and the shard rewritten
     return known
 
 
