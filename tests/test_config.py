@@ -189,3 +189,13 @@ def test_a_yaml_boolean_where_a_word_belongs_says_to_quote_the_word():
                                           r"on/off, yes/no and true/false as true or false: write the word in quotes"):
         load_config(str(ROOT / "configs" / "demo.yaml"), ["folds.same_face=off"])
     assert load_config(str(ROOT / "configs" / "demo.yaml"), ['folds.same_face="off"']).folds.same_face == "off"
+
+
+@pytest.mark.parametrize("key, value", [("lr", "5"), ("pretrained", "true"), ("weights", "/x.pth"), ("epochs", "100"),
+                                        ("img_size", "[64, 64]")])
+def test_a_network_setting_on_a_face_member_is_refused_not_ignored(key, value):
+    backbones = f"backbones=[{{name: test_resnet}}, {{name: dlib_face, kind: face_embedding, {key}: {value}}}]"
+    with pytest.raises(ConfigError, match=rf"'backbones\.1\.{key}' is set, but a face_embedding member trains no "
+                                          r"network"):
+        load_config(str(ROOT / "configs" / "demo.yaml"), [backbones])
+    assert load_config(str(ROOT / "configs" / "demo-faces.yaml")).backbones[-1].kind == "face_embedding"

@@ -6,6 +6,7 @@ ignored setting (the most common competition-code bug).
 """
 from __future__ import annotations
 
+import dataclasses
 import typing
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
     for i, b in enumerate(cfg.backbones):
         check_choices({f"backbones.{i}.kind": (b.kind, BACKBONE_KINDS)}, source)
+        if b.kind == "face_embedding":
+            _network_keys_unset(b, f"backbones.{i}", source)
     names = cfg.backbone_names()
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: 'backbones' names a model twice: {names}")
@@ -154,6 +157,15 @@ def _check_age_head(cfg: Config, source: str) -> None:
 
 
 AMP_MODES = ("bf16", "fp16", "none")
+def _network_keys_unset(b: BackboneConfig, key: str, source: str) -> None:
+    """A face member trains no network: a network's setting on it would be ignored in silence, so it is refused."""
+    default = BackboneConfig(name=b.name, kind=b.kind)
+    for f in dataclasses.fields(BackboneConfig):
+        if f.name not in ("name", "kind") and getattr(b, f.name) != getattr(default, f.name):
+            raise ConfigError(f"{source}: '{key}.{f.name}' is set, but a face_embedding member trains no network "
+                              f"(dlib's embeddings and a head per fold): remove it, or make it a timm backbone")
+
+
 BACKBONE_KINDS = ("timm", "face_embedding")  # a network trained here; face embeddings with a head per fold
 SAME_FACE_MODES = ("group", "warn", "off")  # folds.same_face (pipeline.faces.identity)
 ENSEMBLE_METHODS = ("soft", "hard")
