@@ -137,6 +137,15 @@ def _check_techniques(cfg: Config, source: str) -> None:
 AGE_HEADS = ("bands", "years")
 
 
+def _network_keys_unset(b: BackboneConfig, key: str, source: str) -> None:
+    """A face member trains no network: a network's setting on it would be ignored in silence, so it is refused."""
+    default = BackboneConfig(name=b.name, kind=b.kind)
+    for f in dataclasses.fields(BackboneConfig):
+        if f.name not in ("name", "kind") and getattr(b, f.name) != getattr(default, f.name):
+            raise ConfigError(f"{source}: '{key}.{f.name}' is set, but a face_embedding member trains no network "
+                              f"(dlib's embeddings and a head per fold): remove it, or make it a timm backbone")
+
+
 def _check_age_head(cfg: Config, source: str) -> None:
     """train.age_head and its settings: years needs the three heads and a grid of ages that spans both cuts."""
     t, cuts = cfg.train, cfg.data.age_cuts
@@ -157,15 +166,6 @@ def _check_age_head(cfg: Config, source: str) -> None:
 
 
 AMP_MODES = ("bf16", "fp16", "none")
-def _network_keys_unset(b: BackboneConfig, key: str, source: str) -> None:
-    """A face member trains no network: a network's setting on it would be ignored in silence, so it is refused."""
-    default = BackboneConfig(name=b.name, kind=b.kind)
-    for f in dataclasses.fields(BackboneConfig):
-        if f.name not in ("name", "kind") and getattr(b, f.name) != getattr(default, f.name):
-            raise ConfigError(f"{source}: '{key}.{f.name}' is set, but a face_embedding member trains no network "
-                              f"(dlib's embeddings and a head per fold): remove it, or make it a timm backbone")
-
-
 BACKBONE_KINDS = ("timm", "face_embedding")  # a network trained here; face embeddings with a head per fold
 SAME_FACE_MODES = ("group", "warn", "off")  # folds.same_face (pipeline.faces.identity)
 ENSEMBLE_METHODS = ("soft", "hard")
