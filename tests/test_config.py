@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -158,7 +159,8 @@ def test_check_data_refuses_a_bad_external_stage_choice(tmp_path, key, value, ch
     res = CliRunner().invoke(main, ["check-data", "--config", str(demo), "--set", f"run_dir={tmp_path / 'run'}",
                                     "--set", f"{key}={value}"])
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert res.output.strip().splitlines() == [f"Error: {demo}: '{key}' is {value!r}; choose one of {choices}"]
+    assert res.output.strip().splitlines() == [f"Error: --set {key}={value}: '{key}' is {value!r}; choose one of "
+                                               f"{choices}"]
 
 
 def test_a_face_crop_without_dlib_is_refused_by_the_preflight(monkeypatch):
@@ -199,3 +201,15 @@ def test_a_network_setting_on_a_face_member_is_refused_not_ignored(key, value):
                                           r"network"):
         load_config(str(ROOT / "configs" / "demo.yaml"), [backbones])
     assert load_config(str(ROOT / "configs" / "demo-faces.yaml")).backbones[-1].kind == "face_embedding"
+
+
+def test_a_bad_value_is_blamed_on_the_set_that_gave_it_and_else_on_the_file(tmp_path):
+    demo = str(ROOT / "configs" / "demo.yaml")
+    with pytest.raises(ConfigError, match=r"^--set train\.lr=-1: 'train\.lr' is -1\.0; use a learning rate above 0"):
+        load_config(demo, ["train.lr=0.1", "train.lr=-1"])
+    with pytest.raises(ConfigError, match=r"^--set backbones=\[\{name: test_resnet, epochs: 0\}\]: 'backbones\.0\.epochs'"):
+        load_config(demo, ["backbones=[{name: test_resnet, epochs: 0}]"])
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"extends: {demo}\ntrain:\n  lr: -1\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(mine))}: 'train\.lr' is -1"):
+        load_config(mine, ["train.epochs=2"])

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
+from pipeline.config.typed_yaml import blamed_on_sets
 from pipeline.io import run_log
 from pipeline.layout import log_txt
 from pipeline.outcome import logged_outcome
@@ -33,10 +34,14 @@ def config_options(f=None, *, stage_choices=None, needs_model=True, tracked=Fals
         from pipeline.preflight import check_config, require_tracking_store
 
         cfg = load_config(config_path, overrides)
-        check_config(cfg, str(Path(config_path)), stage_choices and stage_choices(cfg), needs_model)
+        source = str(Path(config_path))
+        try:
+            check_config(cfg, source, stage_choices and stage_choices(cfg), needs_model)
+        except ConfigError as e:  # a name given with --set is the --set's fault, not the file's
+            raise blamed_on_sets(e, source, overrides) from None
         require_folder(cfg.run_dir, "run_dir")
         if tracked:
-            require_tracking_store(cfg, str(Path(config_path)))
+            require_tracking_store(cfg, source)
         log = log_txt(cfg.run_dir)
         with run_log(log, _command_line(config_path, overrides, kw)), logged_outcome(log, cfg.run_dir):
             return f(cfg, **kw)

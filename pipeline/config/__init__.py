@@ -29,7 +29,7 @@ from pipeline.config.schema import (
     TrainConfig,
     TuneConfig,
 )
-from pipeline.config.typed_yaml import ConfigError, apply_set, build, read_yaml
+from pipeline.config.typed_yaml import ConfigError, apply_set, blamed_on_sets, build, read_yaml
 from pipeline.labels import TASKS
 
 __all__ = ["AugmentConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "EnsembleConfig",
@@ -47,8 +47,11 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
     cfg = build(Config, data, "", str(path))
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / path.stem)
-    _check_places(cfg, str(path))
-    _validate(cfg, str(path))
+    try:
+        _check_places(cfg, str(path))
+        _validate(cfg, str(path))
+    except ConfigError as e:
+        raise blamed_on_sets(e, str(path), overrides) from None
     return cfg
 
 

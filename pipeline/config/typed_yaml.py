@@ -267,3 +267,17 @@ def _list_index(node: list, p: str, key: str) -> int:
     if not p.isdigit() or int(p) >= len(node):
         raise ConfigError(f"--set {key}: '{p}' is not an index of a list of {len(node)} items")
     return int(p)
+
+
+def blamed_on_sets(error: ConfigError, source: str, overrides) -> ConfigError:
+    """`error` ("SOURCE: 'key' ...") said of the --set that gave the key its value, where one did (the last one of
+    that key or of a section holding it): the file named in `source` may not hold the key at all."""
+    text = str(error)
+    if not text.startswith(f"{source}: '"):
+        return error
+    key = text[len(source) + 3:].split("'", 1)[0]
+    for assignment in reversed(list(overrides)):
+        given = assignment.split("=", 1)[0].strip()
+        if key == given or key.startswith(given + "."):
+            return ConfigError(f"--set {assignment}:{text[len(source) + 1:]}")
+    return error
