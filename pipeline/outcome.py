@@ -64,7 +64,7 @@ def told(e: BaseException, folder) -> tuple[str, bool]:
     e = disk_error(e, folder)
     if isinstance(e, MaskfoldError):
         return str(e), False
-    return f"{type(e).__name__}: {first_line(e)}", True
+    return one_line(e), True
 
 
 @contextmanager
