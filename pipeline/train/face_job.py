@@ -34,10 +34,6 @@ from pipeline.train.state import FINISHED, TRAINED, JobState, job_state
 KIND = "face_embedding"
 
 
-def is_face_member(cfg: Config, backbone: str) -> bool:
-    return cfg.backbone(backbone).kind == KIND
-
-
 def used_views(tta) -> list[int]:
     """The embedding views a prediction averages: the mirror image where the config's TTA has hflip."""
     return [0, 1] if "hflip" in tta else [0]
@@ -159,10 +155,6 @@ def read_head(path) -> tuple[dict, dict]:
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.numpy() for k, v in ckpt["model"].items()}, ckpt["face"]
-
-
-def is_face_checkpoint(ckpt: dict) -> bool:
-    return isinstance(ckpt.get("backbone"), dict) and ckpt["backbone"].get("kind") == KIND
 
 
 def without_unavailable(cfg: Config, log=print) -> Config:
