@@ -277,9 +277,9 @@ def test_a_planted_face_shows_that_no_head_saw_its_own_persons(trained, tmp_path
     recalled = decode_label(face_head.class_log_probs(leaky, vectors[rows]).argmax(1))[1]
     assert (recalled != gender[rows]).all(), "the plant is too weak to catch a head that saw its own persons"
     run = dataclasses.replace(cfg, run_dir=str(tmp_path / "run"))
-    data = RunData(folds, None, tmp_path, None, "synthetic", None)
     emb = RunEmbeddings(vectors, None, [0.25, 0.2, 0.75, 0.7], "hog", {}, 0, 0.0)
-    FaceJob(run, fold_job(run, "dlib_face", 0), data, log=lambda m: None, embeddings=emb).fit(JobState(MISSING))
+    data = RunData(folds, None, tmp_path, None, "synthetic", None, embeddings=emb)
+    FaceJob(run, fold_job(run, "dlib_face", 0), data, log=lambda m: None).fit(JobState(MISSING))
     oof = np.load(oof_npz(pair_dir(run.run_dir, "dlib_face", 0)))
     mine = np.isin(oof["image_id"], folds.loc[rows, "image_id"])
     assert mine.sum() == rows.sum()

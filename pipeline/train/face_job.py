@@ -51,12 +51,11 @@ def task_f1s(labels: np.ndarray, logp: np.ndarray) -> dict:
 class FaceJob:
     """One job of a face member, with Trainer's interface where run_job uses it: fit(state) -> its done record."""
 
-    def __init__(self, cfg: Config, job: Job, data: RunData, log=print, embeddings=None, warned: set | None = None):
+    def __init__(self, cfg: Config, job: Job, data: RunData, log=print, warned: set | None = None):
         self.cfg, self.job, self.data, self.log = cfg, job, data, log
         self.bb = cfg.backbone(job.backbone)
         self.dir = job.folder
         self.train_rows, self.val_rows = job_rows(data.folds, job.fold, cfg)
-        self.embeddings = embeddings  # the run's (pipeline.faces.embeddings.RunEmbeddings); computed when None
         from pipeline.tracking import pair_tracker
 
         # its metrics row and done record, as a network's epochs and done are
@@ -69,7 +68,9 @@ class FaceJob:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)
         state = state or job_state(self.cfg, self.job)
-        emb = self.embeddings or run_embeddings(self.cfg, self.data.folds, self.data.evals, self.log)
+        emb = self.data.embeddings
+        if emb is None:  # a job on its own (`maskfold train`): the run's embeddings, from the cache where it can
+            emb = run_embeddings(self.cfg, self.data.folds, self.data.evals, self.log)
         if state.status in (TRAINED, FINISHED):
             self.log(f"{self.job.name}: fitted before; predicting again from best.pt ({state.reason})")
             head = self._read_head()
@@ -175,8 +176,8 @@ def without_unavailable(cfg: Config, log=print) -> Config:
 
 
 def warm_embeddings(cfg: Config, data: RunData, log=print):
-    """The run's embeddings computed once before its jobs (each job then reads them from the cache); None when the
-    config has no face member."""
+    """The run's embeddings computed once before its jobs, which take them from the RunData (RunData.embeddings);
+    None when the config has no face member."""
     if not any(b.kind == KIND for b in cfg.backbones):
         return None
     from pipeline.faces.embeddings import run_embeddings

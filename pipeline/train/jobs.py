@@ -31,7 +31,7 @@ def preflight(cfg: Config, log=print, warned: set | None = None) -> RunData:
     """What every backend prepares once, before any job: the data (checked, and its photo caches built), the
     tracked run and the saved config. (The extras and the weights are the command's to check, before this.)"""
     data = load_run_data(cfg, log=log)
-    warm_embeddings(cfg, data, log)  # a face member's photos embedded once here, not raced for by its jobs
+    data.embeddings = warm_embeddings(cfg, data, log)  # a face member's photos once here, not raced for by its jobs
     open_tracking(cfg, log, warned)  # the run's tracked run, made here before the jobs log their children to it
     save_config(cfg, config_yaml(cfg.run_dir))  # what compare, a blend of runs and predict read back; once accepted
     return data

@@ -29,6 +29,9 @@ class RunData:
     eval_digest: str | None  # identity of the eval set the test predictions are for
     # held while this RunData lives, so that `maskfold cache --prune` leaves its caches alone (pipeline.data.lease)
     leases: list = field(default_factory=list, repr=False, compare=False)
+    # a face member's photos embedded (pipeline.faces.embeddings.RunEmbeddings), by train-all once for all its jobs;
+    # None: a face job embeds them itself (from the cache)
+    embeddings: object = field(default=None, repr=False, compare=False)
 
 
 def load_run_data(cfg: Config, log=print) -> RunData:
