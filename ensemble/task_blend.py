@@ -17,22 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ensemble.simplex import simplex_search
-from pipeline.labels import NUM_CLASSES, TASKS
+from pipeline.labels import NUM_CLASSES, TASK_SIZES, TASKS, decode_label, task_sums
 from pipeline.model.metrics import fast_macro_f1
-
-TASK_SIZES = [n for _, n in TASKS]
-
-
-def marginals(probs: np.ndarray) -> list[np.ndarray]:
-    """(N, 18) probabilities -> the (N, 3) mask, (N, 2) gender and (N, 3) age-band marginals."""
-    cube = np.asarray(probs, np.float64).reshape(-1, *TASK_SIZES)
-    return [cube.sum(axis=tuple(d for d in (1, 2, 3) if d != axis)) for axis in (1, 2, 3)]
-
-
-def task_labels(y: np.ndarray) -> list[np.ndarray]:
-    """Each task's part of the 18-class labels: mask, gender, age band."""
-    y = np.asarray(y)
-    return [y // 6, (y // 3) % 2, y % 3]
 
 
 def recompose(parts: list[np.ndarray]) -> np.ndarray:
@@ -49,15 +35,15 @@ def _search(parts: list[np.ndarray], y: np.ndarray, n: int, rounds: int = 3) -> 
 
 def fit_task_weights(probs: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     """(3, members) weights, a row per task (mask, gender, age band), each row summing to 1."""
-    per_member = [marginals(p) for p in probs]
+    per_member = [task_sums(p) for p in probs]
     return np.stack([_search([pm[t] for pm in per_member], labels, n)
-                     for t, (labels, n) in enumerate(zip(task_labels(y), TASK_SIZES))])
+                     for t, (labels, n) in enumerate(zip(decode_label(y), TASK_SIZES))])
 
 
 def apply_task_weights(weights, probs: list[np.ndarray]) -> np.ndarray:
     """(N, 18) blended probabilities: each task's marginals weighted per task, recomposed as their product."""
     weights = np.asarray(weights, np.float64)
-    per_member = [marginals(p) for p in probs]
+    per_member = [task_sums(p) for p in probs]
     blended = [sum(w * pm[t] for w, pm in zip(weights[t], per_member)) for t in range(len(TASKS))]
     return recompose(blended)
 

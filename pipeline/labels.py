@@ -15,6 +15,7 @@ AGE_BANDS = 3
 # The three tasks a label combines, in label order: label = mask*6 + gender*3 + age band, so a (N, 18) array
 # reshaped to (N, 3, 2, 3) has one axis per task.
 TASKS = (("mask", len(MASKS)), ("gender", len(GENDERS)), ("age", AGE_BANDS))
+TASK_SIZES = tuple(n for _, n in TASKS)  # label = mask*6 + gender*3 + age band: an 18-class axis is a 3x2x3 cube
 MAX_AGE = 120
 
 
@@ -59,3 +60,12 @@ def decode_label(label):
     """(mask, gender, age band) integer codes of one or many labels."""
     label = np.asarray(label)
     return label // 6, (label // 3) % 2, label % 3
+
+
+def task_sums(values) -> list[np.ndarray]:
+    """Per-class values over a last axis of 18 (probabilities, soft targets, counts) -> each task's values over a
+    last axis of its own size (mask 3, gender 2, age band 3), the other two tasks summed out."""
+    values = np.asarray(values, np.float64)
+    cube = values.reshape(*values.shape[:-1], *TASK_SIZES)
+    lead = values.ndim - 1
+    return [cube.sum(axis=tuple(lead + d for d in range(3) if d != axis)) for axis in range(3)]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ensemble import blend, task_blend
-from pipeline.labels import NUM_CLASSES
+from pipeline.labels import NUM_CLASSES, decode_label, task_sums
 
 
 def _member(y: np.ndarray, good: set[int], rng) -> np.ndarray:
     """(N, 18) probabilities that know the tasks in `good` (0 mask, 1 gender, 2 age) and guess the others."""
-    truth = task_blend.task_labels(y)
+    truth = decode_label(y)
     parts = []
     for t, n in enumerate((3, 2, 3)):
         p = rng.dirichlet(np.ones(n), len(y))
@@ -29,10 +29,10 @@ def _two_members(n=600, seed=0):
 def test_marginals_and_product_invert_each_other_and_keep_a_distribution():
     y, probs = _two_members(50)
     for p in probs:
-        assert np.allclose(task_blend.recompose(task_blend.marginals(p)), p)
+        assert np.allclose(task_blend.recompose(task_sums(p)), p)
     mixed = task_blend.apply_task_weights([[0.3, 0.7], [1, 0], [0.5, 0.5]], probs)
     assert np.allclose(mixed.sum(1), 1)
-    assert np.allclose(task_blend.marginals(mixed)[1], task_blend.marginals(probs[0])[1])
+    assert np.allclose(task_sums(mixed)[1], task_sums(probs[0])[1])
 
 
 def test_each_task_weights_the_member_that_knows_it_and_the_blend_beats_both_members():

@@ -13,20 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.labels import NUM_CLASSES, TASKS
+from pipeline.labels import NUM_CLASSES, TASKS, task_sums
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 INNER_SPLITS = 3
 ABSENT = -30.0  # the intercept of a class no training row has: never predicted
-TASK_SIZES = [n for _, n in TASKS]
-
-
-def task_targets(targets: np.ndarray) -> list[np.ndarray]:
-    """(N, 18) targets -> each task's (N, n) target mass (summing out the other two tasks)."""
-    cube = np.asarray(targets, np.float64).reshape(-1, *TASK_SIZES)
-    return [cube.sum(axis=tuple(d for d in (1, 2, 3) if d != axis)) for axis in (1, 2, 3)]
-
-
 def _expand(x: np.ndarray, mass: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows (x, class, weight, source row) for every class a row puts mass on."""
     rows, cls = np.nonzero(mass > 1e-6)
@@ -91,7 +82,7 @@ def fit_head(vectors: np.ndarray, targets: np.ndarray, persons: np.ndarray, clas
     x = (x - mean) / scale
     groups = np.repeat(np.asarray(persons).astype(str), n_views)
     head = {"mean": mean, "scale": scale}
-    for (task, n), mass in zip(TASKS, task_targets(targets)):
+    for (task, n), mass in zip(TASKS, task_sums(targets)):
         mass = np.repeat(mass, n_views, axis=0)
         weights = _class_weights(mass, class_weight_power)
         losses = {c: _inner_loss(x, mass, groups, weights, c, n) for c in C_GRID} if len(set(groups)) > 1 else {1.0: 0}

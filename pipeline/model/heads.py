@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config.schema import TrainConfig
-from pipeline.labels import NUM_CLASSES, TASKS
+from pipeline.labels import NUM_CLASSES, TASK_SIZES, task_sums
 from pipeline.model.losses import LOSSES, as_soft, build_loss, class_weights
 
-TASK_SIZES = [n for _, n in TASKS]
 
 
 def decode(head_logits: torch.Tensor) -> torch.Tensor:
@@ -47,12 +46,6 @@ def split_target(target: torch.Tensor) -> list[torch.Tensor]:
     """(B, 18) soft targets (CutMix, softened ages) -> each task's (B, n) soft targets, each summing to 1."""
     cube = as_soft(target, NUM_CLASSES).view(-1, *TASK_SIZES)
     return [cube.sum(dim=[d for d in (1, 2, 3) if d != axis]) for axis in (1, 2, 3)]
-
-
-def task_counts(counts: np.ndarray) -> list[np.ndarray]:
-    """Per-class photo counts (18) -> per-task counts, for class weights per head."""
-    cube = np.asarray(counts, dtype=np.float64).reshape(TASK_SIZES)
-    return [cube.sum(axis=tuple(d for d in (0, 1, 2) if d != axis)) for axis in (0, 1, 2)]
 
 
 class ThreeHeads(nn.Module):
@@ -88,7 +81,7 @@ class ThreeHeadLoss(nn.Module):
         self.head_weights = list(t.head_weights)
         self.heads = nn.ModuleList(
             build_loss(head_terms, n, class_weights(c, t.class_weight_power))
-            for n, c in zip(TASK_SIZES, task_counts(counts)))
+            for n, c in zip(TASK_SIZES, task_sums(counts)))
         self.whole = build_loss(whole_terms, NUM_CLASSES)
 
     def forward(self, logp, target):
