@@ -57,7 +57,7 @@ def check_data(cfg):
         scan_data(cfg.data_dir, cfg.data.cache_size, train, evals, report)
     except DataError as e:  # a file that stops the scan (the label fixes): its problems are the whole report
         raise DataError(e.problems, hint=None) from None
-    found, missing = weights_report([b for b in cfg.backbones if b.kind == "timm"])  # weights too, before the data
+    found, missing = weights_report(cfg.networks())  # weights too, before the data
     report.notes += found
     for who, why in missing:
         report.problem(who, why)

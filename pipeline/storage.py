@@ -144,7 +144,7 @@ def require_folder(path, key: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        if disk_error(e, path) is not e:
+        if is_full(e, path):
             raise NoSpace(path) from None
         raise FolderProblem(f"{key} {path} cannot be written ({e.strerror}); {fix}, or make it writable") from None
     return path

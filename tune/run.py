@@ -47,13 +47,18 @@ class Reporting:
         self.inner.done(record, folder)
 
 
+def tuned(cfg: Config) -> list:
+    """The backbones the trials train: tune.backbones, else every network (a face member has no epochs to report,
+    pipeline.train.face_job)."""
+    return [cfg.backbone(b) for b in cfg.tune.backbones] or cfg.networks()
+
+
 def train_trial(cfg: Config, trial_cfg: Config, trial, data: RunData, log) -> float:
     """The trial's pairs, one after another; its value: the mean over them of the best epoch's figure."""
     t = cfg.tune
     pick = min if t.metric.endswith("loss") else max
     values, offset = [], 0
-    # a face member has no epochs to report (pipeline.train.face_job): the networks are tuned
-    for backbone in t.backbones or [b.name for b in trial_cfg.backbones if b.kind == "timm"]:
+    for backbone in [b.name for b in tuned(trial_cfg)]:
         for fold in t.folds:
             trainer = Trainer(trial_cfg, fold_job(trial_cfg, backbone, fold), data, progress=False, log=log)
             trainer.tracker = Reporting(trainer.tracker, trial, t.metric, offset)
@@ -99,8 +104,7 @@ def run_tune(cfg: Config, config_path, overrides=(), log=print):
     """Trials until tune.trials count in the study (over every process sharing it); then the outputs."""
     require_optuna()
     space = read_space(cfg, config_path, overrides)
-    tuned = [cfg.backbone(b) for b in cfg.tune.backbones] or cfg.backbones
-    require_training_ready(cfg, tuned, log)  # once, before the first trial
+    require_training_ready(cfg, tuned(cfg), log)  # once, before the first trial
     data = load_run_data(cfg, log=log)  # checks, folds and the photo cache once, for every trial
     study = open_study(cfg)
     recover_dead(study, cfg.run_dir, log)

@@ -83,7 +83,7 @@ def bench_cmd(cfg, backbones, device, rounds, out, stages, **opts):
         from pipeline.tools.bench import run_bench
 
         require_device(device, f"--device {device}")
-        networks = [b.name for b in cfg.backbones if b.kind == "timm"]  # a face member trains no network
+        networks = [b.name for b in cfg.networks()]  # a face member trains no network
         result = run_bench(cfg, list(backbones) or networks, device, rounds, log=click.echo)
     if out:
         with output_file(out) as where:  # a file replaced atomically; /dev/stdout or a pipe written through

@@ -256,6 +256,10 @@ class Config:
     def backbone_names(self) -> list[str]:
         return [b.name for b in self.backbones]
 
+    def networks(self) -> list[BackboneConfig]:
+        """The backbones that are networks trained here (timm), not face members (pipeline.train.face_job)."""
+        return [b for b in self.backbones if b.kind == "timm"]
+
     def resolved(self, backbone: BackboneConfig) -> dict:
         """The training settings one backbone actually uses: its own values, else train.*."""
         t = self.train
