@@ -13,14 +13,22 @@ from __future__ import annotations
 
 from pipeline.config import Config
 from pipeline.config.rules import DEVICE, DEVICES, check_choices
-from pipeline.config.typed_yaml import ConfigError
+from pipeline.config.typed_yaml import ConfigError, blamed_on_sets
 
 
 def check_config(cfg: Config, source: str, stage_choices: dict[str, tuple] | None = None,
-                 needs_model: bool = True) -> None:
+                 needs_model: bool = True, overrides=()) -> None:
     """Every name the config chooses is one the code has. `stage_choices` ({key: (value, allowed)}) are a stage's
     own names (the external stage's importers, say), handed in by the command, since the core never imports a
-    stage. needs_model=False leaves out the checks that import torch (see the module's note)."""
+    stage. needs_model=False leaves out the checks that import torch (see the module's note). `overrides`: the
+    --set assignments, which a fault in a value they gave is blamed on (as load_config blames them)."""
+    try:
+        _check_names(cfg, source, stage_choices, needs_model)
+    except ConfigError as e:
+        raise blamed_on_sets(e, source, overrides) from None
+
+
+def _check_names(cfg: Config, source: str, stage_choices, needs_model: bool) -> None:
     if needs_model:
         check_choices(registry_choices(cfg), source)
     _check_tracking(cfg, source)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import ConfigError, load_config
-from pipeline.config.typed_yaml import blamed_on_sets
+from pipeline.config import load_config
 from pipeline.io import run_log
 from pipeline.layout import log_txt
 from pipeline.outcome import logged_outcome
@@ -35,10 +34,7 @@ def config_options(f=None, *, stage_choices=None, needs_model=True, tracked=Fals
 
         cfg = load_config(config_path, overrides)
         source = str(Path(config_path))
-        try:
-            check_config(cfg, source, stage_choices and stage_choices(cfg), needs_model)
-        except ConfigError as e:  # a name given with --set is the --set's fault, not the file's
-            raise blamed_on_sets(e, source, overrides) from None
+        check_config(cfg, source, stage_choices and stage_choices(cfg), needs_model, overrides)
         require_folder(cfg.run_dir, "run_dir")
         if tracked:
             require_tracking_store(cfg, source)

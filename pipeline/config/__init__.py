@@ -74,6 +74,7 @@ def load_choices(cfg: Config) -> dict[str, tuple]:
         "tune.pruner": (cfg.tune.pruner, TUNE_PRUNERS),
         "tune.metric": (cfg.tune.metric, TUNE_METRICS),
         "folds.same_face": (cfg.folds.same_face, SAME_FACE_MODES),
+        **{f"backbones.{i}.kind": (b.kind, BACKBONE_KINDS) for i, b in enumerate(cfg.backbones)},
     }
 
 
@@ -84,7 +85,6 @@ def _validate(cfg: Config, source: str) -> None:
     if not cfg.backbones:
         raise ConfigError(f"{source}: 'backbones' is empty; name at least one timm model")
     for i, b in enumerate(cfg.backbones):
-        check_choices({f"backbones.{i}.kind": (b.kind, BACKBONE_KINDS)}, source)
         if b.kind == "face_embedding":
             _network_keys_unset(b, f"backbones.{i}", source)
     names = cfg.backbone_names()
