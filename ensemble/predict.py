@@ -30,11 +30,11 @@ from pipeline.model import models
 from pipeline.model.inference import Inference, predict_logits, resolve_device
 from pipeline.model.years import class_scores, prediction_arrays
 from pipeline.progress import bar
-from pipeline.records import RecordError
+from pipeline.records import BestMeta, RecordError
 from pipeline.storage import require_output
 from pipeline.tables.fields import IMAGE_EXTS
 from pipeline.train.face_job import KIND as FACE_KIND
-from pipeline.train.face_job import read_head, used_views
+from pipeline.train.face_job import head_of, used_views
 
 
 def find_photos(folder: Path) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
@@ -94,13 +94,14 @@ def predict_one(checkpoint: Path, run_dir: Path, tta, files, decoded: dict, dev,
     """One model's probabilities on the photos, decoded as its run (`run_dir`)'s cache decodes them (decoded: a
     cache of those decodings by (cache size, crop)); also its config and the readable and unreadable files. age_cut:
     the cuts the ensemble tuned (ensemble.tune_age_cut), at which a years member sums its ages into bands."""
+    ckpt = models.load_checkpoint(checkpoint)  # read once: a face member's head and settings are in it too
     try:
-        meta, weights = models.load_best(checkpoint)
+        meta = BestMeta.from_checkpoint(ckpt, checkpoint)
     except RecordError as e:
         raise BadInput(f"{e}; rerun `maskfold train-all` for that run") from None
     cfg = config_from_dict(meta.config)
     if meta.backbone.get("kind") == FACE_KIND:
-        return face_probs(checkpoint, cfg, run_dir, tta, files, decoded)
+        return face_probs(ckpt, cfg, run_dir, tta, files, decoded)
     key = (tuple(cfg.data.cache_size), crop_key(cfg.data, run_dir))
     if key not in decoded:
         readable = [f for f in files if Path(f).is_file()]
@@ -110,7 +111,7 @@ def predict_one(checkpoint: Path, run_dir: Path, tta, files, decoded: dict, dev,
         shown = "; ".join(f"{f} ({why})" for f, why in bad[:3]) + ("; ..." if len(bad) > 3 else "")
         raise BadInput(f"none of the {len(files)} photos could be read, nothing written: {shown}; check the folder "
                        f"given with --images")
-    model = models.model_from_best(meta, weights, cfg).to(dev)
+    model = models.model_from_best(meta, ckpt["model"], cfg).to(dev)
     tf = build_transform(cfg.augment.val, key[0], tuple(meta.img_size))
     loader = DataLoader(CachedPhotos(arr, np.arange(len(arr)), transform=tf), batch_size=64)
     out = predict_logits(model, loader, Inference(dev, meta.mean, meta.std, tta, cfg.train.channels_last,
@@ -123,14 +124,14 @@ def predict_one(checkpoint: Path, run_dir: Path, tta, files, decoded: dict, dev,
     return probs, cfg, ok, bad
 
 
-def face_probs(checkpoint: Path, cfg, run_dir: Path, tta, files, decoded: dict):
+def face_probs(ckpt: dict, cfg, run_dir: Path, tta, files, decoded: dict):
     """A face member's probabilities (pipeline.train.face_job): the photos embedded (the run's detectors, else its
     prior box; from and into the embedding cache) once for every fold of the member, then its head."""
     from pipeline.data.images import read_rgb
     from pipeline.faces.embeddings import new_photo_embeddings
     from pipeline.model.face_head import class_log_probs
 
-    head, face = read_head(checkpoint)
+    head, face = head_of(ckpt)
     key = ("face", face["chain"], tuple(face["prior"]))
     if key not in decoded:
         ok, bad = [], []

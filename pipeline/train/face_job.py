@@ -154,7 +154,11 @@ def read_head(path) -> tuple[dict, dict]:
     """A face member's best.pt: its head (arrays) and its face settings (prior box, detector chain)."""
     import torch
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return head_of(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def head_of(ckpt: dict) -> tuple[dict, dict]:
+    """The head (arrays) and face settings of a face member's checkpoint, read already."""
     return {k: v.numpy() for k, v in ckpt["model"].items()}, ckpt["face"]
 
 
