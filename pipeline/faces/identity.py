@@ -48,14 +48,18 @@ def person_faces(table: pd.DataFrame, data_dir, cache_dir, run_dir, chain_text: 
     return PersonFaces(first["person_id"].astype(str).to_numpy(), files, vectors.mean(axis=1), prior, chain_text)
 
 
+def squared_distances(a: np.ndarray, b: np.ndarray, block: int = 1024):
+    """(start, squared distances of a[start : start + block] to every row of b), block by block, so that 30,000
+    faces never make a 30,000 x 30,000 matrix."""
+    sq_a, sq_b = (a ** 2).sum(1), (b ** 2).sum(1)
+    for start in range(0, len(a), block):
+        yield start, sq_a[start : start + block, None] + sq_b[None, :] - 2 * a[start : start + block] @ b.T
+
+
 def close_pairs(vectors: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """(i, j, distance) for every pair i < j closer than `threshold`, closest first; in blocks, so that 30,000 faces
-    never make a 30,000 x 30,000 matrix."""
+    """(i, j, distance) for every pair i < j closer than `threshold`, closest first."""
     out = []
-    sq = (vectors ** 2).sum(1)
-    for start in range(0, len(vectors), 1024):
-        block = vectors[start : start + 1024]
-        d2 = sq[start : start + 1024, None] + sq[None, :] - 2 * block @ vectors.T
+    for start, d2 in squared_distances(vectors, vectors):
         rows, cols = np.nonzero(d2 < threshold ** 2)
         for i, j in zip(rows + start, cols):
             if i < j:
@@ -92,12 +96,9 @@ def eval_matches(faces: PersonFaces, eval_vectors: np.ndarray, threshold: float)
     if not len(eval_vectors):
         return np.zeros(0, bool)
     v = eval_vectors.mean(axis=1)
-    sq = (faces.vectors ** 2).sum(1)
     hits = np.zeros(len(v), bool)
-    for start in range(0, len(v), 1024):
-        block = v[start : start + 1024]
-        d2 = (block ** 2).sum(1)[:, None] + sq[None, :] - 2 * block @ faces.vectors.T
-        hits[start : start + 1024] = (d2 < threshold ** 2).any(1)
+    for start, d2 in squared_distances(v, faces.vectors):
+        hits[start : start + len(d2)] = (d2 < threshold ** 2).any(1)
     return hits
 
 
