@@ -75,6 +75,16 @@ class Record:
             raise Unreadable(path, e.strerror or type(e).__name__) from e
         return cls.from_json(text, path)
 
+    @classmethod
+    def read_current(cls, path: Path, version: int):
+        """The record in `path` where it is one of `version`; None where there is none, or it is damaged or of
+        another version (whoever reads it makes it anew)."""
+        try:
+            record = cls.read(path)
+        except RecordError:
+            return None
+        return record if record is not None and record.version == version else None
+
 
 @dataclass(kw_only=True)
 class Done(Record):

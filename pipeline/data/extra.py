@@ -48,11 +48,7 @@ def write_record(stage_dir, record: ExtraRecord) -> None:
 
 
 def read_record(stage_dir) -> ExtraRecord | None:
-    try:
-        record = ExtraRecord.from_json(extra_record(stage_dir).read_text())
-    except (OSError, ValueError, TypeError):
-        return None
-    return record if record.version == RECORD_VERSION else None
+    return ExtraRecord.read_current(extra_record(stage_dir), RECORD_VERSION)
 
 
 # What to say when a folder the config asks for has no photos to add: the problem, and the hint naming the command.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.io import atomic_write_text, file_lock
 from pipeline.layout import REFIT, tracking_json, tracking_lock
-from pipeline.records import Record, RecordError
+from pipeline.records import Record
 
 VERSION = 1
 MLFLOW_FOLDER = "runs/mlruns"  # the project's local store when tracking.uri is not set: `mlflow ui` reads it
@@ -55,11 +55,7 @@ def _store(kind: str, uri: str, project: str, group: str, parent: str | None):
 
 def _read(run_dir) -> TrackingRecord | None:
     """The record, None without one of this version (a new tracked run is made then)."""
-    try:
-        record = TrackingRecord.read(tracking_json(run_dir))
-    except RecordError:
-        return None
-    return record if record and record.version == VERSION else None
+    return TrackingRecord.read_current(tracking_json(run_dir), VERSION)
 
 
 def _new_record(cfg) -> TrackingRecord:
